@@ -1,0 +1,6 @@
+"""Numba kernels: the only compiled code in cnnblas.
+
+Kernels assume validated, C-contiguous arrays and in-range geometry; all
+checking happens in :mod:`cnnblas.ops`. Every kernel is compiled with
+``cache=True``; see :mod:`cnnblas._kernels.cache` for where the cache lives.
+"""

@@ -1,0 +1,1 @@
+"""Stateless array functions; all argument checking happens here."""

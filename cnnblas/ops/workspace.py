@@ -1,0 +1,66 @@
+"""Reusable scratch memory for the im2col column buffers.
+
+Convolutions process the batch in chunks so that the column buffer never
+exceeds a budget (default 64 MiB), whatever the batch size. The buffer is kept
+between calls (one per thread and dtype), so a training loop allocates it once.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+_DEFAULT_LIMIT = 64 * 2**20
+_limit = _DEFAULT_LIMIT
+_local = threading.local()
+
+
+def set_workspace_limit(nbytes: int) -> None:
+    """Cap the im2col workspace at ``nbytes`` bytes (default 64 MiB).
+
+    A convolution always processes at least one image at a time, so the
+    effective workspace is ``max(limit, bytes for one image's columns)``.
+    Shrinking the limit releases any larger buffer already held.
+    """
+    global _limit
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)):
+        raise TypeError(f"nbytes must be an int, got {nbytes!r}")
+    if nbytes < 1:
+        raise ValueError(f"nbytes must be >= 1, got {nbytes}")
+    _limit = int(nbytes)
+    _local.buffers = {}
+
+
+def get_workspace_limit() -> int:
+    """The current workspace budget in bytes."""
+    return _limit
+
+
+def images_per_chunk(n_images: int, bytes_per_image: int) -> int:
+    """How many images' columns fit in the budget (at least 1, at most ``n_images``)."""
+    return max(1, min(n_images, _limit // max(bytes_per_image, 1)))
+
+
+def scratch(shape: tuple[int, ...], dtype, slot: int = 0) -> np.ndarray:
+    """A C-contiguous array of ``shape`` backed by a reused buffer.
+
+    ``slot`` distinguishes buffers needed at the same time (e.g. the columns
+    and their gradient). Contents are undefined: callers overwrite them.
+    """
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape))
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    key = (dtype, slot)
+    buffer = buffers.get(key)
+    if buffer is None or buffer.size < size:
+        buffer = buffers[key] = np.empty(size, dtype=dtype)
+    return buffer[:size].reshape(shape)
+
+
+def held_bytes() -> int:
+    """Bytes currently held by this thread's buffers (for tests and reports)."""
+    buffers = getattr(_local, "buffers", None) or {}
+    return sum(b.nbytes for b in buffers.values())
