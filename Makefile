@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	@# PyTorch is optional (comparisons only); the CPU build is pinned.
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0' \
 	    || echo "PyTorch unavailable: PyTorch comparisons will be skipped"
+	@# Compile every kernel into the cache once, so later processes start fast.
+	$(BIN)/cnnblas warmup
 	touch $(STAMP)
 
 venv: $(STAMP)

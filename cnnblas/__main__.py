@@ -1,0 +1,5 @@
+import sys
+
+from cnnblas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,110 @@
+"""What cnnblas is running on: versions, BLAS libraries, threads, kernel cache."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from importlib import metadata
+
+import numpy as np
+
+from cnnblas import threads
+from cnnblas._kernels.cache import cache_dir
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or platform's guess elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    """A dict describing the machine and libraries (used by `cnnblas info` and reports)."""
+    import numba
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cores": threads.default_threads(),
+        "threads": threads.get_num_threads(),
+        "numba_threading_layer": numba.config.THREADING_LAYER,
+        "versions": {name: _version(name) for name in
+                     ("cnnblas", "numpy", "numba", "scipy", "threadpoolctl", "torch")},
+        "blas": [
+            {key: lib.get(key) for key in
+             ("internal_api", "version", "num_threads", "threading_layer", "architecture",
+              "filepath")}
+            for lib in threads.blas_info()
+        ],
+        "kernel_cache": str(cache_dir()),
+    }
+
+
+def warm_up() -> float:
+    """Compile (or load from the cache) every kernel for float32 and float64.
+
+    Returns the seconds it took. Run once after installation so that the first
+    convolution of every later process only loads cached machine code.
+    """
+    from cnnblas.ops.conv import conv2d, conv2d_backward
+
+    start = time.perf_counter()
+    for dtype in (np.float32, np.float64):
+        x = np.ones((1, 1, 4, 4), dtype)
+        w = np.ones((1, 1, 3, 3), dtype)
+        y = conv2d(x, w, padding=1)
+        conv2d_backward(y, x, w, padding=1)
+    for extra in _extra_warmups():
+        extra()
+    return time.perf_counter() - start
+
+
+def _extra_warmups():
+    """Warm-up calls for optional kernel families (pooling, direct reference)."""
+    calls = []
+    try:
+        from cnnblas.ops import pooling
+    except ImportError:  # pragma: no cover - pooling lands with the layers issue
+        return calls
+    for dtype in (np.float32, np.float64):
+        x = np.ones((1, 1, 4, 4), dtype)
+
+        def pools(x=x):
+            y, argmax = pooling.max_pool2d(x, 2)
+            pooling.max_pool2d_backward(y, argmax, x.shape)
+            pooling.avg_pool2d_backward(pooling.avg_pool2d(x, 2), x.shape, 2)
+
+        calls.append(pools)
+    return calls
+
+
+def format_environment(env: dict) -> str:
+    lines = [
+        f"cnnblas {env['versions']['cnnblas']} on Python {env['python']} ({env['platform']})",
+        f"CPU: {env['cpu']}, {env['cores']} cores available",
+        f"threads: {env['threads']} (Numba threading layer: {env['numba_threading_layer']})",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+        "BLAS libraries (threadpoolctl):",
+    ]
+    for lib in env["blas"]:
+        lines.append(
+            f"  {lib['internal_api']} {lib['version']} threads={lib['num_threads']} "
+            f"arch={lib['architecture']} layer={lib['threading_layer']}\n    {lib['filepath']}"
+        )
+    lines.append(f"kernel cache: {env['kernel_cache']}")
+    return "\n".join(lines)

@@ -1,0 +1,228 @@
+"""The GEMM convolution against every independent reference.
+
+References (cnnblas.reference, independent of the GEMM code): the tutorial's
+nested loops, the Numba direct loops, and the derivations' scipy.signal
+formulas; plus centred finite differences in float64 and PyTorch when installed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import cnnblas as cb
+from cnnblas import reference
+from tests.conftest import EDGE_CASES, ConvCase, assert_close, conv_cases
+
+FORWARD_REFERENCES = {
+    "loops": reference.conv2d_loops,
+    "direct": reference.conv2d_direct,
+    "scipy": reference.conv2d_scipy,
+}
+BACKWARD_REFERENCES = {
+    "direct": reference.conv2d_backward_direct,
+    "scipy": reference.conv2d_backward_scipy,
+}
+
+
+def check_forward(case: ConvCase, references=FORWARD_REFERENCES):
+    x, weight, bias, _ = case.arrays()
+    y = cb.conv2d(x, weight, bias, **case.kwargs())
+    assert y.shape == (case.n, case.k, *case.out_size)
+    for name, ref in references.items():
+        assert_close(y, ref(x, weight, bias, **case.kwargs()), err_msg=f"{name}: {case}")
+
+
+def check_backward(case: ConvCase):
+    x, weight, _, dy = case.arrays()
+    grads = cb.conv2d_backward(dy, x, weight, **case.kwargs())
+    for name, ref in BACKWARD_REFERENCES.items():
+        expected = ref(dy, x, weight, **case.kwargs())
+        for label, got, want in zip(("dx", "dweight", "dbias"), grads, expected, strict=True):
+            assert_close(got, want, err_msg=f"{label} vs {name}: {case}")
+
+
+@settings(max_examples=80, deadline=None)
+@given(conv_cases())
+def test_forward_matches_references(case):
+    check_forward(case)
+
+
+@settings(max_examples=80, deadline=None)
+@given(conv_cases())
+def test_backward_matches_references(case):
+    check_backward(case)
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_CASES))
+def test_edge_cases_forward_and_backward(name):
+    check_forward(EDGE_CASES[name])
+    check_backward(EDGE_CASES[name])
+
+
+def test_tutorial_table_3_5_by_hand():
+    """"A beginner tutorial for CNN", Table 3.5 setting: 3x3 input, 2x2 kernel, valid."""
+    x = np.array([[1.0, 2, 3], [4, 5, 6], [7, 8, 9]]).reshape(1, 1, 3, 3)
+    w = np.array([[1.0, 2], [3, 4]]).reshape(1, 1, 2, 2)
+    # y[0,0] = 1*1 + 2*2 + 4*3 + 5*4 = 37, then slide by one pixel.
+    np.testing.assert_array_equal(cb.conv2d(x, w)[0, 0], [[37, 47], [67, 77]])
+
+
+def directional_fd(f, array, direction, step=1e-6):
+    """Centred finite difference of scalar ``f`` at ``array`` along ``direction``."""
+    return (f(array + step * direction) - f(array - step * direction)) / (2 * step)
+
+
+@settings(max_examples=25, deadline=None)
+@given(conv_cases(max_extra=3, max_kernel=3))
+def test_gradients_match_finite_differences(case):
+    """d/dt sum(conv(x + t v, w + t u) * dy) against the analytic gradients (float64)."""
+    x, weight, bias, dy = case.arrays()
+    rng = np.random.default_rng(2)
+    dx, dweight, dbias = cb.conv2d_backward(dy, x, weight, **case.kwargs())
+
+    def loss_x(xv):
+        return float(np.sum(cb.conv2d(xv, weight, bias, **case.kwargs()) * dy))
+
+    def loss_w(wv):
+        return float(np.sum(cb.conv2d(x, wv, bias, **case.kwargs()) * dy))
+
+    def loss_b(bv):
+        return float(np.sum(cb.conv2d(x, weight, bv, **case.kwargs()) * dy))
+
+    for grad, f, point in ((dx, loss_x, x), (dweight, loss_w, weight), (dbias, loss_b, bias)):
+        direction = rng.standard_normal(point.shape)
+        analytic = float(np.sum(grad * direction))
+        numeric = directional_fd(f, point, direction)
+        assert abs(analytic - numeric) <= 1e-6 * max(1.0, abs(analytic)), (analytic, numeric)
+
+
+@settings(max_examples=40, deadline=None)
+@given(conv_cases(symmetric_padding=True))
+def test_matches_torch_forward_and_backward(case):
+    torch = pytest.importorskip("torch")
+    x, weight, bias, dy = case.arrays()
+    padding = (case.padding[0][0], case.padding[1][0])
+    args = dict(stride=case.stride, padding=padding, dilation=case.dilation, groups=case.groups)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, weight, bias))
+    yt = torch.nn.functional.conv2d(xt, wt, bt, **args)
+    yt.backward(torch.from_numpy(dy))
+    assert_close(cb.conv2d(x, weight, bias, **args), yt.detach().numpy())
+    for got, want in zip(cb.conv2d_backward(dy, x, weight, **args),
+                         (xt.grad, wt.grad, bt.grad), strict=True):
+        assert_close(got, want.numpy())
+
+
+@settings(max_examples=30, deadline=None)
+@given(conv_cases())
+def test_float32_within_1e4_of_float64(case):
+    x, weight, bias, dy = case.arrays()
+    f32 = [a.astype(np.float32) for a in (x, weight, bias, dy)]
+    y32 = cb.conv2d(*f32[:3], **case.kwargs())
+    assert y32.dtype == np.float32
+    assert_close(y32, cb.conv2d(x, weight, bias, **case.kwargs()), rtol=1e-4)
+    grads32 = cb.conv2d_backward(f32[3], f32[0], f32[1], **case.kwargs())
+    grads64 = cb.conv2d_backward(dy, x, weight, **case.kwargs())
+    for got, want in zip(grads32, grads64, strict=True):
+        assert got.dtype == np.float32
+        assert_close(got, want, rtol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("kernel", [(3, 3), (2, 4), (5, 1)])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_same_padding_gives_ceil_output_and_matches_explicit_padding(stride, kernel, dilation):
+    """'same' = TensorFlow's rule: out = ceil(in/stride), odd pixel of padding at the end."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 2, 7, 10))
+    weight = rng.standard_normal((3, 2, *kernel))
+    y = cb.conv2d(x, weight, stride=stride, padding="same", dilation=dilation)
+    assert y.shape[2:] == (-(-7 // stride), -(-10 // stride))
+    pads = []
+    for size, k in zip((7, 10), kernel, strict=True):
+        out = -(-size // stride)
+        total = max((out - 1) * stride + dilation * (k - 1) + 1 - size, 0)
+        pads.append((total // 2, total - total // 2))
+    padded = np.pad(x, ((0, 0), (0, 0), *pads))
+    assert_close(y, reference.conv2d_loops(padded, weight, stride=stride, dilation=dilation))
+    dy = rng.standard_normal(y.shape)
+    dx, dweight, _ = cb.conv2d_backward(dy, x, weight, stride=stride, padding="same",
+                                        dilation=dilation)
+    dx_padded, dweight_ref, _ = reference.conv2d_backward_direct(
+        dy, padded, weight, stride=stride, padding=0, dilation=dilation, groups=1)
+    (top, _), (left, _) = pads
+    assert_close(dx, dx_padded[:, :, top:top + 7, left:left + 10])
+    assert_close(dweight, dweight_ref)
+
+
+def test_same_padding_stride1_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 6, 7))
+    weight = rng.standard_normal((4, 3, 4, 3))
+    expected = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(weight),
+                                          padding="same", dilation=2).numpy()
+    assert_close(cb.conv2d(x, weight, padding="same", dilation=2), expected)
+
+
+def test_valid_padding_is_zero_padding():
+    x, weight, bias, _ = EDGE_CASES["non_square_image"].arrays()
+    np.testing.assert_array_equal(cb.conv2d(x, weight, bias, padding="valid"),
+                                  cb.conv2d(x, weight, bias, padding=0))
+
+
+@pytest.mark.parametrize("limit", [1, 700, 10_000])
+def test_batch_chunking_gives_the_same_result(limit):
+    """A tiny workspace forces one image per chunk (or several): results must not change."""
+    case = ConvCase(5, 3, 6, 7, 4, (3, 3), (1, 2), ((1, 0), (2, 1)), (1, 1), 1)
+    x, weight, bias, dy = case.arrays()
+    full_y = cb.conv2d(x, weight, bias, **case.kwargs())
+    full_grads = cb.conv2d_backward(dy, x, weight, **case.kwargs())
+    old = cb.get_workspace_limit()
+    try:
+        cb.set_workspace_limit(limit)
+        np.testing.assert_array_equal(cb.conv2d(x, weight, bias, **case.kwargs()), full_y)
+        for got, want in zip(cb.conv2d_backward(dy, x, weight, **case.kwargs()), full_grads,
+                             strict=True):
+            assert_close(got, want, rtol=1e-13)
+        from cnnblas.ops import workspace
+
+        one_image = 8 * case.c * 9 * case.out_size[0] * case.out_size[1]
+        assert workspace.held_bytes() <= 2 * max(limit, one_image)
+    finally:
+        cb.set_workspace_limit(old)
+
+
+def test_input_grad_false_skips_dx():
+    x, weight, _, dy = EDGE_CASES["groups2"].arrays()
+    dx, dweight, dbias = cb.conv2d_backward(dy, x, weight, padding=1, groups=2, input_grad=False)
+    assert dx is None
+    full = cb.conv2d_backward(dy, x, weight, padding=1, groups=2)
+    np.testing.assert_array_equal(dweight, full[1])
+    np.testing.assert_array_equal(dbias, full[2])
+
+
+def test_non_contiguous_and_read_only_inputs_work_and_are_not_modified():
+    case = EDGE_CASES["rect_kernel_stride2"]
+    x, weight, bias, dy = case.arrays()
+    expected_y = cb.conv2d(x, weight, bias, **case.kwargs())
+    expected_grads = cb.conv2d_backward(dy, x, weight, **case.kwargs())
+    # Non-contiguous views with the same values: Fortran order and a strided slice.
+    x_f = np.asfortranarray(x)
+    wide = np.zeros((case.n, case.c, case.h, 2 * case.w))
+    wide[..., ::2] = x
+    x_strided = wide[..., ::2]
+    for xv in (x_f, x_strided):
+        assert not xv.flags.c_contiguous
+        before = xv.copy()
+        xv.flags.writeable = False
+        np.testing.assert_array_equal(cb.conv2d(xv, weight, bias, **case.kwargs()), expected_y)
+        for got, want in zip(cb.conv2d_backward(dy, xv, weight, **case.kwargs()),
+                             expected_grads, strict=True):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(xv, before)
+    for array in (weight, bias, dy):
+        array.flags.writeable = False
+    cb.conv2d(x, weight, bias, **case.kwargs())
+    cb.conv2d_backward(dy, x, weight, **case.kwargs())
