@@ -1,15 +1,18 @@
 """im2col and col2im on NCHW arrays (Numba).
 
-Column layout (one image at a time, the same as ``torch.nn.functional.unfold``):
-``cols[n, r, l]`` with row ``r = (c * kernel_h + i) * kernel_w + j`` over input
-channel ``c`` and kernel offset ``(i, j)``, and column ``l = oh * out_w + ow`` over
-output positions, row-major. The entry is the input pixel
+Column layout: ``cols[r, n, l]``, shape (C*kh*kw, N, L), with row
+``r = (c * kernel_h + i) * kernel_w + j`` over input channel ``c`` and kernel
+offset ``(i, j)``, image ``n``, and column ``l = oh * out_w + ow`` over output
+positions, row-major. Viewed as a (C*kh*kw, N*L) matrix it holds the whole
+batch's windows side by side, so one GEMM serves the whole batch. The public
+:func:`cnnblas.im2col` passes a transposed view of an (N, C*kh*kw, L) array,
+which gives exactly ``torch.nn.functional.unfold``'s layout. The entry is the
+input pixel
 
     x[n, c, oh * stride_h - pad_top + i * dilation_h,
             ow * stride_w - pad_left + j * dilation_w]
 
-or 0 when that pixel lies in the zero padding. With this layout ``W @ cols[n]``
-lands directly in NCHW order, with no transpose.
+or 0 when that pixel lies in the zero padding.
 
 Geometry is passed as small tuples: ``kernel = (kernel_h, kernel_w)``,
 ``stride = (stride_h, stride_w)``, ``pad = (pad_top, pad_left)`` (the bottom and
@@ -38,9 +41,9 @@ def _valid_range(offset, stride, size, out_size):
 
 @numba.njit(cache=True, parallel=True)
 def im2col_into(x, kernel, stride, pad, dilation, out, cols):
-    """Fill ``cols`` (N, C*kh*kw, out_h*out_w) from ``x`` (N, C, H, W).
+    """Fill ``cols`` (C*kh*kw, N, out_h*out_w) from ``x`` (N, C, H, W).
 
-    Parallel over the N*C*kh*kw rows: each task writes one row, so there are
+    Parallel over the C*kh*kw*N rows: each task writes one row, so there are
     no write conflicts. Every element of ``cols`` is written (zeros included).
     """
     n_images, channels, height, width = x.shape
@@ -51,33 +54,40 @@ def im2col_into(x, kernel, stride, pad, dilation, out, cols):
     out_h, out_w = out
     rows = channels * kernel_h * kernel_w
     for task in prange(n_images * rows):
-        n = task // rows
-        row = task - n * rows
+        row = task // n_images
+        n = task - row * n_images
         c = row // (kernel_h * kernel_w)
         i = (row // kernel_w) % kernel_h
         j = row % kernel_w
+        row_offset = i * dilation_h - pad_top
         col_offset = j * dilation_w - pad_left
+        oh_lo, oh_hi = _valid_range(row_offset, stride_h, height, out_h)
         ow_lo, ow_hi = _valid_range(col_offset, stride_w, width, out_w)
-        dst = cols[n, row]
-        for oh in range(out_h):
-            ih = oh * stride_h - pad_top + i * dilation_h
-            base = oh * out_w
-            if ih < 0 or ih >= height:
-                for ow in range(out_w):
-                    dst[base + ow] = 0
-                continue
-            src = x[n, c, ih]
-            for ow in range(ow_lo):
-                dst[base + ow] = 0
-            for ow in range(ow_lo, ow_hi):
-                dst[base + ow] = src[ow * stride_w + col_offset]
-            for ow in range(ow_hi, out_w):
-                dst[base + ow] = 0
+        first = ow_lo * stride_w + col_offset  # input column of output column ow_lo
+        count = ow_hi - ow_lo
+        dst = cols[row, n]
+        dst[: oh_lo * out_w] = 0  # output rows whose window row is in the padding
+        dst[oh_hi * out_w :] = 0
+        for oh in range(oh_lo, oh_hi):
+            dst_row = dst[oh * out_w : (oh + 1) * out_w]
+            dst_row[:ow_lo] = 0
+            dst_row[ow_hi:] = 0
+            src_row = x[n, c, oh * stride_h + row_offset]
+            # Index slices with the bare loop counter: no negative-index checks,
+            # so LLVM vectorises the unit-stride copy.
+            inner = dst_row[ow_lo:ow_hi]
+            if stride_w == 1:
+                src = src_row[first : first + count]
+                for t in range(count):
+                    inner[t] = src[t]
+            else:
+                for t in range(count):
+                    inner[t] = src_row[first + t * stride_w]
 
 
 @numba.njit(cache=True, parallel=True)
 def col2im_into(cols, kernel, stride, pad, dilation, out, x):
-    """Sum ``cols`` (N, C*kh*kw, out_h*out_w) back into ``x`` (N, C, H, W).
+    """Sum ``cols`` (C*kh*kw, N, out_h*out_w) back into ``x`` (N, C, H, W).
 
     The adjoint of :func:`im2col_into`: overlapping windows add up; padding
     positions are dropped. ``x`` is overwritten (zeroed first). Parallel over
@@ -95,16 +105,21 @@ def col2im_into(cols, kernel, stride, pad, dilation, out, x):
         plane = x[n, c]
         plane[:, :] = 0
         for i in range(kernel_h):
+            row_offset = i * dilation_h - pad_top
+            oh_lo, oh_hi = _valid_range(row_offset, stride_h, height, out_h)
             for j in range(kernel_w):
-                row = (c * kernel_h + i) * kernel_w + j
-                src = cols[n, row]
+                src = cols[(c * kernel_h + i) * kernel_w + j, n]
                 col_offset = j * dilation_w - pad_left
                 ow_lo, ow_hi = _valid_range(col_offset, stride_w, width, out_w)
-                for oh in range(out_h):
-                    ih = oh * stride_h - pad_top + i * dilation_h
-                    if ih < 0 or ih >= height:
-                        continue
-                    dst = plane[ih]
-                    base = oh * out_w
-                    for ow in range(ow_lo, ow_hi):
-                        dst[ow * stride_w + col_offset] += src[base + ow]
+                first = ow_lo * stride_w + col_offset
+                count = ow_hi - ow_lo
+                for oh in range(oh_lo, oh_hi):
+                    src_row = src[oh * out_w + ow_lo : oh * out_w + ow_hi]
+                    dst_row = plane[oh * stride_h + row_offset]
+                    if stride_w == 1:
+                        dst = dst_row[first : first + count]
+                        for t in range(count):
+                            dst[t] += src_row[t]
+                    else:
+                        for t in range(count):
+                            dst_row[first + t * stride_w] += src_row[t]

@@ -21,12 +21,15 @@ input gradient        ``dX = col2im(Wmᵀ @ dY)``        (CRS x K) (K x L)
 Stride, padding and dilation live entirely in im2col/col2im; the GEMMs never
 change. The 180-degree kernel rotation of the backpropagation derivations is
 exactly what ``Wmᵀ`` followed by col2im computes. Groups split C and K into
-independent blocks, handled by one batched ``np.matmul`` (BLAS per block).
-A 1x1, stride-1, unpadded convolution skips im2col: the input already is its
-column matrix.
+independent blocks: one GEMM per block.
 
-The batch is processed in chunks whose column buffers fit the workspace budget
-(:func:`cnnblas.set_workspace_limit`); the buffers are reused across calls.
+The batch is processed in chunks of ``b`` images whose column buffers fit the
+workspace budget (:func:`cnnblas.set_workspace_limit`); the buffers are reused
+across calls. Within a chunk the columns of all ``b`` images sit side by side,
+(C*kh*kw, b*L), so each pass is one large GEMM rather than ``b`` small ones;
+only the (much smaller) output and ``dy`` are reordered between (b, K, L) and
+(K, b*L). A 1x1, stride-1, unpadded convolution skips im2col: each image
+already is its (C, H*W) column matrix.
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ def im2col(x: np.ndarray, kernel_size, stride=1, padding=0, dilation=1) -> np.nd
     cols = np.empty(
         (n_images, channels * geom.kernel_h * geom.kernel_w, geom.out_h * geom.out_w), x.dtype
     )
-    im2col_into(np.ascontiguousarray(x), *_kernel_args(geom), cols)
+    # The kernel fills (rows, images, positions); a transposed view gives unfold's layout.
+    im2col_into(np.ascontiguousarray(x), *_kernel_args(geom), cols.transpose(1, 0, 2))
     return cols
 
 
@@ -120,7 +124,7 @@ def col2im(cols: np.ndarray, output_size, kernel_size, stride=1, padding=0,
             f"output_size {(height, width)}, got {cols.shape[2]}"
         )
     x = np.empty((cols.shape[0], cols.shape[1] // window, height, width), cols.dtype)
-    col2im_into(np.ascontiguousarray(cols), *_kernel_args(geom), x)
+    col2im_into(cols.transpose(1, 0, 2), *_kernel_args(geom), x)
     return x
 
 
@@ -150,13 +154,22 @@ class _ConvProblem(NamedTuple):
         """``weight`` viewed as (groups, K/groups, C/groups*kh*kw)."""
         return self.weight.reshape(self.groups, -1, self.rows_per_group)
 
-    def column_view(self, cols: np.ndarray) -> np.ndarray:
-        """(b, C*kh*kw, L) columns viewed as (b, groups, C/groups*kh*kw, L)."""
-        return cols.reshape(cols.shape[0], self.groups, self.rows_per_group, -1)
+    def chunks(self, buffers: int):
+        """Yield (start, stop) image ranges whose ``buffers`` column buffers fit the budget."""
+        bytes_per_image = (buffers * self.groups * self.rows_per_group
+                           * self.n_positions * self.x.dtype.itemsize)
+        step = workspace.images_per_chunk(self.n_images, bytes_per_image)
+        for start in range(0, self.n_images, step):
+            yield start, min(start + step, self.n_images)
 
-    def grouped(self, array: np.ndarray) -> np.ndarray:
-        """An NCHW array (b, channels, h, w) viewed as (b, groups, channels/groups, h*w)."""
-        return array.reshape(array.shape[0], self.groups, -1, array.shape[2] * array.shape[3])
+    def columns(self, start: int, stop: int) -> np.ndarray:
+        """im2col of images [start, stop) into the workspace, as (groups, CgRS, b*L)."""
+        cols = workspace.scratch(
+            (self.groups * self.rows_per_group, stop - start, self.n_positions),
+            self.x.dtype, slot=0,
+        )
+        im2col_into(self.x[start:stop], *_kernel_args(self.geom), cols)
+        return cols.reshape(self.groups, self.rows_per_group, -1)
 
 
 def _check_conv(x, weight, stride, padding, dilation, groups) -> _ConvProblem:
@@ -168,25 +181,9 @@ def _check_conv(x, weight, stride, padding, dilation, groups) -> _ConvProblem:
     return _ConvProblem(np.ascontiguousarray(x), np.ascontiguousarray(weight), geom, groups)
 
 
-def _chunks(problem: _ConvProblem, buffers: int):
-    """Yield (start, stop) image ranges whose ``buffers`` column buffers fit the budget."""
-    itemsize = problem.x.dtype.itemsize
-    bytes_per_image = buffers * problem.weight.shape[1] * problem.groups * (
-        problem.geom.kernel_h * problem.geom.kernel_w * problem.n_positions * itemsize
-    )
-    step = workspace.images_per_chunk(problem.n_images, bytes_per_image)
-    for start in range(0, problem.n_images, step):
-        yield start, min(start + step, problem.n_images)
-
-
-def _columns(problem: _ConvProblem, start: int, stop: int) -> np.ndarray:
-    """im2col of images [start, stop) into the reused workspace, (b, C*kh*kw, L)."""
-    cols = workspace.scratch(
-        (stop - start, problem.rows_per_group * problem.groups, problem.n_positions),
-        problem.x.dtype, slot=0,
-    )
-    im2col_into(problem.x[start:stop], *_kernel_args(problem.geom), cols)
-    return cols
+def _per_group(image: np.ndarray, groups: int) -> np.ndarray:
+    """One image (channels, h, w) viewed as (groups, channels/groups, h*w)."""
+    return image.reshape(groups, image.shape[0] // groups, -1)
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
@@ -215,19 +212,37 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     if bias is not None:
         check_float_array(bias, "bias", ndim=1, dtype=x.dtype)
         check_shape(bias, (n_out,), "bias")
-    geom = problem.geom
+    geom, groups = problem.geom, problem.groups
     y = np.empty((problem.n_images, n_out, geom.out_h, geom.out_w), x.dtype)
     w_grouped = problem.grouped_weight
     if geom.is_pointwise:
-        # Y = Wm @ X: the input already is its (C x H*W) column matrix.
-        np.matmul(w_grouped, problem.grouped(problem.x), out=problem.grouped(y))
-    else:
-        for start, stop in _chunks(problem, buffers=1):
-            cols = _columns(problem, start, stop)
-            # Y = Wm @ cols, written straight into the NCHW result.
-            np.matmul(w_grouped, problem.column_view(cols), out=problem.grouped(y[start:stop]))
-    if bias is not None:
-        y += bias.reshape(1, n_out, 1, 1)
+        for n in range(problem.n_images):
+            y_n, x_n = _per_group(y[n], groups), _per_group(problem.x[n], groups)
+            for g in range(groups):
+                # Y = Wm @ X: the image already is its (C x H*W) column matrix.
+                np.matmul(w_grouped[g], x_n[g], out=y_n[g])
+        if bias is not None:
+            y += bias.reshape(1, n_out, 1, 1)
+        return y
+    for start, stop in problem.chunks(buffers=1):
+        cols = problem.columns(start, stop)
+        y_chunk = y[start:stop].reshape(stop - start, n_out, -1)
+        # One image: the GEMM can write straight into NCHW. Several: (K, b*L) scratch.
+        direct = stop - start == 1
+        out = y_chunk[0] if direct else workspace.scratch((n_out, cols.shape[2]), x.dtype, 2)
+        out_grouped = out.reshape(groups, -1, cols.shape[2])
+        for g in range(groups):
+            # Y = Wm @ cols
+            np.matmul(w_grouped[g], cols[g], out=out_grouped[g])
+        if direct:
+            if bias is not None:
+                out += bias[:, None]
+        else:
+            reordered = out.reshape(n_out, stop - start, -1).transpose(1, 0, 2)
+            if bias is None:
+                np.copyto(y_chunk, reordered)
+            else:
+                np.add(reordered, bias[:, None], out=y_chunk)
     return y
 
 
@@ -251,33 +266,50 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
     dbias : ndarray, shape (K,)
     """
     problem = _check_conv(x, weight, stride, padding, dilation, groups)
-    geom = problem.geom
+    geom, groups = problem.geom, problem.groups
+    n_out = weight.shape[0]
     check_float_array(dy, "dy", ndim=4, dtype=x.dtype)
-    check_shape(dy, (problem.n_images, weight.shape[0], geom.out_h, geom.out_w), "dy")
+    check_shape(dy, (problem.n_images, n_out, geom.out_h, geom.out_w), "dy")
     dy = np.ascontiguousarray(dy)
     dx = np.empty_like(problem.x) if input_grad else None
-    w_grouped_t = problem.grouped_weight.transpose(0, 2, 1)
+    w_grouped = problem.grouped_weight
+    dweight = np.zeros(w_grouped.shape, x.dtype)
+    product = np.empty(w_grouped.shape[1:], x.dtype)  # one block's dW contribution
 
     if geom.is_pointwise:
-        dy_grouped = problem.grouped(dy)
-        x_grouped = problem.grouped(problem.x)
-        # dW = sum_n dY_n @ X_nᵀ
-        dweight = np.matmul(dy_grouped, x_grouped.transpose(0, 1, 3, 2)).sum(axis=0)
-        if dx is not None:
-            # dX = Wmᵀ @ dY (no col2im: the columns are the image)
-            np.matmul(w_grouped_t, dy_grouped, out=problem.grouped(dx))
+        for n in range(problem.n_images):
+            dy_n, x_n = _per_group(dy[n], groups), _per_group(problem.x[n], groups)
+            dx_n = None if dx is None else _per_group(dx[n], groups)
+            for g in range(groups):
+                # dW += dY @ Xᵀ
+                dweight[g] += np.matmul(dy_n[g], x_n[g].T, out=product)
+                if dx_n is not None:
+                    # dX = Wmᵀ @ dY (no col2im: the columns are the image)
+                    np.matmul(w_grouped[g].T, dy_n[g], out=dx_n[g])
     else:
-        dweight = np.zeros(problem.grouped_weight.shape, x.dtype)
-        for start, stop in _chunks(problem, buffers=2 if input_grad else 1):
-            cols = problem.column_view(_columns(problem, start, stop))
-            dy_grouped = problem.grouped(dy[start:stop])
-            # dW += sum_n dY_n @ cols_nᵀ
-            dweight += np.matmul(dy_grouped, cols.transpose(0, 1, 3, 2)).sum(axis=0)
+        for start, stop in problem.chunks(buffers=2 if input_grad else 1):
+            cols = problem.columns(start, stop)
+            # dy for these images as the (K, b*L) matrix the GEMMs need.
+            dy_chunk = dy[start:stop].reshape(stop - start, n_out, -1)
+            if stop - start == 1:
+                dy_matrix = dy_chunk[0]
+            else:
+                dy_matrix = workspace.scratch((n_out, stop - start, dy_chunk.shape[2]),
+                                              x.dtype, slot=2)
+                np.copyto(dy_matrix, dy_chunk.transpose(1, 0, 2))
+            dy_grouped = dy_matrix.reshape(groups, -1, cols.shape[2])
+            dcols = None
             if dx is not None:
                 dcols = workspace.scratch(cols.shape, x.dtype, slot=1)
-                # dcols = Wmᵀ @ dY, then dX = col2im(dcols)
-                np.matmul(w_grouped_t, dy_grouped, out=dcols)
-                col2im_into(dcols.reshape(stop - start, -1, problem.n_positions),
+            for g in range(groups):
+                # dW += dY @ colsᵀ
+                dweight[g] += np.matmul(dy_grouped[g], cols[g].T, out=product)
+                if dcols is not None:
+                    # dcols = Wmᵀ @ dY
+                    np.matmul(w_grouped[g].T, dy_grouped[g], out=dcols[g])
+            if dcols is not None:
+                # dX = col2im(dcols)
+                col2im_into(dcols.reshape(-1, stop - start, problem.n_positions),
                             *_kernel_args(geom), dx[start:stop])
     dbias = dy.sum(axis=(0, 2, 3))
     return dx, dweight.reshape(weight.shape), dbias

@@ -1,7 +1,7 @@
 """Reusable scratch memory for the im2col column buffers.
 
 Convolutions process the batch in chunks so that the column buffer never
-exceeds a budget (default 64 MiB), whatever the batch size. The buffer is kept
+exceeds a budget (default 16 MiB), whatever the batch size. The buffer is kept
 between calls (one per thread and dtype), so a training loop allocates it once.
 """
 
@@ -11,13 +11,13 @@ import threading
 
 import numpy as np
 
-_DEFAULT_LIMIT = 64 * 2**20
+_DEFAULT_LIMIT = 16 * 2**20
 _limit = _DEFAULT_LIMIT
 _local = threading.local()
 
 
 def set_workspace_limit(nbytes: int) -> None:
-    """Cap the im2col workspace at ``nbytes`` bytes (default 64 MiB).
+    """Cap the im2col workspace at ``nbytes`` bytes (default 16 MiB).
 
     A convolution always processes at least one image at a time, so the
     effective workspace is ``max(limit, bytes for one image's columns)``.
