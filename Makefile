@@ -4,6 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+# Some environments pin OpenBLAS to older kernels (e.g. OPENBLAS_CORETYPE=Haswell,
+# AVX2) on CPUs that have AVX-512, which halves SGEMM speed. Let OpenBLAS detect
+# the CPU itself; `cnnblas info` shows which kernels are in use.
+unexport OPENBLAS_CORETYPE
+
 .PHONY: venv test train lint bench report clean
 
 $(STAMP): pyproject.toml
