@@ -1,0 +1,44 @@
+"""Layers, containers, losses and model builders with explicit backward passes.
+
+>>> import numpy as np
+>>> from cnnblas import nn
+>>> model = nn.lenet5(input_size=8, rng=0)
+>>> criterion = nn.SoftmaxCrossEntropy()
+>>> x = np.zeros((2, 1, 8, 8), np.float32)
+>>> loss = criterion(model(x), np.array([3, 5]))
+>>> dx = model.backward(criterion.backward())  # fills every Parameter.grad
+>>> [name for name, _ in model.named_parameters()][:2]
+['0.weight', '0.bias']
+"""
+
+from cnnblas.nn import init
+from cnnblas.nn.layers import (
+    AvgPool2d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sigmoid,
+    Tanh,
+)
+from cnnblas.nn.losses import MSELoss, SoftmaxCrossEntropy
+from cnnblas.nn.models import (
+    lenet5,
+    tutorial_toy_cnn,
+    tutorial_toy_input,
+    tutorial_toy_state_dict,
+)
+from cnnblas.nn.module import IncompatibleKeys, Module, Parameter, Sequential
+
+__all__ = [
+    "Parameter", "Module", "Sequential", "IncompatibleKeys",
+    "Conv2d", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d",
+    "Flatten", "Dropout", "BatchNorm2d",
+    "SoftmaxCrossEntropy", "MSELoss",
+    "lenet5", "tutorial_toy_cnn", "tutorial_toy_input", "tutorial_toy_state_dict",
+    "init",
+]

@@ -1,0 +1,177 @@
+"""Element-wise activations and their backward passes.
+
+Every function accepts a float32 or float64 ndarray of any shape and returns
+an array of the same shape and dtype. A backward function takes the upstream
+gradient ``dy`` and whatever the derivative is cheapest to compute from: the
+input ``x`` for the piecewise-linear activations (ReLU, leaky ReLU), the output
+``y`` for sigmoid and tanh, whose derivatives are polynomials in ``y``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from cnnblas.ops._checks import check_float_array, check_shape
+
+
+def _check_grad(dy, other: np.ndarray, other_name: str) -> None:
+    check_float_array(dy, "dy", dtype=other.dtype)
+    check_shape(dy, other.shape, f"dy (it must match {other_name})")
+
+
+def _check_slope(negative_slope) -> float:
+    if not isinstance(negative_slope, numbers.Real) or isinstance(negative_slope, bool):
+        raise TypeError(f"negative_slope must be a real number, got {negative_slope!r}")
+    return float(negative_slope)
+
+
+def relu(x):
+    """Rectified linear unit ``y = max(x, 0)`` (tutorial Eq. 3.15).
+
+    Parameters
+    ----------
+    x : ndarray, any shape, float32 or float64
+
+    Returns
+    -------
+    y : ndarray, shape and dtype of ``x``. NaN propagates.
+    """
+    check_float_array(x, "x")
+    return np.maximum(x, 0)
+
+
+def relu_backward(dy, x):
+    """Gradient of :func:`relu`: ``dx = dy`` where ``x > 0``, else 0 (Eq. 3.17).
+
+    The derivative at exactly ``x = 0`` is taken as 0, as in PyTorch.
+
+    Parameters
+    ----------
+    dy : ndarray, shape and dtype of ``x``
+    x : ndarray, float32 or float64
+        The forward input.
+
+    Returns
+    -------
+    dx : ndarray, shape and dtype of ``x``
+    """
+    check_float_array(x, "x")
+    _check_grad(dy, x, "x")
+    return np.where(x > 0, dy, 0).astype(x.dtype, copy=False)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """Leaky ReLU ``y = x`` for ``x > 0``, ``negative_slope * x`` otherwise.
+
+    Parameters
+    ----------
+    x : ndarray, any shape, float32 or float64
+    negative_slope : float, default 0.01
+
+    Returns
+    -------
+    y : ndarray, shape and dtype of ``x``
+    """
+    check_float_array(x, "x")
+    slope = _check_slope(negative_slope)
+    return np.where(x > 0, x, x * x.dtype.type(slope))
+
+
+def leaky_relu_backward(dy, x, negative_slope=0.01):
+    """Gradient of :func:`leaky_relu` (slope ``negative_slope`` at ``x <= 0``).
+
+    Parameters
+    ----------
+    dy : ndarray, shape and dtype of ``x``
+    x : ndarray, float32 or float64
+        The forward input.
+    negative_slope : float, default 0.01
+
+    Returns
+    -------
+    dx : ndarray, shape and dtype of ``x``
+    """
+    check_float_array(x, "x")
+    _check_grad(dy, x, "x")
+    slope = _check_slope(negative_slope)
+    return np.where(x > 0, dy, dy * x.dtype.type(slope))
+
+
+def sigmoid(x):
+    """Logistic function ``1 / (1 + exp(-x))`` without overflow.
+
+    ``exp`` is only ever evaluated at ``-|x|``, so large inputs of either sign
+    neither overflow nor warn: ``y = 1 / (1 + e)`` for ``x >= 0`` and
+    ``e / (1 + e)`` for ``x < 0`` with ``e = exp(-|x|)``.
+
+    Parameters
+    ----------
+    x : ndarray, any shape, float32 or float64
+
+    Returns
+    -------
+    y : ndarray, shape and dtype of ``x``, values in [0, 1]
+    """
+    check_float_array(x, "x")
+    e = np.exp(-np.abs(x))
+    one = x.dtype.type(1)
+    return np.where(x >= 0, one, e) / (one + e)
+
+
+def sigmoid_backward(dy, y):
+    """Gradient of :func:`sigmoid` from its output: ``dx = dy * y * (1 - y)``.
+
+    Parameters
+    ----------
+    dy : ndarray, shape and dtype of ``y``
+    y : ndarray, float32 or float64
+        The forward output.
+
+    Returns
+    -------
+    dx : ndarray, shape and dtype of ``y``
+    """
+    check_float_array(y, "y")
+    _check_grad(dy, y, "y")
+    return dy * y * (y.dtype.type(1) - y)
+
+
+def tanh(x):
+    """Hyperbolic tangent (NumPy's, which saturates without overflow).
+
+    Parameters
+    ----------
+    x : ndarray, any shape, float32 or float64
+
+    Returns
+    -------
+    y : ndarray, shape and dtype of ``x``, values in [-1, 1]
+    """
+    check_float_array(x, "x")
+    return np.tanh(x)
+
+
+def tanh_backward(dy, y):
+    """Gradient of :func:`tanh` from its output: ``dx = dy * (1 - y**2)``.
+
+    Parameters
+    ----------
+    dy : ndarray, shape and dtype of ``y``
+    y : ndarray, float32 or float64
+        The forward output.
+
+    Returns
+    -------
+    dx : ndarray, shape and dtype of ``y``
+    """
+    check_float_array(y, "y")
+    _check_grad(dy, y, "y")
+    return dy * (y.dtype.type(1) - y * y)
+
+
+__all__ = [
+    "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
+    "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
+]

@@ -1,0 +1,246 @@
+"""Max and average pooling: tutorial tables, tie rule, PyTorch, finite differences, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnnblas._kernels import pooling as kernels
+from cnnblas.nn.gradcheck import numerical_gradient, relative_error
+from cnnblas.ops.pooling import (
+    avg_pool2d,
+    avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+    pool_window,
+)
+
+# Tutorial Tables 3.28 (input), 3.29 (output), 3.31 (dy) and 3.32 (dx).
+TABLE_3_28 = [[23, 4, 16, 90], [12, 32, 12, 45], [5, 7, 8, 9], [2, 12, 14, 56]]
+TABLE_3_29 = [[32, 90], [12, 56]]
+TABLE_3_31 = [[0.22, 0.02], [0.48, 0.16]]
+TABLE_3_32 = [[0, 0, 0, 0.02], [0, 0.22, 0, 0], [0, 0, 0, 0], [0, 0.48, 0, 0.16]]
+
+
+def as_image(rows, dtype=np.float64):
+    return np.array(rows, dtype=dtype)[None, None]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tutorial_tables_3_28_to_3_32(dtype):
+    x = as_image(TABLE_3_28, dtype)
+    y, argmax = max_pool2d(x, 2)
+    assert y.dtype == dtype and argmax.dtype == np.int64
+    np.testing.assert_array_equal(y, as_image(TABLE_3_29, dtype))
+    # Flat indices into the 4x4 plane: 32 at (1,1), 90 at (0,3), 12 at (3,1), 56 at (3,3).
+    np.testing.assert_array_equal(argmax[0, 0], [[5, 3], [13, 15]])
+    dx = max_pool2d_backward(as_image(TABLE_3_31, dtype), argmax, x.shape)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, as_image(TABLE_3_32, dtype))
+
+
+def test_tie_goes_to_first_maximum_in_row_major_order():
+    x = as_image([[1, 7, 3, 3],
+                  [7, 2, 3, 3],
+                  [0, 0, 5, 4],
+                  [0, 0, 4, 5]])
+    y, argmax = max_pool2d(x, 2)
+    np.testing.assert_array_equal(y[0, 0], [[7, 3], [0, 5]])
+    # (0,1) before (1,0); all four 3s -> (0,2); all zeros -> (2,0); 5 at (2,2) before (3,3).
+    np.testing.assert_array_equal(argmax[0, 0], [[1, 2], [8, 10]])
+    dx = max_pool2d_backward(np.ones_like(y), argmax, x.shape)
+    assert dx.sum() == 4 and dx[0, 0, 0, 1] == dx[0, 0, 0, 2] == dx[0, 0, 2, 0] == 1
+
+
+def test_overlapping_windows_accumulate_on_a_shared_maximum():
+    x = as_image([[0, 0, 0], [0, 9, 0], [0, 0, 0]])
+    y, argmax = max_pool2d(x, 2, stride=1)
+    np.testing.assert_array_equal(argmax[0, 0], [[4, 4], [4, 4]])
+    dy = as_image([[1.0, 2.0], [3.0, 4.0]])
+    dx = max_pool2d_backward(dy, argmax, x.shape)
+    assert dx[0, 0, 1, 1] == 10 and dx.sum() == 10
+
+
+def test_padding_is_never_selected_by_max_and_counts_as_zero_for_avg():
+    x = -np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # all negative: padding 0 would win
+    y, argmax = max_pool2d(x, 2, stride=2, padding=1)
+    np.testing.assert_array_equal(y[0, 0], [[-1, -2], [-4, -5]])
+    assert argmax.min() >= 0 and argmax.max() < 9
+    y_avg = avg_pool2d(x, 2, stride=2, padding=1)
+    np.testing.assert_allclose(y_avg[0, 0], [[-1 / 4, -5 / 4], [-11 / 4, -28 / 4]])
+
+
+def test_all_minus_infinity_window_still_points_inside_the_plane():
+    x = np.full((1, 1, 3, 3), -np.inf)
+    y, argmax = max_pool2d(x, 3, stride=1, padding=1)
+    assert np.all(y == -np.inf) and argmax.min() >= 0 and argmax.max() < 9
+
+
+def test_nan_propagates_like_torch():
+    x = as_image([[1, np.nan], [np.nan, 5]])
+    y, argmax = max_pool2d(x, 2)
+    assert np.isnan(y[0, 0, 0, 0]) and argmax[0, 0, 0, 0] == 1
+
+
+def test_kernel_backward_skips_out_of_range_indices():
+    dy = np.ones((1, 1, 2), np.float64)
+    argmax = np.array([[[-1, 99]]], np.int64)
+    dx = kernels.max_pool2d_backward(dy, argmax, (2, 2))
+    assert dx.shape == (1, 2, 2) and not dx.any()
+
+
+def test_non_contiguous_input_and_multiple_planes():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 5, 6, 7)).transpose(1, 0, 2, 3)  # (5, 3, 6, 7), not contiguous
+    y, argmax = max_pool2d(x, 3, stride=2, padding=1)
+    y_ref, _ = max_pool2d(np.ascontiguousarray(x), 3, stride=2, padding=1)
+    np.testing.assert_array_equal(y, y_ref)
+    assert y.shape == (5, 3, 3, 4)
+    for n, c in [(0, 0), (4, 2)]:
+        plane = x[n, c].reshape(-1)
+        np.testing.assert_array_equal(plane[argmax[n, c]], y[n, c])
+
+
+def test_avg_pool_backward_is_the_adjoint_of_forward():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 7, 8))
+    kwargs = dict(kernel_size=(3, 2), stride=(2, 3), padding=(1, 1))
+    y = avg_pool2d(x, **kwargs)
+    dy = rng.standard_normal(y.shape)
+    dx = avg_pool2d_backward(dy, x.shape, **kwargs)
+    np.testing.assert_allclose(np.vdot(y, dy), np.vdot(x, dx), rtol=1e-12)
+
+
+# -- finite differences on random geometries -----------------------------------------------
+
+
+@st.composite
+def pool_cases(draw):
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    size = tuple(draw(st.integers(kernel[axis], kernel[axis] + 4)) for axis in range(2))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 2)), *size)
+    return shape, kernel, stride, padding, draw(st.integers(0, 2**16))
+
+
+def distinct_values(shape, seed):
+    """A random permutation of well-separated values: no ties, no kinks within eps."""
+    rng = np.random.default_rng(seed)
+    return rng.permutation(np.arange(np.prod(shape), dtype=np.float64)).reshape(shape) * 0.1
+
+
+@settings(max_examples=25, deadline=None)
+@given(pool_cases())
+def test_max_pool_backward_matches_finite_differences(case):
+    shape, kernel, stride, padding, seed = case
+    x = distinct_values(shape, seed)
+    y, argmax = max_pool2d(x, kernel, stride, padding)
+    dy = np.random.default_rng(seed).standard_normal(y.shape)
+    dx = max_pool2d_backward(dy, argmax, x.shape)
+    numeric = numerical_gradient(lambda: float(np.sum(max_pool2d(x, kernel, stride, padding)[0]
+                                                      * dy)), x, eps=1e-3)
+    assert relative_error(dx, numeric) < 1e-8
+
+
+@settings(max_examples=25, deadline=None)
+@given(pool_cases())
+def test_avg_pool_backward_matches_finite_differences(case):
+    shape, kernel, stride, padding, seed = case
+    x = np.random.default_rng(seed).standard_normal(shape)
+    y = avg_pool2d(x, kernel, stride, padding)
+    dy = np.random.default_rng(seed + 1).standard_normal(y.shape)
+    dx = avg_pool2d_backward(dy, x.shape, kernel, stride, padding)
+    numeric = numerical_gradient(lambda: float(np.sum(avg_pool2d(x, kernel, stride, padding)
+                                                      * dy)), x)
+    assert relative_error(dx, numeric) < 1e-8
+
+
+# -- PyTorch ------------------------------------------------------------------------------------
+
+TORCH_CASES = [
+    ((2, 3, 8, 8), 2, None, 0),
+    ((2, 3, 7, 9), 3, 2, 1),
+    ((1, 2, 6, 5), (2, 3), (1, 2), (1, 0)),
+    ((1, 1, 5, 5), 5, 1, 2),
+    ((3, 2, 4, 6), (1, 2), 1, 0),
+]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, kernel, stride, padding", TORCH_CASES)
+def test_matches_torch(torch, dtype, shape, kernel, stride, padding):
+    functional = torch.nn.functional
+    rng = np.random.default_rng(3)
+    x = distinct_values(shape, 3).astype(dtype) + rng.standard_normal(shape).astype(dtype) * 1e-3
+    tx = torch.tensor(x, requires_grad=True)
+
+    y, argmax = max_pool2d(x, kernel, stride, padding)
+    ty, tidx = functional.max_pool2d(tx, kernel, stride, padding, return_indices=True)
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_array_equal(argmax, tidx.numpy())
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(torch.from_numpy(dy))
+    np.testing.assert_allclose(max_pool2d_backward(dy, argmax, x.shape), tx.grad.numpy(),
+                               rtol=1e-6, atol=1e-6)
+
+    tx.grad = None
+    y = avg_pool2d(x, kernel, stride, padding)
+    ty = functional.avg_pool2d(tx, kernel, stride, padding)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    ty.backward(torch.from_numpy(dy))
+    dx = avg_pool2d_backward(dy, x.shape, kernel, stride, padding)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+    assert y.dtype == dx.dtype == dtype
+
+
+@pytest.mark.torch
+def test_tie_rule_agrees_with_torch(torch):
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    x[0, 0, 1, 0] = x[0, 0, 0, 1] = 1.0
+    _, argmax = max_pool2d(x, 2)
+    _, tidx = torch.nn.functional.max_pool2d(torch.from_numpy(x), 2, return_indices=True)
+    np.testing.assert_array_equal(argmax, tidx.numpy())
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+def test_bad_input_raises_clear_errors():
+    x = np.zeros((1, 1, 4, 4))
+    with pytest.raises(ValueError, match="rank 4"):
+        max_pool2d(np.zeros((4, 4)), 2)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        avg_pool2d(np.zeros((1, 1, 4, 4), np.int32), 2)
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        max_pool2d([[[[1.0]]]], 1)
+    with pytest.raises(ValueError, match="at most half"):
+        max_pool2d(x, 2, padding=2)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        avg_pool2d(x, 5)
+    with pytest.raises(ValueError, match="stride"):
+        max_pool2d(x, 2, stride=0)
+    with pytest.raises(TypeError, match="kernel_size"):
+        max_pool2d(x, 2.0)
+    with pytest.raises(ValueError, match="padding"):
+        pool_window(3, padding=-1)
+
+
+def test_bad_backward_arguments_raise():
+    x = np.zeros((2, 3, 4, 4))
+    y, argmax = max_pool2d(x, 2)
+    with pytest.raises(ValueError, match="argmax"):
+        max_pool2d_backward(np.zeros((2, 3, 3, 3)), argmax, x.shape)
+    with pytest.raises(TypeError, match="int64"):
+        max_pool2d_backward(y, argmax.astype(np.int32), x.shape)
+    with pytest.raises(ValueError, match=r"\[0, 16\)"):
+        max_pool2d_backward(y, argmax + 16, x.shape)
+    with pytest.raises(ValueError, match="batch and channels"):
+        max_pool2d_backward(y, argmax, (2, 4, 4, 4))
+    with pytest.raises(ValueError, match="input_shape"):
+        max_pool2d_backward(y, argmax, (2, 3, 4))
+    with pytest.raises(ValueError, match=r"dy must have shape \(2, 3, 2, 2\)"):
+        avg_pool2d_backward(np.zeros((2, 3, 3, 2)), x.shape, 2)
