@@ -187,6 +187,9 @@ def test_repr_and_append():
         ")"
     )
     assert list(net.state_dict()) == ["0.weight", "0.bias", "2.weight"]
+    head = net[1:]
+    assert isinstance(head, nn.Sequential) and head[1] is net[2]
+    assert list(head.state_dict()) == ["1.weight"]
 
 
 def test_buffer_must_stay_an_array():

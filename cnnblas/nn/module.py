@@ -395,8 +395,12 @@ class Sequential(Module):
     def __iter__(self) -> Iterator[Module]:
         return self.children()
 
-    def __getitem__(self, index: int) -> Module:
+    def __getitem__(self, index: int | slice) -> Module:
+        """The layer at ``index``, or a new Sequential of the same layer objects for a
+        slice (re-indexed from 0, as in PyTorch)."""
         layers = list(self.children())
+        if isinstance(index, slice):
+            return Sequential(*layers[index])
         return layers[index]
 
     def append(self, layer: Module) -> Sequential:
