@@ -6,7 +6,7 @@
 (1, 2, 4, 4)
 """
 
-from cnnblas._kernels import cache as _cache  # noqa: F401  (sets up the kernel cache first)
+from cnnblas import data, functional, nn, optim
 from cnnblas.ops.conv import col2im, conv2d, conv2d_backward, im2col
 from cnnblas.ops.workspace import get_workspace_limit, set_workspace_limit
 from cnnblas.threads import get_num_threads, set_num_threads
@@ -16,5 +16,5 @@ __version__ = "0.1.0"
 __all__ = [
     "im2col", "col2im", "conv2d", "conv2d_backward",
     "set_num_threads", "get_num_threads", "set_workspace_limit", "get_workspace_limit",
-    "__version__",
+    "nn", "optim", "data", "functional", "__version__",
 ]

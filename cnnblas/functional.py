@@ -1,0 +1,29 @@
+"""Every stateless op in one namespace: ``import cnnblas.functional as F``.
+
+The implementations live in small modules under :mod:`cnnblas.ops` (one job
+each); this module only gathers them, like ``torch.nn.functional``.
+"""
+
+from cnnblas.ops.activations import (
+    leaky_relu,
+    leaky_relu_backward,
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    tanh,
+    tanh_backward,
+)
+from cnnblas.ops.conv import col2im, conv2d, conv2d_backward, im2col
+from cnnblas.ops.linear import linear, linear_backward
+from cnnblas.ops.losses import log_softmax, mse_loss, softmax, softmax_cross_entropy
+from cnnblas.ops.pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+
+__all__ = [
+    "im2col", "col2im", "conv2d", "conv2d_backward",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
+    "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
+    "linear", "linear_backward",
+    "softmax", "log_softmax", "softmax_cross_entropy", "mse_loss",
+]
