@@ -257,3 +257,20 @@ def test_backward_before_forward_and_twice_raise(layer, shape):
     assert layer.cached == ()
     with pytest.raises(RuntimeError, match="eval mode"):
         layer.backward(np.ones_like(y))
+
+
+def test_conv2d_without_input_grad_returns_none_and_same_parameter_grads():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    layers = [nn.Conv2d(3, 4, 3, padding=1, rng=1, input_grad=flag) for flag in (True, False)]
+    dy = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    results = []
+    for layer in layers:
+        layer(x)
+        results.append(layer.backward(dy))
+    assert results[0].shape == x.shape and results[1] is None
+    np.testing.assert_array_equal(layers[0].weight.grad, layers[1].weight.grad)
+    np.testing.assert_array_equal(layers[0].bias.grad, layers[1].bias.grad)
+    model = nn.lenet5(input_size=8, rng=0, input_grad=False)
+    logits = model(rng.standard_normal((2, 1, 8, 8)).astype(np.float32))
+    assert model.backward(np.ones_like(logits)) is None

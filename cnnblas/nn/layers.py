@@ -77,6 +77,10 @@ class Conv2d(_Layer):
     dtype : float32 or float64, default float32
     rng : None, int or numpy.random.Generator
         Source of the initial weights.
+    input_grad : bool, default True
+        When False, :meth:`backward` skips the input gradient and returns None:
+        the first layer of a network, whose input is data, needs none (this
+        saves its largest GEMM and the col2im).
 
     Attributes
     ----------
@@ -91,8 +95,9 @@ class Conv2d(_Layer):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, dtype=np.float32, rng=None):
+                 groups=1, bias=True, dtype=np.float32, rng=None, input_grad=True):
         super().__init__()
+        self.input_grad = bool(input_grad)
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
         self.groups = _positive_int(groups, "groups")
@@ -145,9 +150,13 @@ class Conv2d(_Layer):
         return y
 
     def backward(self, dy):
-        """Accumulate dW and db; return dx with the shape of the forward input."""
+        """Accumulate dW and db; return dx with the shape of the forward input.
+
+        Returns None instead of dx when the layer was built with ``input_grad=False``.
+        """
         x = self._saved_for_backward()["x"]
-        dx, dweight, dbias = conv2d_backward(dy, x, self.weight.data, **self._conv_args())
+        dx, dweight, dbias = conv2d_backward(dy, x, self.weight.data, **self._conv_args(),
+                                             input_grad=self.input_grad)
         self.weight.accumulate_grad(dweight)
         if self.bias is not None:
             self.bias.accumulate_grad(dbias)

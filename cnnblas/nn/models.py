@@ -32,7 +32,8 @@ def _lenet_axis(size: int) -> tuple[int, int, int]:
     return pad1, pad2, pooled2
 
 
-def lenet5(num_classes=10, in_channels=1, input_size=28, dtype=np.float32, rng=None):
+def lenet5(num_classes=10, in_channels=1, input_size=28, dtype=np.float32, rng=None,
+           input_grad=True):
     """LeNet-5 with ReLU and max pooling, sized for the given input.
 
     Layers (indices are the state-dict prefixes)::
@@ -58,6 +59,10 @@ def lenet5(num_classes=10, in_channels=1, input_size=28, dtype=np.float32, rng=N
     dtype : float32 or float64, default float32
     rng : None, int or numpy.random.Generator
         Seed for the PyTorch-style initialisation of all layers.
+    input_grad : bool, default True
+        False when the input is data whose gradient nobody needs (training):
+        the first convolution then skips its input gradient and
+        ``model.backward`` returns None.
 
     Returns
     -------
@@ -77,7 +82,8 @@ def lenet5(num_classes=10, in_channels=1, input_size=28, dtype=np.float32, rng=N
     dtype = as_float_dtype(dtype)
     rng = as_rng(rng)
     return Sequential(
-        Conv2d(in_channels, 6, 5, padding=(pad1_h, pad1_w), dtype=dtype, rng=rng),
+        Conv2d(in_channels, 6, 5, padding=(pad1_h, pad1_w), dtype=dtype, rng=rng,
+               input_grad=input_grad),
         ReLU(),
         MaxPool2d(2),
         Conv2d(6, 16, 5, padding=(pad2_h, pad2_w), dtype=dtype, rng=rng),
