@@ -1,0 +1,105 @@
+"""Smoke test of the benchmark machinery (benchmarks/): a seconds-long report on one tiny shape.
+
+Timing numbers are not checked for speed (that is the benchmarks' job), only
+that the report is complete, its numbers are positive and finite, and every
+implementation agreed with the reference before it was timed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import report
+from benchmarks.common import (
+    TOLERANCE,
+    DisagreementError,
+    check_agreement,
+    conv_function,
+    load_shapes,
+    make_inputs,
+    torch_available,
+)
+from benchmarks.memory import measure_in_subprocess
+
+
+def _section_rows(markdown: str, title: str) -> list[list[str]]:
+    """The body rows of the first table under ``## title``, as lists of cell texts."""
+    section = markdown.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")][2:]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+
+
+def test_shapes_file_has_the_issue_shapes():
+    shapes = {shape.name: shape for shape in load_shapes()}
+    assert list(shapes) == ["lenet1", "lenet2", "cifar1", "cifar2", "res56", "res_s2", "pw1x1",
+                            "alex1"]
+    alex = shapes["alex1"]
+    assert (alex.out_h, alex.out_w) == (55, 55)
+    assert alex.flops() == 2 * 8 * 64 * 3 * 11 * 11 * 55 * 55
+    assert alex.flops("forward_backward") == 3 * alex.flops()
+    with pytest.raises(ValueError, match="unknown shape"):
+        load_shapes(["lenet9"])
+
+
+def test_quick_report_on_one_tiny_shape(tmp_path):
+    # One thread: the smoke run must not depend on what else the machine is doing.
+    code = report.main(["--quick", "--shapes", "lenet1", "--batch", "2", "--budget", "0.02",
+                        "--threads", "1", "--sgemm-size", "256", "--no-memory", "--no-training",
+                        "--quiet", "--out", str(tmp_path)])
+    assert code == 0
+    results = json.loads((tmp_path / "report.json").read_text())
+    markdown = (tmp_path / "report.md").read_text()
+
+    impls = {"naive", "direct", "gemm"} | ({"torch"} if torch_available() else set())
+    expected = {("forward", impl) for impl in impls}
+    expected |= {("forward_backward", impl) for impl in impls - {"naive"}}
+    records = results["convolutions"]
+    assert {(r["pass"], r["impl"]) for r in records} == expected
+    for record in records:
+        assert record["shape"] == "lenet1" and record["batch"] == 2
+        for key in ("seconds", "best_seconds", "gflops", "sgemm_fraction"):
+            assert math.isfinite(record[key]) and record[key] > 0, (record, key)
+        assert record["repeats"] >= 1
+        assert record["max_rel_error"] <= TOLERANCE  # agreed with the reference before timing
+    naive = next(r for r in records if r["impl"] == "naive")
+    assert naive["scale"] == 2 * 20  # image 0, one output channel, of N=2, K=20
+    assert results["sgemm"]["gflops"] > 0
+    assert results["machine"]["cores"] >= 1 and results["machine"]["versions"]["numpy"]
+
+    forward_rows = _section_rows(markdown, "Forward")
+    assert len(forward_rows) == len(impls)
+    assert all(row[0] == "lenet1" for row in forward_rows)
+    assert len(_section_rows(markdown, "Forward+backward")) == len(impls) - 1
+    assert results["machine"]["threads"] == 1
+    assert "SGEMM 256³" in markdown and "| threads | 1 " in markdown
+    charts = {"gflops.png", "speedup.png"}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        charts = set()
+    for name in charts:
+        assert (tmp_path / name).stat().st_size > 1000
+        assert f"({name})" in markdown
+
+
+def test_disagreement_is_caught_before_timing():
+    shape = load_shapes(["lenet1"])[0].with_batch(1)
+    inputs = make_inputs(shape)
+    outputs = {impl: conv_function(impl, "forward", shape, inputs)() for impl in ("direct", "gemm")}
+    broken = outputs["gemm"][0].copy()
+    broken[0, 3, 5, 7] += np.float32(0.01) * np.abs(broken).max()
+    with pytest.raises(DisagreementError, match="lenet1 forward: cnnblas GEMM y"):
+        check_agreement(shape, "forward", {"direct": outputs["direct"], "gemm": (broken,)})
+
+
+def test_memory_probe_in_a_subprocess():
+    result = measure_in_subprocess("lenet1", "gemm", threads=1, batch=2)
+    assert result["shape"] == "lenet1" and result["batch"] == 2
+    assert result["output_mib"] > 0 and result["input_mib"] > 0
+    assert result["peak_rss_mib"] >= 0
+    # y, dx, dweight, dbias are all allocated during the pass, so NumPy saw at least them.
+    assert result["tracemalloc_mib"] >= result["output_mib"]
