@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cnnblas as cb
 from cnnblas import reference
@@ -226,3 +227,59 @@ def test_non_contiguous_and_read_only_inputs_work_and_are_not_modified():
         array.flags.writeable = False
     cb.conv2d(x, weight, bias, **case.kwargs())
     cb.conv2d_backward(dy, x, weight, **case.kwargs())
+
+
+@st.composite
+def winograd_cases(draw) -> ConvCase:
+    """3x3, stride-1, dilation-1, ungrouped layers: what Winograd F(2x2, 3x3) computes."""
+    padding = tuple((draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in range(2))
+    size = [draw(st.integers(max(1, 3 - sum(padding[a])), 11)) for a in range(2)]
+    return ConvCase(draw(st.integers(1, 3)), draw(st.integers(1, 5)), size[0], size[1],
+                    draw(st.integers(1, 5)), (3, 3), (1, 1), padding, (1, 1), 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(winograd_cases())
+def test_forced_winograd_matches_references(case):
+    """conv2d / conv2d_backward with algorithm='winograd' (float64, 1e-10 relative)."""
+    x, weight, bias, dy = case.arrays()
+    y = cb.conv2d(x, weight, bias, **case.kwargs(), algorithm="winograd")
+    assert_close(y, reference.conv2d_direct(x, weight, bias, **case.kwargs()))
+    grads = cb.conv2d_backward(dy, x, weight, **case.kwargs(), algorithm="winograd")
+    expected = reference.conv2d_backward_direct(dy, x, weight, **case.kwargs())
+    for got, want in zip(grads, expected, strict=True):
+        assert_close(got, want)
+
+
+def test_auto_algorithm_choice():
+    from cnnblas.ops.conv import choose_algorithm as choose
+
+    assert choose((8, 64, 56, 56), (64, 64, 3, 3)) == "winograd"
+    assert choose((8, 3, 32, 32), (32, 3, 3, 3)) == "gemm"  # too few input channels
+    assert choose((8, 64, 56, 56), (64, 64, 3, 3), stride=2) == "gemm"
+    assert choose((8, 64, 56, 56), (64, 32, 3, 3), groups=2) == "gemm"
+    assert choose((8, 64, 56, 56), (64, 64, 5, 5)) == "gemm"
+    assert choose((8, 64, 56, 56), (64, 64, 3, 3), algorithm="gemm") == "gemm"
+
+
+def test_auto_uses_winograd_on_wide_3x3_layers_within_float32_tolerance():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 16, 9, 10))
+    weight = rng.standard_normal((16, 16, 3, 3))
+    expected = reference.conv2d_direct(x, weight, None, stride=1, padding=1, dilation=1,
+                                       groups=1)
+    y32 = cb.conv2d(x.astype(np.float32), weight.astype(np.float32), padding=1)
+    assert_close(y32, expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(algorithm="fft"), "algorithm must be one of"),
+    (dict(algorithm="winograd", stride=2), "algorithm='winograd' needs a 3x3 kernel"),
+])
+def test_bad_algorithm(kwargs, message):
+    x = np.zeros((1, 2, 6, 6))
+    with pytest.raises(ValueError, match=message):
+        cb.conv2d(x, np.zeros((2, 2, 3, 3)), **kwargs)
+    with pytest.raises(ValueError, match=message):
+        cb.conv2d_backward(np.zeros((1, 2, 4, 4)) if "stride" not in kwargs
+                           else np.zeros((1, 2, 2, 2)), x, np.zeros((2, 2, 3, 3)), **kwargs)

@@ -6,3 +6,4 @@ checking happens in :mod:`cnnblas.ops`. Every kernel is compiled with
 """
 
 from cnnblas._kernels import cache as _cache  # noqa: F401  (choose the cache dir before any compile)
+from cnnblas._kernels import threading_layer as _threading_layer  # noqa: F401, E402

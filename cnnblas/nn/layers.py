@@ -77,6 +77,8 @@ class Conv2d(_Layer):
     dtype : float32 or float64, default float32
     rng : None, int or numpy.random.Generator
         Source of the initial weights.
+    algorithm : {"auto", "gemm", "winograd"}, default "auto"
+        Convolution algorithm (:func:`cnnblas.ops.conv.choose_algorithm`).
     input_grad : bool, default True
         When False, :meth:`backward` skips the input gradient and returns None:
         the first layer of a network, whose input is data, needs none (this
@@ -95,9 +97,11 @@ class Conv2d(_Layer):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, dtype=np.float32, rng=None, input_grad=True):
+                 groups=1, bias=True, dtype=np.float32, rng=None, input_grad=True,
+                 algorithm="auto"):
         super().__init__()
         self.input_grad = bool(input_grad)
+        self.algorithm = algorithm
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
         self.groups = _positive_int(groups, "groups")
@@ -134,7 +138,7 @@ class Conv2d(_Layer):
 
     def _conv_args(self) -> dict:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    groups=self.groups)
+                    groups=self.groups, algorithm=self.algorithm)
 
     def forward(self, x):
         """Parameters: x (N, in_channels, H, W). Returns (N, out_channels, out_h, out_w)."""

@@ -48,6 +48,11 @@ from cnnblas.ops._checks import (
     check_shape,
     conv_geometry,
 )
+from cnnblas.ops.winograd import (
+    winograd_conv2d,
+    winograd_conv2d_input_grad,
+    winograd_supported,
+)
 
 
 def _kernel_args(geom: ConvGeometry):
@@ -172,6 +177,38 @@ class _ConvProblem(NamedTuple):
         return cols.reshape(self.groups, self.rows_per_group, -1)
 
 
+ALGORITHMS = ("auto", "gemm", "winograd")
+
+# "auto" takes Winograd F(2x2, 3x3) only where it was measured to pay: both
+# channel counts at least this large (with C = 3 the 16 GEMMs are too thin and
+# the transforms dominate; see benchmarks/NOTES.md).
+_WINOGRAD_MIN_CHANNELS = 16
+
+
+def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 1,
+                     algorithm: str = "auto") -> str:
+    """The algorithm :func:`conv2d` uses for this layer: "gemm" or "winograd".
+
+    ``algorithm="auto"`` picks Winograd F(2x2, 3x3) for 3x3, stride-1,
+    dilation-1, ungrouped layers with at least 16 input and output channels,
+    and the im2col GEMM otherwise. "gemm" and "winograd" force a choice;
+    "winograd" on a layer it cannot compute raises ValueError.
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    supported = winograd_supported(weight_shape, stride, dilation, groups)
+    if algorithm == "winograd" and not supported:
+        raise ValueError(
+            "algorithm='winograd' needs a 3x3 kernel, stride 1, dilation 1 and groups 1; got "
+            f"weight shape {tuple(weight_shape)}, stride {stride!r}, dilation {dilation!r}, "
+            f"groups {groups}"
+        )
+    if algorithm == "auto":
+        wide = min(x_shape[1], weight_shape[0]) >= _WINOGRAD_MIN_CHANNELS
+        return "winograd" if supported and wide else "gemm"
+    return algorithm
+
+
 def _check_conv(x, weight, stride, padding, dilation, groups) -> _ConvProblem:
     check_float_array(x, "x", ndim=4)
     check_float_array(weight, "weight", ndim=4, dtype=x.dtype)
@@ -187,7 +224,7 @@ def _per_group(image: np.ndarray, groups: int) -> np.ndarray:
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
-           padding=0, dilation=1, groups: int = 1) -> np.ndarray:
+           padding=0, dilation=1, groups: int = 1, *, algorithm: str = "auto") -> np.ndarray:
     """2-D convolution (cross-correlation), the same as ``torch.nn.functional.conv2d``.
 
     Parameters
@@ -202,6 +239,8 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
         accepts "same" only for stride 1, where the two agree).
     groups : int
         C and K are split into ``groups`` independent blocks.
+    algorithm : {"auto", "gemm", "winograd"}, keyword-only
+        See :func:`choose_algorithm`.
 
     Returns
     -------
@@ -213,6 +252,8 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
         check_float_array(bias, "bias", ndim=1, dtype=x.dtype)
         check_shape(bias, (n_out,), "bias")
     geom, groups = problem.geom, problem.groups
+    if choose_algorithm(x.shape, weight.shape, stride, dilation, groups, algorithm) == "winograd":
+        return winograd_conv2d(problem.x, problem.weight, bias, geom.padding)
     y = np.empty((problem.n_images, n_out, geom.out_h, geom.out_w), x.dtype)
     w_grouped = problem.grouped_weight
     if geom.is_pointwise:
@@ -247,7 +288,8 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
 
 
 def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1, padding=0,
-                    dilation=1, groups: int = 1, *, input_grad: bool = True):
+                    dilation=1, groups: int = 1, *, input_grad: bool = True,
+                    algorithm: str = "auto"):
     """Gradients of ``sum(conv2d(x, weight, bias, ...) * dy)``.
 
     Parameters
@@ -258,6 +300,9 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
     input_grad : bool, keyword-only
         When False, ``dx`` is not computed (returned as None): the first layer
         of a network needs no input gradient.
+    algorithm : {"auto", "gemm", "winograd"}, keyword-only
+        Algorithm for the input gradient (see :func:`choose_algorithm`); the
+        weight gradient always uses the im2col GEMM.
 
     Returns
     -------
@@ -271,6 +316,14 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
     check_float_array(dy, "dy", ndim=4, dtype=x.dtype)
     check_shape(dy, (problem.n_images, n_out, geom.out_h, geom.out_w), "dy")
     dy = np.ascontiguousarray(dy)
+    chosen = choose_algorithm(x.shape, weight.shape, stride, dilation, groups, algorithm)
+    if input_grad and chosen == "winograd":
+        # dX by Winograd (a 3x3 stride-1 correlation of dY), dW and db by the GEMM path.
+        _, dweight, dbias = conv2d_backward(dy, problem.x, problem.weight, stride, padding,
+                                            dilation, groups, input_grad=False,
+                                            algorithm="gemm")
+        dx = winograd_conv2d_input_grad(dy, problem.weight, geom.padding, x.shape[2:])
+        return dx, dweight, dbias
     dx = np.empty_like(problem.x) if input_grad else None
     w_grouped = problem.grouped_weight
     dweight = np.zeros(w_grouped.shape, x.dtype)
