@@ -28,6 +28,7 @@ naming the file, never later and never by running code.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -127,8 +128,12 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
-def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def load_npz(path: str | os.PathLike, data: bytes | None = None) -> dict[str, np.ndarray]:
     """Read every array of the ``.npz`` file ``path`` (no pickle).
+
+    ``data``, when given, is the file's content already read (e.g. broadcast
+    by another MPI rank): it is parsed instead of the file, and ``path`` only
+    names it in errors.
 
     Returns
     -------
@@ -143,10 +148,10 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         holding pickled objects, ...); the message names the file.
     """
     path = Path(path)
-    if not path.exists():
+    if data is None and not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        archive = np.load(path, allow_pickle=False)
+        archive = np.load(path if data is None else io.BytesIO(data), allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise ValueError("it holds a single .npy array, not an .npz archive")
         with archive:
@@ -235,8 +240,10 @@ def save_checkpoint(path: str | os.PathLike, sections: Mapping[str, Mapping[str,
     return save_npz_atomic(path, arrays)
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, data: bytes | None = None) -> Checkpoint:
     """Read and check a checkpoint written by :func:`save_checkpoint`.
+
+    ``data``: the file's bytes already read (see :func:`load_npz`).
 
     Raises
     ------
@@ -248,7 +255,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         outside the known sections; the message names the file and the problem.
     """
     path = Path(path)
-    arrays = load_npz(path)
+    arrays = load_npz(path, data)
     missing = [key for key in _HEADER_KEYS if key not in arrays]
     if missing:
         raise ValueError(f"{path} is not a cnnblas checkpoint: missing entries {missing}")

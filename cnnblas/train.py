@@ -26,6 +26,14 @@ interrupted after epoch ``k`` and resumed from its checkpoint ends with the same
 weights, to the bit, as an uninterrupted run (same thread count). A
 non-finite loss stops training with :class:`FloatingPointError` before the
 next checkpoint is written, so the last good checkpoint survives.
+
+Under MPI (``mpiexec -n P python script.py``) the same code trains data-parallel
+(:mod:`cnnblas.distributed`): ``batch_size`` is the global batch, each rank
+trains on its contiguous part of every global batch, one ``Allreduce`` per step
+averages the gradients (weighted by each rank's share of the batch), the
+weights are checked to be identical on all ranks after every epoch,
+evaluation is sharded, and only rank 0 logs, shows the progress bar and
+writes checkpoints. ``Trainer(..., comm=False)`` opts out.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnblas import checkpoint as ckpt
-from cnnblas import nn, optim
+from cnnblas import distributed, nn, optim
 from cnnblas.data import DataLoader
 
 __all__ = [
@@ -326,6 +334,17 @@ class Trainer:
         JSON-serialisable facts stored in every checkpoint; ``cnnblas
         predict`` reads ``metadata["model"] = {"name", "kwargs"}`` (see
         :func:`load_model`) and ``metadata["input"] = {"shape", "pixel_max"}``.
+    comm : None, False or mpi4py communicator, default None
+        Data-parallel training over MPI ranks (see :mod:`cnnblas.distributed`).
+        None: ``MPI.COMM_WORLD`` when the process was started by ``mpiexec``
+        with several ranks, else one process (mpi4py is then never imported).
+        False: one process, even under ``mpiexec``.
+    sync_batchnorm : bool, default False
+        With several ranks, normalise every :class:`~cnnblas.nn.BatchNorm2d`
+        with the statistics of the global batch (the layers are converted in
+        place to :class:`cnnblas.distributed.SyncBatchNorm2d`). By default each
+        rank uses the statistics of its own part of the batch, and the running
+        statistics are averaged over the ranks after every epoch.
 
     Attributes
     ----------
@@ -337,10 +356,23 @@ class Trainer:
         mode), ``<val_name>_loss`` and ``<val_name>_accuracy`` when validation
         data is given, ``seconds`` (wall time of the epoch's training steps),
         ``images_per_second`` (training images / ``seconds``) and ``lr`` (the
-        learning rate used during the epoch).
+        learning rate used during the epoch); with several MPI ranks also
+        ``ranks`` and ``allreduce_seconds`` (rank 0's time in the gradient
+        Allreduce).
+    world : cnnblas.distributed.DataParallel or None
+        The MPI context, None for one process.
+
+    Notes
+    -----
+    With several ranks, :meth:`fit`, :meth:`evaluate` and
+    :meth:`load_checkpoint` are collective: call them on every rank. An
+    exception in them on one rank prints the error with the rank's id and
+    aborts every rank (``MPI_Abort``). :meth:`save_checkpoint` writes on rank
+    0 only; :meth:`predict` is local.
     """
 
-    def __init__(self, model, loss, optimizer, scheduler=None, *, metadata: Mapping | None = None):
+    def __init__(self, model, loss, optimizer, scheduler=None, *, metadata: Mapping | None = None,
+                 comm=None, sync_batchnorm: bool = False):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a cnnblas.nn.Module, got {type(model).__name__}")
         if not isinstance(loss, nn.Module):
@@ -365,6 +397,29 @@ class Trainer:
         self._loader: DataLoader | None = None
         self._loader_key: tuple | None = None
         self._pending_loader_state: tuple[dict, Path] | None = None
+        self._user_loader: DataLoader | None = None
+        self.world = distributed.init(comm)
+        if sync_batchnorm:
+            distributed.convert_sync_batchnorm(self.model, self.world)
+
+    @property
+    def rank(self) -> int:
+        """This process's MPI rank (0 for one process)."""
+        return 0 if self.world is None else self.world.rank
+
+    @property
+    def world_size(self) -> int:
+        """Number of MPI ranks training together (1 for one process)."""
+        return 1 if self.world is None else self.world.size
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0 (and for one process): the rank that logs and writes files."""
+        return self.rank == 0
+
+    def _guard(self):
+        """Abort every rank on an error inside a collective section (no-op for one process)."""
+        return contextlib.nullcontext() if self.world is None else self.world.guard()
 
     # -- inference --------------------------------------------------------------
 
@@ -404,10 +459,28 @@ class Trainer:
         TypeError, ValueError
             Non-float images, non-integer labels, a label count different from
             the image count, or labels outside the model's classes.
+
+        Notes
+        -----
+        With several MPI ranks each rank evaluates a contiguous part of the
+        samples and the sums of losses and correct answers are added over the
+        ranks (collective: call on every rank; all get the same result).
         """
         x = _check_images(x, "x")
         y = _check_labels(y, len(x), "y", "x")
         batch_size = _check_batch_size(batch_size)
+        if self.world is None:
+            total_loss, correct = self._evaluate_sums(x, y, batch_size)
+        else:
+            with self._guard():
+                _check_label_range(y, self._num_outputs(x), "y")
+                low, high = self.world.part(len(x))
+                sums = self._evaluate_sums(x[low:high], y[low:high], batch_size)
+                total_loss, correct = self.world.sum(sums).tolist()
+                correct = int(round(correct))
+        return {"loss": total_loss / len(x), "accuracy": correct / len(x)}
+
+    def _evaluate_sums(self, x, y, batch_size) -> tuple[float, int]:
         total_loss, correct = 0.0, 0
         with self._eval_mode(), np.errstate(over="ignore", invalid="ignore"):
             for low, logits in self._logits(x, batch_size):
@@ -416,7 +489,7 @@ class Trainer:
                     _check_label_range(y, logits.shape[1], "y")
                 total_loss += self.loss(logits, labels) * len(labels)
                 correct += int(np.count_nonzero(logits.argmax(axis=1) == labels))
-        return {"loss": total_loss / len(x), "accuracy": correct / len(x)}
+        return total_loss, correct
 
     def predict_proba(self, x, batch_size: int = 256) -> np.ndarray:
         """Softmax probabilities, shape (N, num_classes), in eval mode."""
@@ -440,10 +513,15 @@ class Trainer:
     # -- training ---------------------------------------------------------------
 
     def _make_loader(self, train, batch_size, shuffle, seed) -> DataLoader:
+        self._user_loader = None
         if isinstance(train, DataLoader):
             _check_images(train.x, "the training images")
             _check_labels(train.y, len(train.x), "the training labels", "the training images")
             loader = train
+            if self.world is not None:
+                # Train on a sharded copy; fit() copies its position back to ``train``.
+                loader = distributed.ShardedLoader.from_loader(train, self.world)
+                self._user_loader = train
             self._loader_key = None
         else:
             if not isinstance(train, (tuple, list)) or len(train) != 2:
@@ -456,6 +534,10 @@ class Trainer:
             key = (id(train[0]), id(train[1]), batch_size, shuffle, seed)
             if self._loader is not None and self._loader_key == key:
                 loader = self._loader  # a second fit() on the same data continues its epochs
+            elif self.world is not None:
+                loader = distributed.ShardedLoader(x, y, batch_size, self.world, shuffle=shuffle,
+                                                   seed=seed)
+                self._loader_key = key
             else:
                 loader = DataLoader(x, y, batch_size, shuffle=shuffle, seed=seed)
                 self._loader_key = key
@@ -518,6 +600,18 @@ class Trainer:
         TypeError, ValueError
             Bad training or validation data (shapes, dtypes, label range), or
             a checkpoint that cannot be restored.
+        cnnblas.distributed.WeightsDivergedError
+            With several MPI ranks: the weights differ between ranks at the
+            end of an epoch (raised on every rank).
+
+        Notes
+        -----
+        With several MPI ranks, ``batch_size`` is the global batch: each rank
+        trains on its contiguous part (about ``batch_size / ranks`` samples)
+        of every global batch, which holds the same samples as on one process;
+        see :mod:`cnnblas.distributed`. A :class:`~cnnblas.data.DataLoader`
+        given as ``train`` is trained through a sharded copy whose position is
+        copied back to it after every epoch.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
@@ -530,35 +624,49 @@ class Trainer:
             val_x = _check_images(val[0], f"the {val_name} images")
             val_y = _check_labels(val[1], len(val_x), f"the {val_name} labels",
                                   f"the {val_name} images")
-        if resume:
-            if Path(checkpoint).exists():
-                self.load_checkpoint(checkpoint)
-                if log is not None:
-                    log(f"resumed from {checkpoint} at epoch {self.epoch}")
-            elif log is not None:
-                log(f"no checkpoint at {checkpoint}: starting from scratch")
-        loader = self._make_loader(train, batch_size, shuffle, seed)
-        num_outputs = self._num_outputs(loader.x)
-        _check_label_range(loader.y, num_outputs, "the training labels")
-        if val is not None:
-            _check_label_range(val_y, num_outputs, f"the {val_name} labels")
-
-        show_bar = progress and _isatty(sys.stderr)
-        while self.epoch < epochs:
-            epoch = self.epoch + 1
-            record = self._train_epoch(loader, epoch, show_bar, checkpoint)
-            if self.scheduler is not None:
-                self.scheduler.step()
+        if not self.is_main:
+            log = None  # rank 0 alone prints
+        with self._guard():
+            if resume:
+                exists = Path(checkpoint).exists()
+                if self.world is not None:
+                    exists = self.world.broadcast_flag(exists)  # rank 0's file decides
+                if exists:
+                    self.load_checkpoint(checkpoint)
+                    if log is not None:
+                        log(f"resumed from {checkpoint} at epoch {self.epoch}")
+                elif log is not None:
+                    log(f"no checkpoint at {checkpoint}: starting from scratch")
+            loader = self._make_loader(train, batch_size, shuffle, seed)
+            num_outputs = self._num_outputs(loader.x)
+            _check_label_range(loader.y, num_outputs, "the training labels")
             if val is not None:
-                for key, value in self.evaluate(val_x, val_y).items():
-                    record[f"{val_name}_{key}"] = value
-            self._check_finite_parameters(f"after epoch {epoch}", checkpoint)
-            self.epoch = epoch
-            self.history.append(record)
-            if checkpoint is not None:
-                self.save_checkpoint(checkpoint)
-            if log is not None:
-                log(format_record(record, val_name if val is not None else None))
+                _check_label_range(val_y, num_outputs, f"the {val_name} labels")
+            if self.world is not None:
+                self.world.broadcast_model(self.model)  # every rank starts from rank 0's weights
+                self.world.attach(self.optimizer.params)
+
+            show_bar = progress and self.is_main and _isatty(sys.stderr)
+            while self.epoch < epochs:
+                epoch = self.epoch + 1
+                record = self._train_epoch(loader, epoch, show_bar, checkpoint)
+                if self.world is not None:
+                    self.world.average_buffers(self.model)
+                    self.world.check_consistent(self.model, f"after epoch {epoch}")
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                if val is not None:
+                    for key, value in self.evaluate(val_x, val_y).items():
+                        record[f"{val_name}_{key}"] = value
+                self._check_finite_parameters(f"after epoch {epoch}", checkpoint)
+                self.epoch = epoch
+                self.history.append(record)
+                if self._user_loader is not None:
+                    self._user_loader.load_state_dict(loader.state_dict())
+                if checkpoint is not None:
+                    self.save_checkpoint(checkpoint)
+                if log is not None:
+                    log(format_record(record, val_name if val is not None else None))
         return self.history
 
     def _train_epoch(self, loader: DataLoader, epoch: int, show_bar: bool, checkpoint) -> dict:
@@ -566,6 +674,9 @@ class Trainer:
 
         self.model.train()
         self.loss.train()
+        world = self.world
+        if world is not None:
+            world.reset_timer()
         lr = self.optimizer.lr
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(total=len(loader), desc=f"epoch {epoch}", unit="batch", leave=False,
@@ -581,7 +692,16 @@ class Trainer:
                         f"training diverged: the loss is {loss} at epoch {epoch}, step {step} "
                         f"(learning rate {lr:g}); {self._checkpoint_note(checkpoint)}"
                     )
-                self.model.backward(self.loss.backward())
+                grad = self.loss.backward()
+                if world is not None:
+                    # Weight by this rank's share of the global batch: the sum over the
+                    # ranks is then the mean gradient over the whole batch.
+                    share = len(yb) / loader.global_count
+                    if share != 1.0:
+                        grad = grad * grad.dtype.type(share)
+                self.model.backward(grad)
+                if world is not None:
+                    world.allreduce_gradients()
                 self.optimizer.step()
                 total_loss += loss * len(yb)
                 correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
@@ -589,10 +709,13 @@ class Trainer:
                 if show_bar:
                     bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
                     bar.update(1)
+        if world is not None:
+            total_loss, correct, seen = world.sum([total_loss, correct, seen]).tolist()
+            correct, seen = int(round(correct)), int(round(seen))
         seconds = time.perf_counter() - start
         if seen == 0:
             raise ValueError(f"epoch {epoch} saw no training batch (empty data loader?)")
-        return {
+        record = {
             "epoch": epoch,
             "loss": total_loss / seen,
             "accuracy": correct / seen,
@@ -600,6 +723,10 @@ class Trainer:
             "images_per_second": seen / seconds if seconds > 0 else float("inf"),
             "lr": lr,
         }
+        if world is not None:
+            record["ranks"] = world.size
+            record["allreduce_seconds"] = world.allreduce_seconds
+        return record
 
     def _checkpoint_note(self, checkpoint) -> str:
         if checkpoint is None:
@@ -632,8 +759,12 @@ class Trainer:
         (``sched.*``), data loader (``loader.*``, once :meth:`fit` has run)
         and layer random generators (``rng.*``, JSON), with :attr:`epoch`,
         :attr:`history` and the metadata. Refuses to write non-finite weights.
+        With several MPI ranks only rank 0 writes (the others return at once):
+        the state is global, the same on every rank.
         """
         self._check_finite_parameters(f"at epoch {self.epoch}: not writing {path}", None)
+        if not self.is_main:
+            return Path(path)
         sections: dict[str, Mapping] = {
             "model": self.model.state_dict(),
             "optim": self.optimizer.state_dict(),
@@ -672,8 +803,19 @@ class Trainer:
             An unreadable or incomplete checkpoint, or one that does not fit
             this trainer (other architecture, optimizer or schedule); the
             message names the file and the problem.
+
+        Notes
+        -----
+        With several MPI ranks rank 0 reads the file and broadcasts its bytes
+        (collective: call on every rank; no shared file system is needed).
         """
-        saved = ckpt.load_checkpoint(path)
+        if self.world is None:
+            saved = ckpt.load_checkpoint(path)
+        else:
+            with self._guard():
+                data = Path(path).read_bytes() if self.is_main else None
+                data = self.world.broadcast_bytes(data)
+            saved = ckpt.load_checkpoint(path, data)
         sections = saved.sections
         if not sections["model"]:
             raise ValueError(f"{saved.path}: the checkpoint holds no model state")

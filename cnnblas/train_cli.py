@@ -9,6 +9,12 @@ epoch, then the test accuracy::
 
 ``cnnblas predict CHECKPOINT INPUT`` rebuilds the model saved by ``train
 --checkpoint`` and prints one predicted class per image.
+
+``mpiexec -n P cnnblas train ...`` trains data-parallel on P MPI ranks (see
+:mod:`cnnblas.distributed`): ``--batch-size`` is the global batch, split across
+the ranks; rank 0 alone prints and writes the checkpoint, history and plot;
+each rank gets ``cores // ranks-on-its-node`` threads unless ``--threads`` says
+otherwise (or 1 for small per-rank batches).
 """
 
 from __future__ import annotations
@@ -64,7 +70,8 @@ def add_commands(commands) -> None:
                        help="total number of epochs; a resumed run continues up to it "
                             "(default: %(default)s)")
     train.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
-                       help="training batch size (default: %(default)s)")
+                       help="training batch size; under mpiexec the global batch, split "
+                            "across the ranks (default: %(default)s)")
     train.add_argument("--optimizer", choices=("adam", "sgd"), default=DEFAULTS["optimizer"],
                        help="default: %(default)s")
     train.add_argument("--lr", type=float, default=None,
@@ -88,8 +95,10 @@ def add_commands(commands) -> None:
                             "deviation, both stored in the checkpoint for predict "
                             "(default: %(default)s)")
     train.add_argument("--threads", type=int, default=None,
-                       help="threads for kernels and BLAS (default: 1 when batch size x "
-                            f"height x width <= {SMALL_BATCH_PIXELS}, else all cores)")
+                       help="threads for kernels and BLAS per process (default: 1 when the "
+                            f"batch size (per rank under MPI) x height x width <= "
+                            f"{SMALL_BATCH_PIXELS}, else all cores, or under mpiexec the "
+                            "cores of the node divided among its ranks)")
     train.add_argument("--limit", type=int, default=None, metavar="N",
                        help="use only the first N training and N test images")
     train.add_argument("--checkpoint", type=Path, default=None, metavar="PATH.npz",
@@ -162,22 +171,39 @@ def preprocess(images: np.ndarray, upsample: int = 1, mean: float = 0.0,
 
 
 def run_train(args) -> int:
+    from cnnblas import distributed
+
+    world = None
     try:
-        return _train(args)
+        world = distributed.init()  # MPI only under mpiexec with several ranks
+        return _train(args, world)
+    except distributed.CollectiveError as error:  # raised alike on every rank
+        if world is None or world.is_main:
+            print(f"cnnblas train: error: {error}", file=sys.stderr)
+        return 1
     except _ERRORS as error:
         print(f"cnnblas train: error: {error}", file=sys.stderr)
         return 1
 
 
-def _train(args) -> int:
+def _setup(args, world):
+    """Everything before training: checks, data, model, optimizer, trainer (no collective)."""
     from cnnblas import nn, optim
+    from cnnblas.distributed import threads_per_rank
     from cnnblas.train import Trainer, build_model
 
-    started = time.perf_counter()
     if args.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.resume and args.checkpoint is None:
         raise ValueError("--resume needs --checkpoint PATH")
+    ranks = 1 if world is None else world.size
+    if args.batch_size < ranks:
+        raise ValueError(
+            f"--batch-size ({args.batch_size}) is the global batch, split across the {ranks} "
+            f"ranks: it must be at least the number of ranks"
+        )
     dataset, pixel_max = _load_data(args.data)
     num_classes = dataset.num_classes
     x_train, y_train, x_test, y_test = dataset
@@ -200,8 +226,12 @@ def _train(args) -> int:
     x_test = preprocess(x_test, upsample, mean, std)
     size = [height * upsample, width * upsample]
     threads = args.threads
-    if threads is None and args.batch_size * size[0] * size[1] <= SMALL_BATCH_PIXELS:
-        threads = 1
+    if threads is None:
+        rank_batch = -(-args.batch_size // ranks)  # the largest per-rank batch
+        if rank_batch * size[0] * size[1] <= SMALL_BATCH_PIXELS:
+            threads = 1
+        elif world is not None:
+            threads = threads_per_rank(world)  # this node's cores shared by its ranks
     _set_threads(threads)
 
     model_kwargs = {"num_classes": num_classes, "in_channels": channels, "input_size": size}
@@ -225,34 +255,64 @@ def _train(args) -> int:
                   "schedule": args.schedule, "seed": args.seed, "epochs": args.epochs,
                   "limit": args.limit},
     }
-    trainer = Trainer(model, nn.SoftmaxCrossEntropy(), optimizer, scheduler, metadata=metadata)
-    import cnnblas
-
+    trainer = Trainer(model, nn.SoftmaxCrossEntropy(), optimizer, scheduler, metadata=metadata,
+                      comm=False if world is None else world.comm)
     optimizer_text = args.optimizer if args.optimizer == "adam" else (
         f"sgd (momentum {args.momentum:g}{', nesterov' if args.nesterov else ''})")
-    print(f"{args.model} on {args.data}: {len(x_train)} training and {len(x_test)} test images "
-          f"{channels}x{height}x{width}" + (f" upsampled to {size[0]}x{size[1]}"
-                                             if upsample > 1 else "")
-          + f", {num_classes} classes; {optimizer_text}, lr {lr:g}"
-          + (", cosine schedule" if scheduler else "")
-          + f", batch {args.batch_size}, {args.epochs} epochs, "
-          f"{cnnblas.get_num_threads()} thread(s)", flush=True)
+    import cnnblas
+
+    parallel = (f"{cnnblas.get_num_threads()} thread(s)" if world is None else
+                f"{world.size} MPI ranks x {cnnblas.get_num_threads()} thread(s), "
+                f"{-(-args.batch_size // world.size)} images per rank and step")
+    header = (f"{args.model} on {args.data}: {len(x_train)} training and {len(x_test)} test "
+              f"images {channels}x{height}x{width}"
+              + (f" upsampled to {size[0]}x{size[1]}" if upsample > 1 else "")
+              + f", {num_classes} classes; {optimizer_text}, lr {lr:g}"
+              + (", cosine schedule" if scheduler else "")
+              + f", batch {args.batch_size}, {args.epochs} epochs, {parallel}")
+    return trainer, (x_train, y_train, x_test, y_test), header
+
+
+def _train(args, world=None) -> int:
+    started = time.perf_counter()
+    if world is None:
+        trainer, (x_train, y_train, x_test, y_test), header = _setup(args, world)
+    else:
+        # Setup errors (bad arguments, missing data) are reported once, by rank 0 when it
+        # failed too, and every rank stops without entering a collective.
+        failure = None
+        try:
+            trainer, (x_train, y_train, x_test, y_test), header = _setup(args, world)
+        except _ERRORS as error:
+            failure = error
+        failed = np.zeros(world.size)
+        failed[world.rank] = failure is not None
+        failed = world.sum(failed)
+        if failed.any():
+            if failure is not None and (world.is_main or not failed[0]):
+                where = "" if world.is_main else f" (rank {world.rank} of {world.size})"
+                print(f"cnnblas train: error{where}: {failure}", file=sys.stderr, flush=True)
+            return 1
+    say = print if trainer.is_main else (lambda *args, **kwargs: None)
+    say(header, flush=True)
     trainer.fit((x_train, y_train), args.epochs, batch_size=args.batch_size, seed=args.seed,
                 val=(x_test, y_test), val_name="test", checkpoint=args.checkpoint,
                 resume=args.resume, progress=not args.no_progress,
                 log=lambda line: print(line, flush=True))
-    result = trainer.evaluate(x_test, y_test)
+    result = trainer.evaluate(x_test, y_test)  # collective under MPI
+    if not trainer.is_main:
+        return 0
     correct = round(result["accuracy"] * len(y_test))
-    print(f"test accuracy {result['accuracy']:.4f} ({correct}/{len(y_test)}), "
-          f"loss {result['loss']:.4f}, {time.perf_counter() - started:.1f} s in all")
+    say(f"test accuracy {result['accuracy']:.4f} ({correct}/{len(y_test)}), "
+        f"loss {result['loss']:.4f}, {time.perf_counter() - started:.1f} s in all")
     if args.checkpoint is not None:
-        print(f"checkpoint: {args.checkpoint}")
+        say(f"checkpoint: {args.checkpoint}")
     if args.history is not None:
         trainer.save_history(args.history)
-        print(f"history: {args.history}")
+        say(f"history: {args.history}")
     if args.plot is not None:
         trainer.plot_history(args.plot)
-        print(f"plot: {args.plot}")
+        say(f"plot: {args.plot}")
     return 0
 
 
