@@ -50,6 +50,11 @@ def get_num_threads() -> int:
     return int(numba.get_num_threads())
 
 
+def blas_limit(n: int):
+    """Context manager holding every BLAS library at ``n`` threads, then restoring."""
+    return _blas_controller().limit(limits=n, user_api="blas")
+
+
 def blas_info() -> list[dict]:
     """threadpoolctl's description of every BLAS/OpenMP library loaded."""
     return _blas_controller().info()

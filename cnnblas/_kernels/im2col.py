@@ -18,6 +18,11 @@ Geometry is passed as small tuples: ``kernel = (kernel_h, kernel_w)``,
 ``stride = (stride_h, stride_w)``, ``pad = (pad_top, pad_left)`` (the bottom and
 right padding only enter through the output size), ``dilation = (dilation_h,
 dilation_w)``, ``out = (out_h, out_w)``.
+
+Each kernel comes in two drivers around one inlined task body: ``*_into``
+spreads the tasks over Numba's threads (``prange``); ``*_into_serial`` runs
+them in the calling thread with the GIL released, for the engine's
+batch-parallel mode where each Python worker thread owns a slice of images.
 """
 
 from __future__ import annotations
@@ -39,6 +44,46 @@ def _valid_range(offset, stride, size, out_size):
     return lo, hi
 
 
+@numba.njit(cache=True, inline="always")
+def _im2col_task(x, kernel, stride, pad, dilation, out, cols, task):
+    """Fill one row of one image: ``cols[row, n]`` with ``task = row * N + n``."""
+    n_images, channels, height, width = x.shape
+    kernel_h, kernel_w = kernel
+    stride_h, stride_w = stride
+    pad_top, pad_left = pad
+    dilation_h, dilation_w = dilation
+    out_h, out_w = out
+    row = task // n_images
+    n = task - row * n_images
+    c = row // (kernel_h * kernel_w)
+    i = (row // kernel_w) % kernel_h
+    j = row % kernel_w
+    row_offset = i * dilation_h - pad_top
+    col_offset = j * dilation_w - pad_left
+    oh_lo, oh_hi = _valid_range(row_offset, stride_h, height, out_h)
+    ow_lo, ow_hi = _valid_range(col_offset, stride_w, width, out_w)
+    first = ow_lo * stride_w + col_offset  # input column of output column ow_lo
+    count = ow_hi - ow_lo
+    dst = cols[row, n]
+    dst[: oh_lo * out_w] = 0  # output rows whose window row is in the padding
+    dst[oh_hi * out_w :] = 0
+    for oh in range(oh_lo, oh_hi):
+        dst_row = dst[oh * out_w : (oh + 1) * out_w]
+        dst_row[:ow_lo] = 0
+        dst_row[ow_hi:] = 0
+        src_row = x[n, c, oh * stride_h + row_offset]
+        # Index slices with the bare loop counter: no negative-index checks,
+        # so LLVM vectorises the unit-stride copy.
+        inner = dst_row[ow_lo:ow_hi]
+        if stride_w == 1:
+            src = src_row[first : first + count]
+            for t in range(count):
+                inner[t] = src[t]
+        else:
+            for t in range(count):
+                inner[t] = src_row[first + t * stride_w]
+
+
 @numba.njit(cache=True, parallel=True)
 def im2col_into(x, kernel, stride, pad, dilation, out, cols):
     """Fill ``cols`` (C*kh*kw, N, out_h*out_w) from ``x`` (N, C, H, W).
@@ -46,43 +91,49 @@ def im2col_into(x, kernel, stride, pad, dilation, out, cols):
     Parallel over the C*kh*kw*N rows: each task writes one row, so there are
     no write conflicts. Every element of ``cols`` is written (zeros included).
     """
+    for task in prange(cols.shape[0] * cols.shape[1]):
+        _im2col_task(x, kernel, stride, pad, dilation, out, cols, task)
+
+
+@numba.njit(cache=True, nogil=True)
+def im2col_into_serial(x, kernel, stride, pad, dilation, out, cols):
+    """:func:`im2col_into` in the calling thread, without the GIL."""
+    for task in range(cols.shape[0] * cols.shape[1]):
+        _im2col_task(x, kernel, stride, pad, dilation, out, cols, task)
+
+
+@numba.njit(cache=True, inline="always")
+def _col2im_task(cols, kernel, stride, pad, dilation, out, x, task):
+    """Rebuild one image plane ``x[n, c]`` with ``task = n * C + c``."""
     n_images, channels, height, width = x.shape
     kernel_h, kernel_w = kernel
     stride_h, stride_w = stride
     pad_top, pad_left = pad
     dilation_h, dilation_w = dilation
     out_h, out_w = out
-    rows = channels * kernel_h * kernel_w
-    for task in prange(n_images * rows):
-        row = task // n_images
-        n = task - row * n_images
-        c = row // (kernel_h * kernel_w)
-        i = (row // kernel_w) % kernel_h
-        j = row % kernel_w
+    n = task // channels
+    c = task - n * channels
+    plane = x[n, c]
+    plane[:, :] = 0
+    for i in range(kernel_h):
         row_offset = i * dilation_h - pad_top
-        col_offset = j * dilation_w - pad_left
         oh_lo, oh_hi = _valid_range(row_offset, stride_h, height, out_h)
-        ow_lo, ow_hi = _valid_range(col_offset, stride_w, width, out_w)
-        first = ow_lo * stride_w + col_offset  # input column of output column ow_lo
-        count = ow_hi - ow_lo
-        dst = cols[row, n]
-        dst[: oh_lo * out_w] = 0  # output rows whose window row is in the padding
-        dst[oh_hi * out_w :] = 0
-        for oh in range(oh_lo, oh_hi):
-            dst_row = dst[oh * out_w : (oh + 1) * out_w]
-            dst_row[:ow_lo] = 0
-            dst_row[ow_hi:] = 0
-            src_row = x[n, c, oh * stride_h + row_offset]
-            # Index slices with the bare loop counter: no negative-index checks,
-            # so LLVM vectorises the unit-stride copy.
-            inner = dst_row[ow_lo:ow_hi]
-            if stride_w == 1:
-                src = src_row[first : first + count]
-                for t in range(count):
-                    inner[t] = src[t]
-            else:
-                for t in range(count):
-                    inner[t] = src_row[first + t * stride_w]
+        for j in range(kernel_w):
+            src = cols[(c * kernel_h + i) * kernel_w + j, n]
+            col_offset = j * dilation_w - pad_left
+            ow_lo, ow_hi = _valid_range(col_offset, stride_w, width, out_w)
+            first = ow_lo * stride_w + col_offset
+            count = ow_hi - ow_lo
+            for oh in range(oh_lo, oh_hi):
+                src_row = src[oh * out_w + ow_lo : oh * out_w + ow_hi]
+                dst_row = plane[oh * stride_h + row_offset]
+                if stride_w == 1:
+                    dst = dst_row[first : first + count]
+                    for t in range(count):
+                        dst[t] += src_row[t]
+                else:
+                    for t in range(count):
+                        dst_row[first + t * stride_w] += src_row[t]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -93,33 +144,12 @@ def col2im_into(cols, kernel, stride, pad, dilation, out, x):
     positions are dropped. ``x`` is overwritten (zeroed first). Parallel over
     the N*C image planes: each task owns one plane, so there are no races.
     """
-    n_images, channels, height, width = x.shape
-    kernel_h, kernel_w = kernel
-    stride_h, stride_w = stride
-    pad_top, pad_left = pad
-    dilation_h, dilation_w = dilation
-    out_h, out_w = out
-    for task in prange(n_images * channels):
-        n = task // channels
-        c = task - n * channels
-        plane = x[n, c]
-        plane[:, :] = 0
-        for i in range(kernel_h):
-            row_offset = i * dilation_h - pad_top
-            oh_lo, oh_hi = _valid_range(row_offset, stride_h, height, out_h)
-            for j in range(kernel_w):
-                src = cols[(c * kernel_h + i) * kernel_w + j, n]
-                col_offset = j * dilation_w - pad_left
-                ow_lo, ow_hi = _valid_range(col_offset, stride_w, width, out_w)
-                first = ow_lo * stride_w + col_offset
-                count = ow_hi - ow_lo
-                for oh in range(oh_lo, oh_hi):
-                    src_row = src[oh * out_w + ow_lo : oh * out_w + ow_hi]
-                    dst_row = plane[oh * stride_h + row_offset]
-                    if stride_w == 1:
-                        dst = dst_row[first : first + count]
-                        for t in range(count):
-                            dst[t] += src_row[t]
-                    else:
-                        for t in range(count):
-                            dst_row[first + t * stride_w] += src_row[t]
+    for task in prange(x.shape[0] * x.shape[1]):
+        _col2im_task(cols, kernel, stride, pad, dilation, out, x, task)
+
+
+@numba.njit(cache=True, nogil=True)
+def col2im_into_serial(cols, kernel, stride, pad, dilation, out, x):
+    """:func:`col2im_into` in the calling thread, without the GIL."""
+    for task in range(x.shape[0] * x.shape[1]):
+        _col2im_task(cols, kernel, stride, pad, dilation, out, x, task)

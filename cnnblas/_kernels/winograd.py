@@ -58,6 +58,62 @@ def _clamped(lo, hi, limit):
     return lo, hi
 
 
+@numba.njit(cache=True, inline="always")
+def _input_task(x, pad, tiles, v, task):
+    """Transform input plane ``x[n, c]`` with ``task = c * N + n``."""
+    n_images, channels, height, width = x.shape
+    pad_top, pad_left = pad
+    tiles_h, tiles_w = tiles
+    span = tiles_w + 1  # tiles per tile row, junk included; a padded row has 2*span columns
+    n_tiles = tiles_h * span
+    n_pairs = (tiles_h + 1) * span  # column pairs per parity half
+    # Padded rows and columns that hold input pixels (the rest stays zero).
+    row_lo, row_hi = _clamped(pad_top, pad_top + height, 2 * tiles_h + 2)
+    col_lo, col_hi = _clamped(pad_left, pad_left + width, 2 * span)
+    c = task // n_images
+    n = task - c * n_images
+    plane = task * n_tiles
+    # padded[parity, half*span + tw, s] is padded pixel (2*half + parity, 2*tw + s);
+    # one pair more at the end for the last junk tile to read.
+    padded = np.zeros((2, n_pairs + 1, 2), x.dtype)
+    flat = padded.reshape(2, 2 * n_pairs + 2)
+    for r in range(row_lo, row_hi):
+        start = (r // 2) * 2 * span
+        dst = flat[r % 2, start + col_lo : start + col_hi]
+        src = x[n, c, r - pad_top, col_lo - pad_left : col_hi - pad_left]
+        for t in range(col_hi - col_lo):
+            dst[t] = src[t]
+    # cols[b, parity, f]: column combination b of the tile at pair f.
+    cols = np.empty((4, 2, n_pairs), x.dtype)
+    for parity in range(2):
+        here = padded[parity, :n_pairs]  # padded columns 2*tw, 2*tw + 1
+        right = padded[parity, 1:]  # padded columns 2*tw + 2, 2*tw + 3
+        c0 = cols[0, parity]
+        c1 = cols[1, parity]
+        c2 = cols[2, parity]
+        c3 = cols[3, parity]
+        for f in range(n_pairs):  # d B
+            c0[f] = here[f, 0] - right[f, 0]
+            c1[f] = here[f, 1] + right[f, 0]
+            c2[f] = right[f, 0] - here[f, 1]
+            c3[f] = here[f, 1] - right[f, 1]
+    for b in range(4):
+        # Rows 0..3 of tile row th: even half row th, odd th, even th + 1, odd th + 1.
+        row0 = cols[b, 0, :n_tiles]
+        row1 = cols[b, 1, :n_tiles]
+        row2 = cols[b, 0, span:]
+        row3 = cols[b, 1, span:]
+        v0 = v[b, plane : plane + n_tiles]
+        v1 = v[4 + b, plane : plane + n_tiles]
+        v2 = v[8 + b, plane : plane + n_tiles]
+        v3 = v[12 + b, plane : plane + n_tiles]
+        for t in range(n_tiles):  # Bᵀ (d B)
+            v0[t] = row0[t] - row2[t]
+            v1[t] = row1[t] + row2[t]
+            v2[t] = row2[t] - row1[t]
+            v3[t] = row1[t] - row3[t]
+
+
 @numba.njit(cache=True, parallel=True)
 def winograd_input_transform(x, pad, tiles, v):
     """Fill ``v`` (16, >= C*N*T) with ``Bᵀ d B`` of every tile of ``x`` (N, C, H, W).
@@ -69,58 +125,58 @@ def winograd_input_transform(x, pad, tiles, v):
     combination ``Bᵀ (d B)``. Parallel over the C*N input planes: each task
     writes its own columns of ``v``, so there are no write conflicts.
     """
-    n_images, channels, height, width = x.shape
-    pad_top, pad_left = pad
+    for task in prange(x.shape[1] * x.shape[0]):
+        _input_task(x, pad, tiles, v, task)
+
+
+@numba.njit(cache=True, nogil=True)
+def winograd_input_transform_serial(x, pad, tiles, v):
+    """:func:`winograd_input_transform` in the calling thread, without the GIL."""
+    for task in range(x.shape[1] * x.shape[0]):
+        _input_task(x, pad, tiles, v, task)
+
+
+@numba.njit(cache=True, inline="always")
+def _output_task(m, tiles, bias, y, task):
+    """Write output plane ``y[n, k]`` with ``task = k * N + n``."""
+    n_images, n_out, out_h, out_w = y.shape
     tiles_h, tiles_w = tiles
-    span = tiles_w + 1  # tiles per tile row, junk included; a padded row has 2*span columns
+    span = tiles_w + 1
     n_tiles = tiles_h * span
-    n_pairs = (tiles_h + 1) * span  # column pairs per parity half
-    # Padded rows and columns that hold input pixels (the rest stays zero).
-    row_lo, row_hi = _clamped(pad_top, pad_top + height, 2 * tiles_h + 2)
-    col_lo, col_hi = _clamped(pad_left, pad_left + width, 2 * span)
-    for task in prange(channels * n_images):
-        c = task // n_images
-        n = task - c * n_images
-        plane = task * n_tiles
-        # padded[parity, half*span + tw, s] is padded pixel (2*half + parity, 2*tw + s);
-        # one pair more at the end for the last junk tile to read.
-        padded = np.zeros((2, n_pairs + 1, 2), x.dtype)
-        flat = padded.reshape(2, 2 * n_pairs + 2)
-        for r in range(row_lo, row_hi):
-            start = (r // 2) * 2 * span
-            dst = flat[r % 2, start + col_lo : start + col_hi]
-            src = x[n, c, r - pad_top, col_lo - pad_left : col_hi - pad_left]
-            for t in range(col_hi - col_lo):
-                dst[t] = src[t]
-        # cols[b, parity, f]: column combination b of the tile at pair f.
-        cols = np.empty((4, 2, n_pairs), x.dtype)
-        for parity in range(2):
-            here = padded[parity, :n_pairs]  # padded columns 2*tw, 2*tw + 1
-            right = padded[parity, 1:]  # padded columns 2*tw + 2, 2*tw + 3
-            c0 = cols[0, parity]
-            c1 = cols[1, parity]
-            c2 = cols[2, parity]
-            c3 = cols[3, parity]
-            for f in range(n_pairs):  # d B
-                c0[f] = here[f, 0] - right[f, 0]
-                c1[f] = here[f, 1] + right[f, 0]
-                c2[f] = right[f, 0] - here[f, 1]
-                c3[f] = here[f, 1] - right[f, 1]
-        for b in range(4):
-            # Rows 0..3 of tile row th: even half row th, odd th, even th + 1, odd th + 1.
-            row0 = cols[b, 0, :n_tiles]
-            row1 = cols[b, 1, :n_tiles]
-            row2 = cols[b, 0, span:]
-            row3 = cols[b, 1, span:]
-            v0 = v[b, plane : plane + n_tiles]
-            v1 = v[4 + b, plane : plane + n_tiles]
-            v2 = v[8 + b, plane : plane + n_tiles]
-            v3 = v[12 + b, plane : plane + n_tiles]
-            for t in range(n_tiles):  # Bᵀ (d B)
-                v0[t] = row0[t] - row2[t]
-                v1[t] = row1[t] + row2[t]
-                v2[t] = row2[t] - row1[t]
-                v3[t] = row1[t] - row3[t]
+    k = task // n_images
+    n = task - k * n_images
+    plane = task * n_tiles
+    beta = bias[k]
+    # rows[i, b, t]: row i of Aᵀ m for tile t, column b.
+    rows = np.empty((2, 4, n_tiles), y.dtype)
+    for b in range(4):
+        m0 = m[b, plane : plane + n_tiles]
+        m1 = m[4 + b, plane : plane + n_tiles]
+        m2 = m[8 + b, plane : plane + n_tiles]
+        m3 = m[12 + b, plane : plane + n_tiles]
+        top = rows[0, b]
+        bottom = rows[1, b]
+        for t in range(n_tiles):  # Aᵀ m
+            top[t] = m0[t] + m1[t] + m2[t]
+            bottom[t] = m1[t] - m2[t] - m3[t]
+    # pairs[i, th*span + tw, j] is output pixel (2*th + i, 2*tw + j).
+    pairs = np.empty((2, n_tiles, 2), y.dtype)
+    for i in range(2):
+        r0 = rows[i, 0]
+        r1 = rows[i, 1]
+        r2 = rows[i, 2]
+        r3 = rows[i, 3]
+        out = pairs[i]
+        for t in range(n_tiles):  # (Aᵀ m) A
+            out[t, 0] = r0[t] + r1[t] + r2[t] + beta
+            out[t, 1] = r1[t] - r2[t] - r3[t] + beta
+    lines = pairs.reshape(2, 2 * n_tiles)
+    for oh in range(out_h):
+        start = (oh // 2) * 2 * span
+        src = lines[oh % 2, start : start + out_w]
+        dst = y[n, k, oh]
+        for ow in range(out_w):
+            dst[ow] = src[ow]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -135,42 +191,12 @@ def winograd_output_transform(m, tiles, bias, y):
     partial last tile row/column are dropped). Parallel over the K*N output
     planes.
     """
-    n_images, n_out, out_h, out_w = y.shape
-    tiles_h, tiles_w = tiles
-    span = tiles_w + 1
-    n_tiles = tiles_h * span
-    for task in prange(n_out * n_images):
-        k = task // n_images
-        n = task - k * n_images
-        plane = task * n_tiles
-        beta = bias[k]
-        # rows[i, b, t]: row i of Aᵀ m for tile t, column b.
-        rows = np.empty((2, 4, n_tiles), y.dtype)
-        for b in range(4):
-            m0 = m[b, plane : plane + n_tiles]
-            m1 = m[4 + b, plane : plane + n_tiles]
-            m2 = m[8 + b, plane : plane + n_tiles]
-            m3 = m[12 + b, plane : plane + n_tiles]
-            top = rows[0, b]
-            bottom = rows[1, b]
-            for t in range(n_tiles):  # Aᵀ m
-                top[t] = m0[t] + m1[t] + m2[t]
-                bottom[t] = m1[t] - m2[t] - m3[t]
-        # pairs[i, th*span + tw, j] is output pixel (2*th + i, 2*tw + j).
-        pairs = np.empty((2, n_tiles, 2), y.dtype)
-        for i in range(2):
-            r0 = rows[i, 0]
-            r1 = rows[i, 1]
-            r2 = rows[i, 2]
-            r3 = rows[i, 3]
-            out = pairs[i]
-            for t in range(n_tiles):  # (Aᵀ m) A
-                out[t, 0] = r0[t] + r1[t] + r2[t] + beta
-                out[t, 1] = r1[t] - r2[t] - r3[t] + beta
-        lines = pairs.reshape(2, 2 * n_tiles)
-        for oh in range(out_h):
-            start = (oh // 2) * 2 * span
-            src = lines[oh % 2, start : start + out_w]
-            dst = y[n, k, oh]
-            for ow in range(out_w):
-                dst[ow] = src[ow]
+    for task in prange(y.shape[1] * y.shape[0]):
+        _output_task(m, tiles, bias, y, task)
+
+
+@numba.njit(cache=True, nogil=True)
+def winograd_output_transform_serial(m, tiles, bias, y):
+    """:func:`winograd_output_transform` in the calling thread, without the GIL."""
+    for task in range(y.shape[1] * y.shape[0]):
+        _output_task(m, tiles, bias, y, task)

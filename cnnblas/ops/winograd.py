@@ -27,9 +27,16 @@ except for what only Winograd needs: a 3x3 kernel and matching shapes.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from cnnblas._kernels.winograd import winograd_input_transform, winograd_output_transform
+from cnnblas._kernels.winograd import (
+    winograd_input_transform,
+    winograd_input_transform_serial,
+    winograd_output_transform,
+    winograd_output_transform_serial,
+)
 from cnnblas.ops import workspace
 from cnnblas.ops._checks import Padding2d, as_pair, ceil_div, conv_geometry, normalize_padding
 
@@ -96,37 +103,80 @@ def _operand_rows(size: int, itemsize: int) -> int:
     return (lines | 1) * per_line
 
 
-def _winograd(x: np.ndarray, u: np.ndarray, bias: np.ndarray, pad: tuple[int, int],
-              out_size: tuple[int, int]) -> np.ndarray:
-    """Correlate ``x`` (N, C, H, W) with the transformed weight ``u`` (16, K, C).
+class WinogradPlan(NamedTuple):
+    """One Winograd convolution with its weights transformed, ready to run on
+    any range of images (so that worker threads can share the transform)."""
 
-    ``pad = (pad_top, pad_left)`` may be negative (a crop); the bottom/right
-    padding enters only through ``out_size``.
-    """
-    n_images, channels = x.shape[:2]
-    n_out = u.shape[1]
-    out_h, out_w = out_size
-    tiles = (ceil_div(out_h, 2), ceil_div(out_w, 2))
-    # GEMM columns per image: one junk tile per tile row (see the kernels' docstring).
-    tiles_per_image = tiles[0] * (tiles[1] + 1)
-    y = np.empty((n_images, n_out, out_h, out_w), x.dtype)
-    bytes_per_image = 16 * (channels + n_out) * tiles_per_image * x.dtype.itemsize
-    step = min(workspace.images_per_chunk(n_images, bytes_per_image),
-               max(1, _CHUNK_BYTES // bytes_per_image))
-    for start in range(0, n_images, step):
-        stop = min(start + step, n_images)
-        count = (stop - start) * tiles_per_image
-        v_rows = _operand_rows(channels * count, x.dtype.itemsize)
-        m_rows = _operand_rows(n_out * count, x.dtype.itemsize)
-        v = workspace.scratch((16, v_rows), x.dtype, slot=_SLOT_V)
-        m = workspace.scratch((16, m_rows), x.dtype, slot=_SLOT_M)
-        winograd_input_transform(x[start:stop], pad, tiles, v)
-        for xi in range(16):
-            # M[xi] = U[xi] @ V[xi]: 2-D so that numpy hands it to BLAS GEMM.
-            np.matmul(u[xi], v[xi, : channels * count].reshape(channels, count),
-                      out=m[xi, : n_out * count].reshape(n_out, count))
-        winograd_output_transform(m, tiles, bias, y[start:stop])
-    return y
+    x: np.ndarray  # (N, C, H, W), C-contiguous
+    u: np.ndarray  # (16, K, C) transformed weights
+    bias: np.ndarray  # (K,)
+    pad: tuple[int, int]  # (pad_top, pad_left); negative crops
+    out_size: tuple[int, int]
+
+    def run(self, start: int, stop: int, y: np.ndarray, serial: bool = False) -> None:
+        """Write the output of images [start, stop) into ``y[start:stop]``.
+
+        ``serial`` selects the single-threaded, GIL-free kernels (for worker
+        threads); otherwise the transforms use Numba's thread pool.
+        """
+        channels = self.x.shape[1]
+        n_out = self.u.shape[1]
+        out_h, out_w = self.out_size
+        tiles = (ceil_div(out_h, 2), ceil_div(out_w, 2))
+        # GEMM columns per image: one junk tile per tile row (see the kernels' docstring).
+        tiles_per_image = tiles[0] * (tiles[1] + 1)
+        itemsize = self.x.dtype.itemsize
+        bytes_per_image = 16 * (channels + n_out) * tiles_per_image * itemsize
+        step = min(workspace.images_per_chunk(stop - start, bytes_per_image),
+                   max(1, _CHUNK_BYTES // bytes_per_image))
+        input_transform = winograd_input_transform_serial if serial else winograd_input_transform
+        output_transform = (winograd_output_transform_serial if serial
+                            else winograd_output_transform)
+        for chunk_start in range(start, stop, step):
+            chunk_stop = min(chunk_start + step, stop)
+            count = (chunk_stop - chunk_start) * tiles_per_image
+            v_rows = _operand_rows(channels * count, itemsize)
+            m_rows = _operand_rows(n_out * count, itemsize)
+            v = workspace.scratch((16, v_rows), self.x.dtype, slot=_SLOT_V)
+            m = workspace.scratch((16, m_rows), self.x.dtype, slot=_SLOT_M)
+            input_transform(self.x[chunk_start:chunk_stop], self.pad, tiles, v)
+            for xi in range(16):
+                # M[xi] = U[xi] @ V[xi]: 2-D so that numpy hands it to BLAS GEMM.
+                np.matmul(self.u[xi], v[xi, : channels * count].reshape(channels, count),
+                          out=m[xi, : n_out * count].reshape(n_out, count))
+            output_transform(m, tiles, self.bias, y[chunk_start:chunk_stop])
+
+
+def forward_plan(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                 padding) -> WinogradPlan:
+    """Plan ``conv2d(x, weight, bias, padding=padding)`` for a (K, C, 3, 3) weight."""
+    _check_weight(weight, x.dtype)
+    if weight.shape[1] != x.shape[1]:
+        raise ValueError(f"weight expects {weight.shape[1]} input channels, x has {x.shape[1]}")
+    geom = conv_geometry((x.shape[2], x.shape[3]), 3, 1, padding, 1, kernel_name="weight kernel")
+    if bias is None:
+        bias = np.zeros(weight.shape[0], x.dtype)
+    # A private copy of U: the workspace slot is reused by the next plan.
+    return WinogradPlan(np.ascontiguousarray(x), _transform_weight(weight).copy(),
+                        np.ascontiguousarray(bias, dtype=x.dtype),
+                        (geom.pad_top, geom.pad_left), (geom.out_h, geom.out_w))
+
+
+def input_grad_plan(dy: np.ndarray, weight: np.ndarray, padding, input_hw) -> WinogradPlan:
+    """Plan the input gradient of a 3x3 stride-1 convolution (see
+    :func:`winograd_conv2d_input_grad`)."""
+    _check_weight(weight, dy.dtype)
+    height, width = as_pair(input_hw, "input_hw")
+    (top, bottom), (left, right) = normalize_padding(padding, (3, 3), (1, 1), (1, 1),
+                                                     (height, width))
+    expected = (dy.shape[0], weight.shape[0], height + top + bottom - 2, width + left + right - 2)
+    if dy.ndim != 4 or dy.shape != expected:
+        raise ValueError(f"dy must have shape {expected} for input {(height, width)} and "
+                         f"padding {((top, bottom), (left, right))}, got {dy.shape}")
+    flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    return WinogradPlan(np.ascontiguousarray(dy), _transform_weight(flipped).copy(),
+                        np.zeros(weight.shape[1], dy.dtype), (2 - top, 2 - left),
+                        (height, width))
 
 
 def winograd_conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
@@ -145,15 +195,10 @@ def winograd_conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None =
     y : ndarray, dtype of ``x``, shape (N, K, out_h, out_w)
         ``out = in + pad_before + pad_after - 2`` per axis.
     """
-    _check_weight(weight, x.dtype)
-    if weight.shape[1] != x.shape[1]:
-        raise ValueError(f"weight expects {weight.shape[1]} input channels, x has {x.shape[1]}")
-    geom = conv_geometry((x.shape[2], x.shape[3]), 3, 1, padding, 1, kernel_name="weight kernel")
-    if bias is None:
-        bias = np.zeros(weight.shape[0], x.dtype)
-    return _winograd(np.ascontiguousarray(x), _transform_weight(weight),
-                     np.ascontiguousarray(bias, dtype=x.dtype), (geom.pad_top, geom.pad_left),
-                     (geom.out_h, geom.out_w))
+    plan = forward_plan(x, weight, bias, padding)
+    y = np.empty((x.shape[0], weight.shape[0], *plan.out_size), x.dtype)
+    plan.run(0, x.shape[0], y)
+    return y
 
 
 def winograd_conv2d_input_grad(dy: np.ndarray, weight: np.ndarray, padding: Padding2d,
@@ -176,16 +221,7 @@ def winograd_conv2d_input_grad(dy: np.ndarray, weight: np.ndarray, padding: Padd
     -------
     dx : ndarray, dtype of ``dy``, shape (N, C, H, W)
     """
-    height, width = as_pair(input_hw, "input_hw")
-    _check_weight(weight, dy.dtype)
-    (top, bottom), (left, right) = normalize_padding(padding, (3, 3), (1, 1), (1, 1),
-                                                     (height, width))
-    expected = (dy.shape[0], weight.shape[0], height + top + bottom - 2, width + left + right - 2)
-    if dy.ndim != 4 or dy.shape != expected:
-        raise ValueError(f"dy must have shape {expected} for input {(height, width)} and "
-                         f"padding {((top, bottom), (left, right))}, got {dy.shape}")
-    flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-    bias = np.zeros(weight.shape[1], dy.dtype)
-    return _winograd(np.ascontiguousarray(dy), _transform_weight(flipped), bias,
-                     (2 - top, 2 - left), (height, width))
-
+    plan = input_grad_plan(dy, weight, padding, input_hw)
+    dx = np.empty((dy.shape[0], weight.shape[1], *plan.out_size), dy.dtype)
+    plan.run(0, dy.shape[0], dx)
+    return dx

@@ -1,0 +1,85 @@
+"""Batch-parallel execution: images split across worker threads.
+
+With several threads, a convolution can be parallel in two ways:
+
+- *inside each step* (Numba ``prange`` loops, then multi-threaded BLAS), which
+  pays a hand-over between the two thread pools at every step and splits
+  every GEMM, however small, across the cores;
+- *across images*: each worker thread runs the whole pipeline (im2col, GEMMs,
+  col2im) single-threaded on its own contiguous slice of the batch, in its own
+  workspace, with the GIL released by both the Numba kernels (``nogil``) and
+  NumPy's BLAS calls.
+
+On the 2-core benchmark machine the second way was much faster (numbers in
+benchmarks/NOTES.md), so the engine uses it whenever the batch has at least
+as many images as there are threads, and falls back to the first otherwise
+(e.g. one image at inference). While workers run, every BLAS library is held
+at one thread so the cores are not oversubscribed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+
+from cnnblas import threads
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=max(1, threads.max_threads() - 1),
+                                       thread_name_prefix="cnnblas")
+        return _pool
+
+
+def image_ranges(n_images: int, n_parts: int) -> list[tuple[int, int]]:
+    """``n_parts`` contiguous ``(start, stop)`` ranges covering ``range(n_images)``.
+
+    Sizes differ by at most one image; no range is empty when
+    ``n_parts <= n_images``.
+    """
+    base, extra = divmod(n_images, n_parts)
+    ranges, start = [], 0
+    for part in range(n_parts):
+        stop = start + base + (part < extra)
+        ranges.append((start, stop))
+        start = stop
+    return ranges
+
+
+def batch_workers(n_images: int) -> int:
+    """Worker threads for a batch of ``n_images``: the thread setting, or 1
+    (intra-step parallelism) when there are fewer images than threads."""
+    n_threads = threads.get_num_threads()
+    return n_threads if 1 < n_threads <= n_images else 1
+
+
+def map_image_ranges(function: Callable[[int, int, bool], object], n_images: int) -> list:
+    """Run ``function(start, stop, serial)`` over the batch and return the results.
+
+    With one worker, ``function(0, n_images, False)`` runs here and may use
+    Numba's parallel kernels and multi-threaded BLAS. With several, each
+    worker calls ``function(start, stop, True)`` on its own range and must use
+    the serial (``nogil``) kernels; BLAS is held at one thread meanwhile. The
+    calling thread works on the first range. Exceptions propagate after every
+    worker has finished.
+    """
+    workers = batch_workers(n_images)
+    if workers == 1:
+        return [function(0, n_images, False)]
+    ranges = image_ranges(n_images, workers)
+    with threads.blas_limit(1):
+        futures = [_executor().submit(function, start, stop, True)
+                   for start, stop in ranges[1:]]
+        try:
+            first = function(*ranges[0], True)
+        finally:
+            wait(futures)  # never leave workers running on buffers we return
+        results = [future.result() for future in futures]  # re-raises a worker's error
+    return [first, *results]

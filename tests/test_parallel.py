@@ -1,0 +1,84 @@
+"""Batch-parallel execution: the same numbers whatever the thread count and split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import cnnblas as cb
+from cnnblas.ops import parallel
+from tests.conftest import ConvCase, assert_close, conv_cases
+
+
+@pytest.fixture
+def two_threads():
+    if cb.threads.max_threads() < 2:
+        pytest.skip("needs 2 Numba threads")
+    old = cb.get_num_threads()
+    cb.set_num_threads(2)
+    yield
+    cb.set_num_threads(old)
+
+
+@pytest.mark.parametrize("n_images, n_parts", [(1, 1), (5, 2), (6, 3), (7, 7), (10, 4)])
+def test_image_ranges_cover_the_batch_evenly(n_images, n_parts):
+    ranges = parallel.image_ranges(n_images, n_parts)
+    assert len(ranges) == n_parts
+    assert ranges[0][0] == 0 and ranges[-1][1] == n_images
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    sizes = [stop - start for start, stop in ranges]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+def test_batch_workers_policy(two_threads):
+    assert parallel.batch_workers(1) == 1  # one image: parallel inside each step
+    assert parallel.batch_workers(2) == 2
+    assert parallel.batch_workers(64) == 2
+
+
+@settings(max_examples=30, deadline=None)
+@given(conv_cases())
+def test_two_threads_match_one_thread(case):
+    """Uneven splits (N = 3, 5) and every algorithm: identical up to rounding."""
+    if cb.threads.max_threads() < 2:
+        pytest.skip("needs 2 Numba threads")
+    old = cb.get_num_threads()
+    for n in (3, 5):
+        big = ConvCase(n, case.c, case.h, case.w, case.k, case.kernel, case.stride,
+                       case.padding, case.dilation, case.groups)
+        x, weight, bias, dy = big.arrays()
+        results = []
+        for threads in (1, 2):
+            cb.set_num_threads(threads)
+            results.append((cb.conv2d(x, weight, bias, **big.kwargs()),
+                            *cb.conv2d_backward(dy, x, weight, **big.kwargs())))
+        cb.set_num_threads(old)
+        for one, two in zip(*results, strict=True):
+            assert_close(two, one, rtol=1e-12)
+
+
+def test_winograd_batch_parallel_matches_serial(two_threads):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 16, 9, 7))
+    weight = rng.standard_normal((16, 16, 3, 3))
+    dy = rng.standard_normal((5, 16, 9, 7))
+    y2 = cb.conv2d(x, weight, padding=1, algorithm="winograd")
+    g2 = cb.conv2d_backward(dy, x, weight, padding=1, algorithm="winograd")
+    cb.set_num_threads(1)
+    assert_close(y2, cb.conv2d(x, weight, padding=1, algorithm="winograd"), rtol=1e-12)
+    for two, one in zip(g2, cb.conv2d_backward(dy, x, weight, padding=1, algorithm="winograd"),
+                        strict=True):
+        assert_close(two, one, rtol=1e-12)
+
+
+def test_worker_error_reaches_the_caller_and_blas_is_restored(two_threads):
+    def fails_on_second_range(start, stop, serial):
+        if start > 0:
+            raise RuntimeError(f"boom in [{start}, {stop})")
+        return start
+
+    with pytest.raises(RuntimeError, match=r"boom in \[2, 4\)"):
+        parallel.map_image_ranges(fails_on_second_range, 4)
+    blas = [lib for lib in cb.threads.blas_info() if lib["user_api"] == "blas"]
+    assert all(lib["num_threads"] == 2 for lib in blas)
