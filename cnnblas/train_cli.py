@@ -45,12 +45,6 @@ DEFAULTS = {
     "seed": 0,
     "upsample": {"digits": 2},  # other data sets: 1
 }
-#: ``--threads`` default: one thread when a batch holds at most this many pixels
-#: (batch size x height x width after upsampling): the GEMMs of such steps are too
-#: small to share between cores (measured: MNIST at batch 16 trains as fast on one
-#: thread as on two), all cores above.
-SMALL_BATCH_PIXELS = 16 * 32 * 32
-
 _ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError, ImportError, OSError)
 
 
@@ -95,10 +89,8 @@ def add_commands(commands) -> None:
                             "deviation, both stored in the checkpoint for predict "
                             "(default: %(default)s)")
     train.add_argument("--threads", type=int, default=None,
-                       help="threads for kernels and BLAS per process (default: 1 when the "
-                            f"batch size (per rank under MPI) x height x width <= "
-                            f"{SMALL_BATCH_PIXELS}, else all cores, or under mpiexec the "
-                            "cores of the node divided among its ranks)")
+                       help="threads for kernels and BLAS per process (default: all cores, "
+                            "or under mpiexec the cores of the node divided among its ranks)")
     train.add_argument("--limit", type=int, default=None, metavar="N",
                        help="use only the first N training and N test images")
     train.add_argument("--checkpoint", type=Path, default=None, metavar="PATH.npz",
@@ -226,12 +218,8 @@ def _setup(args, world):
     x_test = preprocess(x_test, upsample, mean, std)
     size = [height * upsample, width * upsample]
     threads = args.threads
-    if threads is None:
-        rank_batch = -(-args.batch_size // ranks)  # the largest per-rank batch
-        if rank_batch * size[0] * size[1] <= SMALL_BATCH_PIXELS:
-            threads = 1
-        elif world is not None:
-            threads = threads_per_rank(world)  # this node's cores shared by its ranks
+    if threads is None and world is not None:
+        threads = threads_per_rank(world)  # this node's cores shared by its ranks
     _set_threads(threads)
 
     model_kwargs = {"num_classes": num_classes, "in_channels": channels, "input_size": size}
