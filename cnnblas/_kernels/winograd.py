@@ -16,6 +16,11 @@ position ``xi = 4*a + b`` of the 4x4 tile: ``M[xi] = U[xi] @ V[xi]`` with
 ``U`` (16, K, C), ``V`` (16, C, tiles) and ``M`` (16, K, tiles). The kernels
 here fill ``V`` and turn ``M`` into the output.
 
+The weight gradient runs the output transform backwards: ``dM = A dY Aᵀ``
+per 2x2 output-gradient tile fills ``dM`` in the layout of ``M``, then
+``dU[xi] = dM[xi] @ V[xi]ᵀ`` (16 GEMMs) and ``dW = Gᵀ dU G``
+(:func:`winograd_grad_transform`).
+
 Tile layout: ``V`` and ``M`` are passed as (16, row_length) arrays whose row
 ``xi`` starts with the (channels, N*T) GEMM operand. Each image has
 ``T = tiles_h * (tiles_w + 1)`` columns: tile (th, tw) of image n in channel c
@@ -200,3 +205,78 @@ def winograd_output_transform_serial(m, tiles, bias, y):
     """:func:`winograd_output_transform` in the calling thread, without the GIL."""
     for task in range(y.shape[1] * y.shape[0]):
         _output_task(m, tiles, bias, y, task)
+
+
+@numba.njit(cache=True, inline="always")
+def _grad_task(dy, tiles, m, task):
+    """Transform output-gradient plane ``dy[n, k]`` with ``task = k * N + n``."""
+    n_images, n_out, out_h, out_w = dy.shape
+    tiles_h, tiles_w = tiles
+    span = tiles_w + 1
+    n_tiles = tiles_h * span
+    k = task // n_images
+    n = task - k * n_images
+    plane = task * n_tiles
+    # pairs[i, th*span + tw, j] is output-gradient pixel (2*th + i, 2*tw + j); the
+    # junk tile column and the pixels past out_h x out_w stay zero.
+    pairs = np.zeros((2, n_tiles, 2), dy.dtype)
+    lines = pairs.reshape(2, 2 * n_tiles)
+    for oh in range(out_h):
+        start = (oh // 2) * 2 * span
+        dst = lines[oh % 2, start : start + out_w]
+        src = dy[n, k, oh]
+        for ow in range(out_w):
+            dst[ow] = src[ow]
+    # rows[i, b, t]: entry (i, b) of dY Aᵀ for tile t.
+    rows = np.empty((2, 4, n_tiles), dy.dtype)
+    for i in range(2):
+        here = pairs[i]
+        r0 = rows[i, 0]
+        r1 = rows[i, 1]
+        r2 = rows[i, 2]
+        r3 = rows[i, 3]
+        for t in range(n_tiles):  # dY Aᵀ
+            r0[t] = here[t, 0]
+            r1[t] = here[t, 0] + here[t, 1]
+            r2[t] = here[t, 0] - here[t, 1]
+            r3[t] = -here[t, 1]
+    for b in range(4):
+        top = rows[0, b]
+        bottom = rows[1, b]
+        m0 = m[b, plane : plane + n_tiles]
+        m1 = m[4 + b, plane : plane + n_tiles]
+        m2 = m[8 + b, plane : plane + n_tiles]
+        m3 = m[12 + b, plane : plane + n_tiles]
+        for t in range(n_tiles):  # A (dY Aᵀ)
+            m0[t] = top[t]
+            m1[t] = top[t] + bottom[t]
+            m2[t] = top[t] - bottom[t]
+            m3[t] = -bottom[t]
+
+
+@numba.njit(cache=True, parallel=True)
+def winograd_grad_transform(dy, tiles, m):
+    """Fill ``m`` (16, >= K*N*T) with ``dM = A dY Aᵀ`` of every 2x2 tile of ``dy``.
+
+    ``dy`` is (N, K, out_h, out_w), the gradient of the forward output; ``m``
+    gets the layout of ``M`` in :func:`winograd_output_transform` (this is its
+    adjoint, bias aside)::
+
+        A = [[1, 0], [1, 1], [1, -1], [0, -1]]
+
+    Junk tiles and the missing pixels of a partial last tile row/column (odd
+    ``out_h``/``out_w``) are zero, so that they add nothing to
+    ``dU[xi] = dM[xi] @ V[xi]ᵀ``. ``dy`` is copied into two zeroed planes of
+    even and odd output rows (nothing outside ``dy`` is read), then the column
+    combination ``dY Aᵀ`` and the row combination ``A (dY Aᵀ)`` run over all
+    tiles of the plane. Parallel over the K*N planes.
+    """
+    for task in prange(dy.shape[1] * dy.shape[0]):
+        _grad_task(dy, tiles, m, task)
+
+
+@numba.njit(cache=True, nogil=True)
+def winograd_grad_transform_serial(dy, tiles, m):
+    """:func:`winograd_grad_transform` in the calling thread, without the GIL."""
+    for task in range(dy.shape[1] * dy.shape[0]):
+        _grad_task(dy, tiles, m, task)
