@@ -7,12 +7,14 @@ images per second (epochs after the first, which includes warm-up) and, on
 rank 0, the share of the training time spent in the gradient ``Allreduce``
 (including the wait for the slower rank)::
 
-    python -m benchmarks.mpi_scaling                   # B = 16 and 64, 3 epochs
-    python -m benchmarks.mpi_scaling --batch-sizes 16 --epochs 4 --ranks 2
+    python -m benchmarks.mpi_scaling                   # B = 16 and 64, 6 epochs, best of 3
+    python -m benchmarks.mpi_scaling --batch-sizes 16 --epochs 4 --repeats 1 --ranks 2
 
-Each configuration runs in a fresh process (``mpiexec -n P`` for P > 1), so
-thread pools and MPI start clean. Prints a Markdown table. Needs mpi4py and
-mpiexec for the multi-rank rows.
+Each run is a fresh process (``mpiexec -n P`` for P > 1), so thread pools and
+MPI start clean; the runs of the configurations are interleaved and the best
+of ``--repeats`` is kept (an epoch of the digits lasts a fraction of a second,
+so other load on the machine shows up as noise). Prints a Markdown table.
+Needs mpi4py and mpiexec for the multi-rank rows.
 """
 
 from __future__ import annotations
@@ -102,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
-    parser.add_argument("--epochs", type=int, default=3,
+    parser.add_argument("--epochs", type=int, default=6,
                         help="epochs per run; the first is not timed (default: %(default)s)")
     parser.add_argument("--ranks", type=int, default=2, help="P (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs per configuration, the fastest kept (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads of the one-rank run, divided among the P ranks "
                              "(default: the number of ranks)")
@@ -115,17 +119,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     threads = args.threads or args.ranks
     configurations = [(1, 1), (1, threads), (args.ranks, max(1, threads // args.ranks))]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = []
     for batch_size in args.batch_sizes:
-        for ranks, per_rank in configurations:
-            row = measure(ranks, per_rank, batch_size, args.epochs)
-            rows.append(row)
-            print(f"batch {batch_size}, {ranks} x {per_rank}: "
-                  f"{row['images_per_second']:.0f} img/s", file=sys.stderr, flush=True)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"LeNet-5 on the digits (16x16), {args.epochs} epochs per run (first not timed), "
-          f"{os.cpu_count()} cores, load average {load:.2f}; speed-up against 1 x 1 at the "
-          "same global batch.\n")
+        best: dict[tuple[int, int], dict] = {}
+        for _ in range(max(1, args.repeats)):
+            for ranks, per_rank in configurations:
+                row = measure(ranks, per_rank, batch_size, args.epochs)
+                print(f"batch {batch_size}, {ranks} x {per_rank}: "
+                      f"{row['images_per_second']:.0f} img/s, Allreduce "
+                      f"{100 * row['allreduce_share']:.1f} %", file=sys.stderr, flush=True)
+                key = (ranks, per_rank)
+                if key not in best or row["images_per_second"] > best[key]["images_per_second"]:
+                    best[key] = row
+        rows.extend(best[key] for key in configurations)
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"LeNet-5 on the digits (16x16) as `cnnblas train` builds it, {args.epochs} epochs "
+          f"per run (the first not timed), best of {max(1, args.repeats)} runs, "
+          f"{os.cpu_count()} cores, load average {load:.2f} at start and {load_end:.2f} at "
+          "end; speed-up against 1 x 1 at the same global batch.\n")
     print(table(rows))
     return 0
 
