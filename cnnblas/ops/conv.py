@@ -333,20 +333,23 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
     check_shape(dy, (problem.n_images, n_out, geom.out_h, geom.out_w), "dy")
     dy = np.ascontiguousarray(dy)
     chosen = choose_algorithm(x.shape, weight.shape, stride, dilation, groups, algorithm)
-    # dX by Winograd (a 3x3 stride-1 correlation of dY) when chosen; dW always by GEMM.
-    gemm_dx = input_grad and chosen == "gemm"
+    n_images = problem.n_images
     dx = np.empty_like(problem.x) if input_grad else None
-    partial_dweights = parallel.map_image_ranges(
-        lambda start, stop, serial: _gemm_backward(problem, dy, dx if gemm_dx else None,
-                                                   start, stop, serial),
-        problem.n_images)
-    dweight = partial_dweights[0]
-    for other in partial_dweights[1:]:
-        dweight += other
-    if input_grad and not gemm_dx:
-        plan = winograd.input_grad_plan(dy, problem.weight, geom.padding, x.shape[2:])
-        parallel.map_image_ranges(lambda start, stop, serial: plan.run(start, stop, dx, serial),
-                                  problem.n_images)
+    if chosen == "winograd":
+        # dW: 16 GEMMs of transformed dY and input tiles; dX: a 3x3 correlation of dY.
+        weight_plan = winograd.weight_grad_plan(problem.x, dy, geom.padding)
+        dweight = weight_plan.finish(parallel.map_image_ranges(weight_plan.run, n_images))
+        if input_grad:
+            plan = winograd.input_grad_plan(dy, problem.weight, geom.padding, x.shape[2:])
+            parallel.map_image_ranges(
+                lambda start, stop, serial: plan.run(start, stop, dx, serial), n_images)
+    else:
+        partial_dweights = parallel.map_image_ranges(
+            lambda start, stop, serial: _gemm_backward(problem, dy, dx, start, stop, serial),
+            n_images)
+        dweight = partial_dweights[0]
+        for other in partial_dweights[1:]:
+            dweight += other
     dbias = dy.sum(axis=(0, 2, 3))
     return dx, dweight.reshape(weight.shape), dbias
 
