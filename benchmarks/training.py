@@ -64,7 +64,9 @@ def cnnblas_step(data: TrainingBatch, seed: int = 0):
     from cnnblas import nn
     from cnnblas.optim import SGD
 
-    model = nn.lenet5(num_classes=NUM_CLASSES, input_size=IMAGE_SIZE, rng=seed)
+    # The images need no gradient (PyTorch does not compute one for them either).
+    model = nn.lenet5(num_classes=NUM_CLASSES, input_size=IMAGE_SIZE, rng=seed,
+                      input_grad=False)
     model.train()
     criterion = nn.SoftmaxCrossEntropy()
     optimizer = SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
