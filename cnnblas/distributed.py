@@ -68,9 +68,9 @@ Checkpoints
 
 Threads
     ``cnnblas train`` gives each rank ``cores // ranks-on-this-node`` threads
-    (at least 1; when the launcher bound the rank to fewer cores, those), or 1
-    for small batches as for one process; ``--threads`` overrides. Python
-    users call :func:`threads_per_rank` and :func:`cnnblas.set_num_threads`.
+    (at least 1; when the launcher bound the rank to fewer cores, those);
+    ``--threads`` overrides. Python users call :func:`threads_per_rank` and
+    :func:`cnnblas.set_num_threads`.
 """
 
 from __future__ import annotations

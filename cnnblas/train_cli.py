@@ -14,7 +14,7 @@ epoch, then the test accuracy::
 :mod:`cnnblas.distributed`): ``--batch-size`` is the global batch, split across
 the ranks; rank 0 alone prints and writes the checkpoint, history and plot;
 each rank gets ``cores // ranks-on-its-node`` threads unless ``--threads`` says
-otherwise (or 1 for small per-rank batches).
+otherwise.
 """
 
 from __future__ import annotations
