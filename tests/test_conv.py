@@ -175,7 +175,8 @@ def test_valid_padding_is_zero_padding():
 
 @pytest.mark.parametrize("limit", [1, 700, 10_000])
 def test_batch_chunking_gives_the_same_result(limit):
-    """A tiny workspace forces one image per chunk (or several): results must not change."""
+    """A tiny workspace forces one image per chunk (or several): results must not change
+    beyond rounding (a different GEMM width may take a different BLAS kernel path)."""
     case = ConvCase(5, 3, 6, 7, 4, (3, 3), (1, 2), ((1, 0), (2, 1)), (1, 1), 1)
     x, weight, bias, dy = case.arrays()
     full_y = cb.conv2d(x, weight, bias, **case.kwargs())
@@ -183,7 +184,7 @@ def test_batch_chunking_gives_the_same_result(limit):
     old = cb.get_workspace_limit()
     try:
         cb.set_workspace_limit(limit)
-        np.testing.assert_array_equal(cb.conv2d(x, weight, bias, **case.kwargs()), full_y)
+        assert_close(cb.conv2d(x, weight, bias, **case.kwargs()), full_y, rtol=1e-13)
         for got, want in zip(cb.conv2d_backward(dy, x, weight, **case.kwargs()), full_grads,
                              strict=True):
             assert_close(got, want, rtol=1e-13)
@@ -200,7 +201,8 @@ def test_input_grad_false_skips_dx():
     dx, dweight, dbias = cb.conv2d_backward(dy, x, weight, padding=1, groups=2, input_grad=False)
     assert dx is None
     full = cb.conv2d_backward(dy, x, weight, padding=1, groups=2)
-    np.testing.assert_array_equal(dweight, full[1])
+    # Without dx the chunks can be larger, so dW may differ in the last bit.
+    assert_close(dweight, full[1], rtol=1e-13)
     np.testing.assert_array_equal(dbias, full[2])
 
 
