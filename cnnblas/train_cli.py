@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnblas.data import shifted_copies
+
 __all__ = ["add_commands", "preprocess", "DEFAULTS"]
 
 #: Defaults of ``cnnblas train``, tuned so that the plain command reaches
@@ -35,7 +37,7 @@ __all__ = ["add_commands", "preprocess", "DEFAULTS"]
 DEFAULTS = {
     "model": "lenet5",
     "data": "digits",
-    "epochs": 20,
+    "epochs": 8,
     "batch_size": 16,
     "optimizer": "sgd",
     "lr": {"adam": 3e-3, "sgd": 0.02},
@@ -44,6 +46,7 @@ DEFAULTS = {
     "schedule": "cosine",
     "seed": 0,
     "upsample": {"digits": 2},  # other data sets: 1
+    "shift_augment": {"digits": 1},  # other data sets: 0
 }
 _ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError, ImportError, OSError)
 
@@ -91,6 +94,9 @@ def add_commands(commands) -> None:
     train.add_argument("--threads", type=int, default=None,
                        help="threads for kernels and BLAS per process (default: all cores, "
                             "or under mpiexec the cores of the node divided among its ranks)")
+    train.add_argument("--shift-augment", type=int, default=None, metavar="P",
+                       help="add copies of the training images shifted by P pixels up, down, "
+                            "left and right (5x the data; default: 1 for digits, 0 otherwise)")
     train.add_argument("--limit", type=int, default=None, metavar="N",
                        help="use only the first N training and N test images")
     train.add_argument("--checkpoint", type=Path, default=None, metavar="PATH.npz",
@@ -209,6 +215,13 @@ def _setup(args, world):
         upsample = DEFAULTS["upsample"].get(args.data, 1)
     if upsample < 1:
         raise ValueError(f"--upsample must be >= 1, got {upsample}")
+    shift = args.shift_augment
+    if shift is None:
+        shift = DEFAULTS["shift_augment"].get(args.data, 0)
+    if shift < 0:
+        raise ValueError(f"--shift-augment must be >= 0, got {shift}")
+    if shift:
+        x_train, y_train = shifted_copies(x_train, y_train, shift)
     mean, std = 0.0, 1.0
     if args.standardize:
         mean, std = float(x_train.mean()), float(x_train.std())
@@ -252,8 +265,10 @@ def _setup(args, world):
     parallel = (f"{cnnblas.get_num_threads()} thread(s)" if world is None else
                 f"{world.size} MPI ranks x {cnnblas.get_num_threads()} thread(s), "
                 f"{-(-args.batch_size // world.size)} images per rank and step")
-    header = (f"{args.model} on {args.data}: {len(x_train)} training and {len(x_test)} test "
+    originals = len(x_train) // 5 if shift else len(x_train)
+    header = (f"{args.model} on {args.data}: {originals} training and {len(x_test)} test "
               f"images {channels}x{height}x{width}"
+              + (f" (+4 copies shifted by {shift} px)" if shift else "")
               + (f" upsampled to {size[0]}x{size[1]}" if upsample > 1 else "")
               + f", {num_classes} classes; {optimizer_text}, lr {lr:g}"
               + (", cosine schedule" if scheduler else "")

@@ -63,7 +63,8 @@ def test_train_prints_epoch_lines_and_writes_files(trained, capsys):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("lenet5 on digits: 400 training and 359 test images 1x8x8 "
-                               "upsampled to 16x16, 10 classes; sgd (momentum 0.9, nesterov)")
+                               "(+4 copies shifted by 1 px) upsampled to 16x16, 10 classes; "
+                               "sgd (momentum 0.9, nesterov)")
     epochs = [EPOCH_LINE.fullmatch(line) for line in lines[1:3]]
     assert all(epochs), lines[1:3]
     assert [int(match.group(1)) for match in epochs] == [1, 2]

@@ -439,3 +439,20 @@ def test_loader_validation():
                                                                           batch=6))
     with pytest.raises(ValueError, match=r"'seed'\] must be 4 uint32 words"):
         DataLoader(x, y, batch_size=2, shuffle=True).load_state_dict(dict(state, seed=[1, 2]))
+
+
+def test_shifted_copies_moves_pixels_and_repeats_labels():
+    from cnnblas.data import shifted_copies
+
+    image = np.zeros((1, 1, 3, 3), np.float32)
+    image[0, 0, 1, 1] = 1.0
+    images, labels = shifted_copies(image, np.array([7]))
+    assert images.shape == (5, 1, 3, 3) and images.dtype == np.float32
+    np.testing.assert_array_equal(labels, [7] * 5)
+    # The single lit pixel lands at: original, up, down, left, right.
+    positions = [tuple(np.argwhere(img[0])[0]) for img in images]
+    assert positions == [(1, 1), (0, 1), (2, 1), (1, 0), (1, 2)]
+    with pytest.raises(ValueError, match="pixels must be an int"):
+        shifted_copies(image, np.array([7]), pixels=3)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        shifted_copies(image, np.array([7, 8]))

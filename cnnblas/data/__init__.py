@@ -13,6 +13,7 @@ Nothing is ever downloaded. :class:`DataLoader` batches arrays with seeded,
 resumable per-epoch shuffling.
 """
 
+from cnnblas.data.augment import shifted_copies
 from cnnblas.data.datasets import (
     CIFAR10_CLASSES,
     CIFAR10_TEST_FILE,
@@ -27,6 +28,7 @@ from cnnblas.data.datasets import (
 from cnnblas.data.loader import DataLoader
 
 __all__ = [
-    "Dataset", "DataLoader", "load_digits", "load_idx", "load_mnist", "load_cifar10",
+    "Dataset", "DataLoader", "shifted_copies",
+    "load_digits", "load_idx", "load_mnist", "load_cifar10",
     "MNIST_FILES", "CIFAR10_TRAIN_FILES", "CIFAR10_TEST_FILE", "CIFAR10_CLASSES",
 ]

@@ -155,6 +155,11 @@ class _ConvProblem(NamedTuple):
         return self.geom.out_h * self.geom.out_w
 
     @property
+    def flops(self) -> float:
+        """Multiply-adds times two of one pass: 2*N*K*(C/groups)*kh*kw*out_h*out_w."""
+        return 2.0 * self.n_images * self.weight.size * self.n_positions
+
+    @property
     def grouped_weight(self) -> np.ndarray:
         """``weight`` viewed as (groups, K/groups, C/groups*kh*kw)."""
         return self.weight.reshape(self.groups, -1, self.rows_per_group)
@@ -258,11 +263,11 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     if chosen == "winograd":
         plan = winograd.forward_plan(problem.x, problem.weight, bias, problem.geom.padding)
         parallel.map_image_ranges(lambda start, stop, serial: plan.run(start, stop, y, serial),
-                                  problem.n_images)
+                                  problem.n_images, problem.flops)
     else:
         parallel.map_image_ranges(
             lambda start, stop, serial: _gemm_forward(problem, bias, y, start, stop, serial),
-            problem.n_images)
+            problem.n_images, problem.flops)
     return y
 
 
@@ -338,15 +343,17 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
     if chosen == "winograd":
         # dW: 16 GEMMs of transformed dY and input tiles; dX: a 3x3 correlation of dY.
         weight_plan = winograd.weight_grad_plan(problem.x, dy, geom.padding)
-        dweight = weight_plan.finish(parallel.map_image_ranges(weight_plan.run, n_images))
+        dweight = weight_plan.finish(parallel.map_image_ranges(weight_plan.run, n_images,
+                                                               problem.flops))
         if input_grad:
             plan = winograd.input_grad_plan(dy, problem.weight, geom.padding, x.shape[2:])
             parallel.map_image_ranges(
-                lambda start, stop, serial: plan.run(start, stop, dx, serial), n_images)
+                lambda start, stop, serial: plan.run(start, stop, dx, serial), n_images,
+                problem.flops)
     else:
         partial_dweights = parallel.map_image_ranges(
             lambda start, stop, serial: _gemm_backward(problem, dy, dx, start, stop, serial),
-            n_images)
+            n_images, problem.flops * (2 if input_grad else 1))
         dweight = partial_dweights[0]
         for other in partial_dweights[1:]:
             dweight += other
