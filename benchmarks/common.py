@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 import cnnblas as cb
+from cnnblas.info import cpu_model
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -432,17 +433,6 @@ def _torch_sgemm_gflops(a: np.ndarray, b: np.ndarray, repeats: int) -> float:
 
 # --------------------------------------------------------------------------- the machine
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _cache_sizes() -> dict[str, str]:
     """L1d/L2/L3 sizes of CPU 0 from sysfs (Linux), e.g. {'L2': '2048K'}."""
     sizes = {}
@@ -503,7 +493,7 @@ def machine_info(threads: int) -> dict:
 
         versions["torch"] = torch.__version__
     return dict(
-        cpu=_cpu_model(), cores=cores, logical_cpus=os.cpu_count(), caches=_cache_sizes(),
+        cpu=cpu_model(), cores=cores, logical_cpus=os.cpu_count(), caches=_cache_sizes(),
         system=f"{platform.system()} {platform.release()}", blas=blas, threads=threads,
         numba_threading_layer=_numba_threading_layer(), versions=versions,
         environment=thread_environment(),
