@@ -30,6 +30,11 @@ across calls. Within a chunk the columns of all ``b`` images sit side by side,
 only the (much smaller) output and ``dy`` are reordered between (b, K, L) and
 (K, b*L). A 1x1, stride-1, unpadded convolution skips im2col: each image
 already is its (C, H*W) column matrix.
+
+Wide 3x3 stride-1 layers use Winograd F(2x2, 3x3) instead
+(:mod:`cnnblas.ops.winograd`; :func:`choose_algorithm` decides). With several
+threads, the batch is split across worker threads that each run the whole
+pipeline on their own images (:mod:`cnnblas.ops.parallel`).
 """
 
 from __future__ import annotations
@@ -322,8 +327,8 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
         When False, ``dx`` is not computed (returned as None): the first layer
         of a network needs no input gradient.
     algorithm : {"auto", "gemm", "winograd"}, keyword-only
-        Algorithm for the input gradient (see :func:`choose_algorithm`); the
-        weight gradient always uses the im2col GEMM.
+        Algorithm for both gradients (see :func:`choose_algorithm`); the bias
+        gradient is a plain sum of ``dy``.
 
     Returns
     -------
