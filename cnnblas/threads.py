@@ -7,12 +7,21 @@ two kinds of pool take turns on the same cores rather than competing.
 
 from __future__ import annotations
 
+import numbers
 import os
+import threading
+from contextlib import contextmanager
 
 import numba
 from threadpoolctl import ThreadpoolController
 
 _controller: ThreadpoolController | None = None
+# The one thread setting. Kept here because numba.set_num_threads only affects
+# the calling thread; the engine re-applies it in whichever thread runs a call.
+_setting: int | None = None
+# Nested or concurrent one-thread BLAS sections (see single_threaded_blas).
+_blas_lock = threading.Lock()
+_blas_depth = 0
 
 
 def _blas_controller() -> ThreadpoolController:
@@ -37,22 +46,50 @@ def set_num_threads(n: int) -> None:
     n : int
         1 <= n <= :func:`max_threads` (by default the number of cores).
     """
-    if isinstance(n, bool) or not isinstance(n, int):
+    global _setting
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"n must be an int, got {n!r}")
+    n = int(n)
     if not 1 <= n <= max_threads():
         raise ValueError(f"n must be between 1 and {max_threads()} (NUMBA_NUM_THREADS), got {n}")
-    numba.set_num_threads(n)
-    _blas_controller().limit(limits=n, user_api="blas")
+    with _blas_lock:
+        _setting = n
+        numba.set_num_threads(n)
+        if _blas_depth == 0:
+            _blas_controller().limit(limits=n, user_api="blas")
 
 
 def get_num_threads() -> int:
-    """The current thread setting (Numba's; BLAS pools are kept equal to it)."""
-    return int(numba.get_num_threads())
+    """The current thread setting (all cores until :func:`set_num_threads` is called)."""
+    return _setting if _setting is not None else int(numba.config.NUMBA_NUM_THREADS)
 
 
-def blas_limit(n: int):
-    """Context manager holding every BLAS library at ``n`` threads, then restoring."""
-    return _blas_controller().limit(limits=n, user_api="blas")
+def apply_to_this_thread() -> None:
+    """Make Numba's pool, as seen from the calling thread, use the setting."""
+    n = get_num_threads()
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+
+
+@contextmanager
+def single_threaded_blas():
+    """Hold every BLAS library at one thread inside the block.
+
+    Safe to nest and to enter from several threads at once: the first entry
+    caps the pools, the last exit restores the thread setting.
+    """
+    global _blas_depth
+    with _blas_lock:
+        _blas_depth += 1
+        if _blas_depth == 1:
+            _blas_controller().limit(limits=1, user_api="blas")
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_depth -= 1
+            if _blas_depth == 0:
+                _blas_controller().limit(limits=get_num_threads(), user_api="blas")
 
 
 def blas_info() -> list[dict]:

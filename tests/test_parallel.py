@@ -7,14 +7,17 @@ import pytest
 from hypothesis import given, settings
 
 import cnnblas as cb
+from cnnblas import reference
 from cnnblas.ops import parallel
 from tests.conftest import ConvCase, assert_close, conv_cases
 
 
 @pytest.fixture
-def two_threads():
+def two_threads(monkeypatch):
+    """Two threads, and no serial shortcut: every call takes the worker path."""
     if cb.threads.max_threads() < 2:
         pytest.skip("needs 2 Numba threads")
+    monkeypatch.setattr(parallel, "SERIAL_FLOPS", 0)
     old = cb.get_num_threads()
     cb.set_num_threads(2)
     yield
@@ -40,22 +43,28 @@ def test_batch_workers_policy(two_threads):
 @settings(max_examples=30, deadline=None)
 @given(conv_cases())
 def test_two_threads_match_one_thread(case):
-    """Uneven splits (N = 3, 5) and every algorithm: identical up to rounding."""
+    """Uneven splits (N = 3, 5) through the worker threads: identical up to rounding."""
     if cb.threads.max_threads() < 2:
         pytest.skip("needs 2 Numba threads")
-    old = cb.get_num_threads()
+    old, old_serial = cb.get_num_threads(), parallel.SERIAL_FLOPS
     for n in (3, 5):
         big = ConvCase(n, case.c, case.h, case.w, case.k, case.kernel, case.stride,
                        case.padding, case.dilation, case.groups)
         x, weight, bias, dy = big.arrays()
         results = []
-        for threads in (1, 2):
-            cb.set_num_threads(threads)
-            results.append((cb.conv2d(x, weight, bias, **big.kwargs()),
-                            *cb.conv2d_backward(dy, x, weight, **big.kwargs())))
-        cb.set_num_threads(old)
+        try:
+            parallel.SERIAL_FLOPS = 0  # these shapes are small: force the worker path
+            for threads in (1, 2):
+                cb.set_num_threads(threads)
+                results.append((cb.conv2d(x, weight, bias, **big.kwargs()),
+                                *cb.conv2d_backward(dy, x, weight, **big.kwargs())))
+        finally:
+            cb.set_num_threads(old)
+            parallel.SERIAL_FLOPS = old_serial
         for one, two in zip(*results, strict=True):
             assert_close(two, one, rtol=1e-12)
+        expected = reference.conv2d_direct(x, weight, bias, **big.kwargs())
+        assert_close(results[1][0], expected)
 
 
 def test_winograd_batch_parallel_matches_serial(two_threads):
@@ -82,3 +91,55 @@ def test_worker_error_reaches_the_caller_and_blas_is_restored(two_threads):
         parallel.map_image_ranges(fails_on_second_range, 4)
     blas = [lib for lib in cb.threads.blas_info() if lib["user_api"] == "blas"]
     assert all(lib["num_threads"] == 2 for lib in blas)
+
+
+def test_worker_path_is_taken_and_matches_the_reference(two_threads, monkeypatch):
+    calls = []
+    original = parallel.image_ranges
+    monkeypatch.setattr(parallel, "image_ranges",
+                        lambda n, parts: calls.append((n, parts)) or original(n, parts))
+    case = ConvCase(7, 4, 6, 5, 3, (3, 3), (1, 1), ((1, 0), (0, 1)), (1, 1), 1)
+    x, weight, bias, dy = case.arrays()
+    assert_close(cb.conv2d(x, weight, bias, **case.kwargs()),
+                 reference.conv2d_direct(x, weight, bias, **case.kwargs()))
+    assert calls == [(7, 2)]
+
+
+def test_small_calls_run_once_serially_with_one_blas_thread(two_threads, monkeypatch):
+    monkeypatch.setattr(parallel, "SERIAL_FLOPS", 1e9)
+    seen = []
+
+    def record(start, stop, serial):
+        blas = [lib["num_threads"] for lib in cb.threads.blas_info()
+                if lib["user_api"] == "blas"]
+        seen.append((start, stop, serial, set(blas)))
+
+    parallel.map_image_ranges(record, 8, flops=1e6)
+    assert seen == [(0, 8, True, {1})]
+    blas = {lib["num_threads"] for lib in cb.threads.blas_info() if lib["user_api"] == "blas"}
+    assert blas == {2}  # restored afterwards
+
+
+def test_thread_setting_holds_in_other_python_threads(two_threads):
+    import threading
+
+    cb.set_num_threads(1)
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(
+        (cb.get_num_threads(), parallel.batch_workers(8))))
+    thread.start()
+    thread.join()
+    assert seen == [(1, 1)]
+
+
+def test_overlapping_single_thread_sections_restore_the_setting(two_threads):
+    outer = cb.threads.single_threaded_blas()
+    inner = cb.threads.single_threaded_blas()
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)  # the first to leave must not restore yet
+    blas = {lib["num_threads"] for lib in cb.threads.blas_info() if lib["user_api"] == "blas"}
+    assert blas == {1}
+    inner.__exit__(None, None, None)
+    blas = {lib["num_threads"] for lib in cb.threads.blas_info() if lib["user_api"] == "blas"}
+    assert blas == {2}

@@ -170,10 +170,11 @@ class _ConvProblem(NamedTuple):
         return self.weight.reshape(self.groups, -1, self.rows_per_group)
 
     def chunks(self, start: int, stop: int, buffers: int):
-        """Split images [start, stop) into chunks whose ``buffers`` column buffers
-        fit the workspace budget; yield (chunk_start, chunk_stop)."""
-        bytes_per_image = (buffers * self.groups * self.rows_per_group
-                           * self.n_positions * self.x.dtype.itemsize)
+        """Split images [start, stop) into chunks whose ``buffers`` column buffers,
+        plus the (K, b*L) output/dY reorder buffer, fit the workspace budget;
+        yield (chunk_start, chunk_stop)."""
+        rows = buffers * self.groups * self.rows_per_group + self.weight.shape[0]
+        bytes_per_image = rows * self.n_positions * self.x.dtype.itemsize
         step = workspace.images_per_chunk(stop - start, bytes_per_image)
         for chunk_start in range(start, stop, step):
             yield chunk_start, min(chunk_start + step, stop)

@@ -71,24 +71,28 @@ def map_image_ranges(function: Callable[[int, int, bool], object], n_images: int
                      flops: float = float("inf")) -> list:
     """Run ``function(start, stop, serial)`` over the batch and return the results.
 
-    ``flops`` estimates the call's work. With one worker, or below
-    :data:`SERIAL_FLOPS`, ``function(0, n_images, serial)`` runs here;
-    ``serial`` is True when the thread setting is 1 or the work is that small
-    (the serial kernels skip the thread pool's overhead, 10-25 % on small
-    layers), otherwise the function may use Numba's parallel kernels and
-    multi-threaded BLAS. With several workers, each
+    ``flops`` estimates the call's work. Below :data:`SERIAL_FLOPS`,
+    ``function(0, n_images, True)`` runs here with BLAS held at one thread.
+    With one worker, ``function(0, n_images, serial)`` runs here; ``serial``
+    is True when the thread setting is 1 (the serial kernels skip the thread
+    pool's overhead, 10-25 % on small layers), otherwise the function may use
+    Numba's parallel kernels and multi-threaded BLAS. With several workers, each
     worker calls ``function(start, stop, True)`` on its own range and must use
     the serial (``nogil``) kernels; BLAS is held at one thread meanwhile. The
     calling thread works on the first range. Exceptions propagate after every
     worker has finished.
     """
     if flops < SERIAL_FLOPS:
-        return [function(0, n_images, True)]
+        # Too small to share: one thread throughout, BLAS included (waking a
+        # BLAS pool for tiny GEMMs cost more than the GEMMs, ~0.6 ms on 2 cores).
+        with threads.single_threaded_blas():
+            return [function(0, n_images, True)]
     workers = batch_workers(n_images)
     if workers == 1:
+        threads.apply_to_this_thread()  # Numba's setting is per calling thread
         return [function(0, n_images, threads.get_num_threads() == 1)]
     ranges = image_ranges(n_images, workers)
-    with threads.blas_limit(1):
+    with threads.single_threaded_blas():
         futures = [_executor().submit(function, start, stop, True)
                    for start, stop in ranges[1:]]
         try:

@@ -94,7 +94,7 @@ def _transform_weight(weight: np.ndarray) -> np.ndarray:
     n_out, channels = weight.shape[:2]
     u = workspace.scratch((16, n_out, channels), weight.dtype, slot=_SLOT_U)
     # One thread: waking a BLAS pool for this tiny product cost 0.6 ms (2 cores).
-    with threads.blas_limit(1):
+    with threads.single_threaded_blas():
         np.matmul(_GG.astype(weight.dtype), weight.reshape(n_out * channels, 9).T,
                   out=u.reshape(16, n_out * channels))
     return u
@@ -299,7 +299,7 @@ class WeightGradPlan(NamedTuple):
             du += other
         n_out, channels = du.shape[1:]
         # dW.reshape(K*C, 9) = dU.reshape(16, K*C)ᵀ @ kron(G, G): the adjoint of U = G g Gᵀ.
-        with threads.blas_limit(1):  # tiny product: a BLAS pool's wake-up costs more
+        with threads.single_threaded_blas():  # tiny product: a BLAS pool's wake-up costs more
             dweight = np.matmul(du.reshape(16, n_out * channels).T, _GG.astype(du.dtype))
         return dweight.reshape(n_out, channels, 3, 3)
 

@@ -13,22 +13,26 @@ import numpy as np
 
 _DEFAULT_LIMIT = 16 * 2**20
 _limit = _DEFAULT_LIMIT
+# Bumped by set_workspace_limit: every thread drops its buffers at its next scratch().
+_generation = 0
 _local = threading.local()
 
 
 def set_workspace_limit(nbytes: int) -> None:
     """Cap the im2col workspace at ``nbytes`` bytes (default 16 MiB).
 
-    A convolution always processes at least one image at a time, so the
-    effective workspace is ``max(limit, bytes for one image's columns)``.
-    Shrinking the limit releases any larger buffer already held.
+    The limit applies per worker thread (each holds its own buffers). A
+    convolution always processes at least one image at a time, so the
+    effective workspace is ``max(limit, bytes for one image's buffers)``.
+    Every thread releases the buffers it holds at its next convolution.
     """
-    global _limit
+    global _limit, _generation
     if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)):
         raise TypeError(f"nbytes must be an int, got {nbytes!r}")
     if nbytes < 1:
         raise ValueError(f"nbytes must be >= 1, got {nbytes}")
     _limit = int(nbytes)
+    _generation += 1
     _local.buffers = {}
 
 
@@ -51,8 +55,9 @@ def scratch(shape: tuple[int, ...], dtype, slot: int = 0) -> np.ndarray:
     dtype = np.dtype(dtype)
     size = int(np.prod(shape))
     buffers = getattr(_local, "buffers", None)
-    if buffers is None:
+    if buffers is None or getattr(_local, "generation", None) != _generation:
         buffers = _local.buffers = {}
+        _local.generation = _generation
     key = (dtype, slot)
     buffer = buffers.get(key)
     if buffer is None or buffer.size < size:
