@@ -288,3 +288,19 @@ def test_bad_algorithm(kwargs, message):
     with pytest.raises(ValueError, match=message):
         cb.conv2d_backward(np.zeros((1, 2, 4, 4)) if "stride" not in kwargs
                            else np.zeros((1, 2, 2, 2)), x, np.zeros((2, 2, 3, 3)), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, weight_shape", [
+    (dict(groups=2), (2, 1, 3, 3)),
+    (dict(dilation=2), (2, 2, 3, 3)),
+    (dict(), (2, 2, 5, 5)),
+])
+def test_forced_winograd_refuses_what_it_cannot_compute(kwargs, weight_shape):
+    with pytest.raises(ValueError, match="algorithm='winograd' needs a 3x3 kernel"):
+        cb.conv2d(np.zeros((1, 2, 9, 9)), np.zeros(weight_shape), algorithm="winograd",
+                  **kwargs)
+
+
+def test_algorithm_must_be_a_string():
+    with pytest.raises(TypeError, match="algorithm must be a str"):
+        cb.conv2d(np.zeros((1, 2, 6, 6)), np.zeros((2, 2, 3, 3)), algorithm=None)

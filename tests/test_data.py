@@ -456,3 +456,21 @@ def test_shifted_copies_moves_pixels_and_repeats_labels():
         shifted_copies(image, np.array([7]), pixels=3)
     with pytest.raises(ValueError, match="labels must have shape"):
         shifted_copies(image, np.array([7, 8]))
+
+
+def test_shifted_copies_two_pixels_rectangular_multichannel():
+    from cnnblas.data import shifted_copies
+
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 2, 5, 7))
+    shifted, labels = shifted_copies(images, np.arange(3), pixels=2)
+    assert shifted.shape == (15, 2, 5, 7)
+    np.testing.assert_array_equal(labels, np.tile(np.arange(3), 5))
+    original, up, down, left, right = shifted.reshape(5, 3, 2, 5, 7)
+    np.testing.assert_array_equal(original, images)
+    np.testing.assert_array_equal(up[:, :, :3], images[:, :, 2:])
+    np.testing.assert_array_equal(up[:, :, 3:], 0)
+    np.testing.assert_array_equal(down[:, :, 2:], images[:, :, :3])
+    np.testing.assert_array_equal(left[..., :5], images[..., 2:])
+    np.testing.assert_array_equal(right[..., 2:], images[..., :5])
+    np.testing.assert_array_equal(right[..., :2], 0)

@@ -33,7 +33,7 @@ def test_relu_tutorial_tables_3_22_to_3_26(dtype):
 
     layer = nn.ReLU()
     np.testing.assert_array_equal(layer(x), y)
-    assert layer.cached == ("mask",)
+    assert layer.cached == ("mask", "dtype")
     np.testing.assert_array_equal(layer.backward(np.array(TABLE_3_25, dtype)), dx)
 
 

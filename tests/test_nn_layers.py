@@ -274,3 +274,41 @@ def test_conv2d_without_input_grad_returns_none_and_same_parameter_grads():
     model = nn.lenet5(input_size=8, rng=0, input_grad=False)
     logits = model(rng.standard_normal((2, 1, 8, 8)).astype(np.float32))
     assert model.backward(np.ones_like(logits)) is None
+
+
+def test_conv2d_checks_its_algorithm_when_built():
+    layer = nn.Conv2d(16, 16, 3, padding=1, algorithm="winograd", rng=0)
+    assert "algorithm='winograd'" in repr(layer)
+    with pytest.raises(ValueError, match="algorithm='winograd' needs a 3x3 kernel"):
+        nn.Conv2d(2, 2, 3, stride=2, algorithm="winograd")
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        nn.Conv2d(2, 2, 3, algorithm="fft")
+
+
+@pytest.mark.parametrize("layer", [nn.ReLU(), nn.LeakyReLU(0.1), nn.Dropout(0.5, rng=0)])
+def test_float64_gradient_into_a_float32_layer_is_refused(layer):
+    x = np.ones((2, 3), np.float32)
+    layer.train()
+    layer(x)
+    with pytest.raises(TypeError, match="same dtype as the input \\(float32\\)"):
+        layer.backward(np.ones((2, 3), np.float64))
+
+
+def test_linear_backward_without_dx():
+    from cnnblas.ops.linear import linear_backward
+
+    rng = np.random.default_rng(0)
+    x, weight, dy = rng.random((4, 3)), rng.random((2, 3)), rng.random((4, 2))
+    full = linear_backward(dy, x, weight)
+    partial = linear_backward(dy, x, weight, need_dx=False)
+    assert partial[0] is None
+    np.testing.assert_array_equal(partial[1], full[1])
+    np.testing.assert_array_equal(full[0], dy @ weight)  # dX = dY . W
+    np.testing.assert_allclose(full[1], dy.T @ x)  # dW = dYᵀ . X
+
+
+def test_layer_sizes_wrong_type_is_type_error_bad_value_is_value_error():
+    with pytest.raises(TypeError, match="in_channels must be a positive int, got 2.0"):
+        nn.Conv2d(2.0, 2, 3)
+    with pytest.raises(ValueError, match="out_channels must be a positive int, got 0"):
+        nn.Conv2d(2, 0, 3)

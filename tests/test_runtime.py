@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import cnnblas as cb
 from cnnblas import threads
 
@@ -80,13 +78,3 @@ def test_cli_rejects_unknown_command():
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
-
-
-@pytest.mark.parametrize("limit", [1 << 20])
-def test_workspace_limit_round_trip(limit):
-    old = cb.get_workspace_limit()
-    try:
-        cb.set_workspace_limit(limit)
-        assert cb.get_workspace_limit() == limit
-    finally:
-        cb.set_workspace_limit(old)

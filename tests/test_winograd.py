@@ -112,12 +112,13 @@ def test_float32_within_1e4_of_float64(case):
     y = winograd_conv2d(single[0], single[1], single[2] if with_bias else None, padding=padding)
     dx = winograd_conv2d_input_grad(single[3], single[1], padding, shape[2:])
     assert y.dtype == dx.dtype == np.float32
-    # Compare against float64 Winograd on the float32-rounded inputs.
+    # Compare against the independent direct loops on the float32-rounded inputs.
     wide = [a.astype(np.float64) for a in single]
-    assert_close(y, winograd_conv2d(wide[0], wide[1], wide[2] if with_bias else None,
-                                    padding=padding), rtol=1e-4)
-    assert_close(dx, winograd_conv2d_input_grad(wide[3], wide[1], padding, shape[2:]),
-                 rtol=1e-4)
+    assert_close(y, reference.conv2d_direct(wide[0], wide[1], wide[2] if with_bias else None,
+                                            padding=padding, **GEOMETRY), rtol=1e-4)
+    expected_dx, _, _ = reference.conv2d_backward_direct(wide[3], wide[0], wide[1],
+                                                         padding=padding, **GEOMETRY)
+    assert_close(dx, expected_dx, rtol=1e-4)
 
 
 @pytest.mark.parametrize("limit", [1, 3000, 40_000])

@@ -12,8 +12,8 @@ layer          cache                              why
 =============  =================================  ==================================
 Conv2d         ``x``                              dW = dY . colsᵀ needs the columns
 Linear         ``x``                              dW = dYᵀ . X
-ReLU           ``mask`` (bool, ``x > 0``)         1 byte per element instead of 4-8
-LeakyReLU      ``mask`` (bool, ``x > 0``)         same
+ReLU           ``mask`` (bool, ``x > 0``), dtype  1 byte per element instead of 4-8
+LeakyReLU      ``mask`` (bool, ``x > 0``), dtype  same
 Sigmoid        ``y``                              dσ = σ (1 - σ)
 Tanh           ``y``                              dtanh = 1 - tanh²
 MaxPool2d      ``argmax``, ``input_shape``        scatter target of each window
@@ -35,12 +35,14 @@ from cnnblas.nn.module import Module, Parameter
 from cnnblas.ops import activations as act
 from cnnblas.ops import pooling
 from cnnblas.ops._checks import as_pair, check_float_array, check_shape
-from cnnblas.ops.conv import conv2d, conv2d_backward
+from cnnblas.ops.conv import choose_algorithm, conv2d, conv2d_backward
 from cnnblas.ops.linear import linear, linear_backward
 
 
 def _positive_int(value, name: str) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive int, got {value!r}")
+    if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
 
@@ -56,8 +58,10 @@ class _Layer(Module):
                 f"{x.dtype} input; build the layer with dtype={x.dtype} or cast the input"
             )
 
-    def _check_grad(self, dy, shape) -> None:
-        check_float_array(dy, f"dy of {self._describe()}")
+    def _check_grad(self, dy, shape, dtype=None) -> None:
+        """``dy`` must be a float array of ``shape`` (and of the forward's ``dtype``,
+        when given: a float64 gradient must not silently upcast a float32 layer)."""
+        check_float_array(dy, f"dy of {self._describe()}", dtype=dtype)
         check_shape(dy, shape, f"dy of {self._describe()}")
 
 
@@ -101,7 +105,6 @@ class Conv2d(_Layer):
                  algorithm="auto"):
         super().__init__()
         self.input_grad = bool(input_grad)
-        self.algorithm = algorithm
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
         self.groups = _positive_int(groups, "groups")
@@ -114,6 +117,11 @@ class Conv2d(_Layer):
         self.stride = as_pair(stride, "stride")
         self.dilation = as_pair(dilation, "dilation")
         self.padding = padding  # validated against the input size by conv2d
+        # Checked now, not at the first forward: an unusable algorithm is a build error.
+        choose_algorithm((1, self.in_channels), (self.out_channels,
+                         self.in_channels // self.groups, *self.kernel_size),
+                         self.stride, self.dilation, self.groups, algorithm)
+        self.algorithm = algorithm
         dtype = init.as_float_dtype(dtype)
         rng = init.as_rng(rng)
         shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
@@ -130,6 +138,8 @@ class Conv2d(_Layer):
             text += f", padding={self.padding!r}"
         if self.dilation != (1, 1):
             text += f", dilation={self.dilation}"
+        if self.algorithm != "auto":
+            text += f", algorithm={self.algorithm!r}"
         if self.groups != 1:
             text += f", groups={self.groups}"
         if self.bias is None:
@@ -236,13 +246,13 @@ class ReLU(_Layer):
         """Parameters: x, any shape, float32/float64. Returns y, same shape and dtype."""
         self._check_input(x)
         y = act.relu(x)
-        self._save_for_backward(mask=x > 0)
+        self._save_for_backward(mask=x > 0, dtype=x.dtype)
         return y
 
     def backward(self, dy):
-        mask = self._saved_for_backward()["mask"]
-        self._check_grad(dy, mask.shape)
-        return np.where(mask, dy, dy.dtype.type(0))
+        saved = self._saved_for_backward()
+        self._check_grad(dy, saved["mask"].shape, saved["dtype"])
+        return np.where(saved["mask"], dy, dy.dtype.type(0))
 
 
 class LeakyReLU(_Layer):
@@ -265,13 +275,13 @@ class LeakyReLU(_Layer):
     def forward(self, x):
         self._check_input(x)
         y = act.leaky_relu(x, self.negative_slope)
-        self._save_for_backward(mask=x > 0)
+        self._save_for_backward(mask=x > 0, dtype=x.dtype)
         return y
 
     def backward(self, dy):
-        mask = self._saved_for_backward()["mask"]
-        self._check_grad(dy, mask.shape)
-        return np.where(mask, dy, dy * dy.dtype.type(self.negative_slope))
+        saved = self._saved_for_backward()
+        self._check_grad(dy, saved["mask"].shape, saved["dtype"])
+        return np.where(saved["mask"], dy, dy * dy.dtype.type(self.negative_slope))
 
 
 class Sigmoid(_Layer):
@@ -430,7 +440,7 @@ class Dropout(_Layer):
 
     def backward(self, dy):
         mask = self._saved_for_backward()["mask"]
-        self._check_grad(dy, mask.shape)
+        self._check_grad(dy, mask.shape, mask.dtype)
         return dy * mask
 
 

@@ -207,6 +207,8 @@ def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 
     and the im2col GEMM otherwise. "gemm" and "winograd" force a choice;
     "winograd" on a layer it cannot compute raises ValueError.
     """
+    if not isinstance(algorithm, str):
+        raise TypeError(f"algorithm must be a str, one of {ALGORITHMS}; got {algorithm!r}")
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     supported = winograd.winograd_supported(weight_shape, stride, dilation, groups)
