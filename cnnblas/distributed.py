@@ -473,15 +473,8 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x):
         if not self.training:
             return super().forward(x)
-        self._check_input(x, 4, self.dtype)
+        gamma, beta = self._checked_affine(x)
         n, c, h, w = x.shape
-        if c != self.num_features:
-            raise ValueError(
-                f"{self._describe()} expects {self.num_features} channels, got {c} "
-                f"(input shape {x.shape})"
-            )
-        gamma = self.weight.data if self.affine else np.ones(c, self.dtype)
-        beta = self.bias.data if self.affine else np.zeros(c, self.dtype)
         local = n * h * w
         stats = np.zeros(2 * c + 1, dtype=np.float64)
         if local:

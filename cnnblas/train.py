@@ -62,80 +62,16 @@ __all__ = [
 
 # --------------------------------------------------------------------------- models
 
-
-def _tutorial_axis(size: int) -> tuple[int, int, int]:
-    """Paddings of the 3x3 and 4x4 convolutions along one axis, and the final size.
-
-    28 -> conv 3x3 -> 26 -> pool -> 13 -> conv 4x4 -> 10 -> pool -> 5, as in the
-    tutorial's MNIST network; inputs under 16 pixels get a 'same' first
-    convolution (pad 1) and a padded second one (pad 2) so that, as with
-    :func:`cnnblas.nn.lenet5`, 8x8 digits still leave a 2x2 map.
-    """
-    pad1 = 1 if size < 16 else 0
-    pooled1 = (size + 2 * pad1 - 2) // 2
-    pad2 = 2 if pooled1 < 8 else 0
-    pooled2 = (pooled1 + 2 * pad2 - 3) // 2
-    return pad1, pad2, pooled2
-
-
-def tutorial_cnn(num_classes=10, in_channels=1, input_size=28, dtype=np.float32, rng=None,
-                 input_grad=True):
-    """The MNIST network of the beginner tutorial (its Figure 4.3 and Theano script).
-
-    Layers (indices are the state-dict prefixes)::
-
-        0 Conv2d(in_channels, 32, 3, padding=p1)   1 ReLU   2 MaxPool2d(2)
-        3 Conv2d(32, 64, 4, padding=p2)            4 ReLU   5 MaxPool2d(2)
-        6 Flatten   7 Linear(64*h*w, 100)   8 Sigmoid   9 Linear(100, num_classes)
-
-    For 28x28 inputs ``p1 = p2 = 0`` and ``h = w = 5``, the tutorial's network;
-    see :func:`_tutorial_axis` for smaller inputs (8x8 digits give 2x2). The
-    initialisation is PyTorch's default, not the script's uniform ranges.
-
-    Parameters
-    ----------
-    num_classes, in_channels : int
-    input_size : int or (int, int)
-        At least 4 on each axis.
-    dtype : float32 or float64
-    rng : None, int or numpy.random.Generator
-    input_grad : bool, default True
-        False: the first convolution skips the gradient of the images (its
-        backward returns None), which training from data never needs.
-
-    Returns
-    -------
-    cnnblas.nn.Sequential
-    """
-    if isinstance(input_size, numbers.Integral):
-        input_size = (int(input_size), int(input_size))
-    height, width = (int(size) for size in input_size)
-    if min(height, width) < 4:
-        raise ValueError(f"tutorial_cnn needs input_size of at least 4x4, got {height}x{width}")
-    pad1_h, pad2_h, out_h = _tutorial_axis(height)
-    pad1_w, pad2_w, out_w = _tutorial_axis(width)
-    rng = nn.init.as_rng(rng)
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 32, 3, padding=(pad1_h, pad1_w), dtype=dtype, rng=rng,
-                  input_grad=input_grad),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 4, padding=(pad2_h, pad2_w), dtype=dtype, rng=rng),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64 * out_h * out_w, 100, dtype=dtype, rng=rng),
-        nn.Sigmoid(),
-        nn.Linear(100, num_classes, dtype=dtype, rng=rng),
-    )
-
+# The builders live in cnnblas.nn.models; tutorial_cnn is re-exported here for
+# code written against its first home.
+tutorial_cnn = nn.tutorial_cnn
 
 #: Model builders by name, as used by ``cnnblas train --model`` and recorded in
 #: checkpoints: each takes ``num_classes``, ``in_channels``, ``input_size``, ``rng`` and
 #: ``input_grad``.
 MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "lenet5": nn.lenet5,
-    "tutorial": tutorial_cnn,
+    "tutorial": nn.tutorial_cnn,
 }
 
 

@@ -28,6 +28,7 @@ from cnnblas.nn.layers import (
 from cnnblas.nn.losses import MSELoss, SoftmaxCrossEntropy
 from cnnblas.nn.models import (
     lenet5,
+    tutorial_cnn,
     tutorial_toy_cnn,
     tutorial_toy_input,
     tutorial_toy_state_dict,
@@ -39,6 +40,6 @@ __all__ = [
     "Conv2d", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d",
     "Flatten", "Dropout", "BatchNorm2d",
     "SoftmaxCrossEntropy", "MSELoss",
-    "lenet5", "tutorial_toy_cnn", "tutorial_toy_input", "tutorial_toy_state_dict",
+    "lenet5", "tutorial_cnn", "tutorial_toy_cnn", "tutorial_toy_input", "tutorial_toy_state_dict",
     "init",
 ]

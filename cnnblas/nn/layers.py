@@ -504,17 +504,24 @@ class BatchNorm2d(_Layer):
         """(C,) viewed as (1, C, 1, 1) in the layer's dtype, to broadcast over NCHW."""
         return values.astype(self.dtype, copy=False).reshape(1, -1, 1, 1)
 
-    def forward(self, x):
-        """Parameters: x (N, C, H, W). Returns the normalised (N, C, H, W)."""
+    def _checked_affine(self, x):
+        """Check ``x`` (N, num_features, H, W); return (gamma, beta), ones/zeros
+        when the layer has no affine parameters."""
         self._check_input(x, 4, self.dtype)
-        n, c, h, w = x.shape
+        c = x.shape[1]
         if c != self.num_features:
             raise ValueError(
                 f"{self._describe()} expects {self.num_features} channels, got {c} "
                 f"(input shape {x.shape})"
             )
-        gamma = self.weight.data if self.affine else np.ones(c, self.dtype)
-        beta = self.bias.data if self.affine else np.zeros(c, self.dtype)
+        if self.affine:
+            return self.weight.data, self.bias.data
+        return np.ones(c, self.dtype), np.zeros(c, self.dtype)
+
+    def forward(self, x):
+        """Parameters: x (N, C, H, W). Returns the normalised (N, C, H, W)."""
+        gamma, beta = self._checked_affine(x)
+        n, c, h, w = x.shape
         if not self.training:
             # y = x * scale + shift with the running statistics: one pass, no cache.
             scale = gamma / np.sqrt(self.running_var + self.dtype.type(self.eps))

@@ -11,7 +11,7 @@ from collections import OrderedDict
 import numpy as np
 
 from cnnblas.nn.init import as_float_dtype, as_rng
-from cnnblas.nn.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
+from cnnblas.nn.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sigmoid
 from cnnblas.nn.module import Sequential
 from cnnblas.ops._checks import as_pair
 
@@ -95,6 +95,72 @@ def lenet5(num_classes=10, in_channels=1, input_size=28, dtype=np.float32, rng=N
         Linear(120, 84, dtype=dtype, rng=rng),
         ReLU(),
         Linear(84, num_classes, dtype=dtype, rng=rng),
+    )
+
+
+def _tutorial_axis(size: int) -> tuple[int, int, int]:
+    """Paddings of the 3x3 and 4x4 convolutions along one axis, and the final size.
+
+    28 -> conv 3x3 -> 26 -> pool -> 13 -> conv 4x4 -> 10 -> pool -> 5, as in the
+    tutorial's MNIST network; inputs under 16 pixels get a 'same' first
+    convolution (pad 1) and a padded second one (pad 2) so that, as with
+    :func:`cnnblas.nn.lenet5`, 8x8 digits still leave a 2x2 map.
+    """
+    pad1 = 1 if size < 16 else 0
+    pooled1 = (size + 2 * pad1 - 2) // 2
+    pad2 = 2 if pooled1 < 8 else 0
+    pooled2 = (pooled1 + 2 * pad2 - 3) // 2
+    return pad1, pad2, pooled2
+
+
+def tutorial_cnn(num_classes=10, in_channels=1, input_size=28, dtype=np.float32, rng=None,
+                 input_grad=True):
+    """The MNIST network of the beginner tutorial (its Figure 4.3 and Theano script).
+
+    Layers (indices are the state-dict prefixes)::
+
+        0 Conv2d(in_channels, 32, 3, padding=p1)   1 ReLU   2 MaxPool2d(2)
+        3 Conv2d(32, 64, 4, padding=p2)            4 ReLU   5 MaxPool2d(2)
+        6 Flatten   7 Linear(64*h*w, 100)   8 Sigmoid   9 Linear(100, num_classes)
+
+    For 28x28 inputs ``p1 = p2 = 0`` and ``h = w = 5``, the tutorial's network;
+    see :func:`_tutorial_axis` for smaller inputs (8x8 digits give 2x2). The
+    initialisation is PyTorch's default, not the script's uniform ranges.
+
+    Parameters
+    ----------
+    num_classes, in_channels : int
+    input_size : int or (int, int)
+        At least 4 on each axis.
+    dtype : float32 or float64
+    rng : None, int or numpy.random.Generator
+    input_grad : bool, default True
+        False: the first convolution skips the gradient of the images (its
+        backward returns None), which training from data never needs.
+
+    Returns
+    -------
+    Sequential
+    """
+    height, width = as_pair(input_size, "input_size")
+    if min(height, width) < 4:
+        raise ValueError(f"tutorial_cnn needs input_size of at least 4x4, got {height}x{width}")
+    pad1_h, pad2_h, out_h = _tutorial_axis(height)
+    pad1_w, pad2_w, out_w = _tutorial_axis(width)
+    dtype = as_float_dtype(dtype)
+    rng = as_rng(rng)
+    return Sequential(
+        Conv2d(in_channels, 32, 3, padding=(pad1_h, pad1_w), dtype=dtype, rng=rng,
+                  input_grad=input_grad),
+        ReLU(),
+        MaxPool2d(2),
+        Conv2d(32, 64, 4, padding=(pad2_h, pad2_w), dtype=dtype, rng=rng),
+        ReLU(),
+        MaxPool2d(2),
+        Flatten(),
+        Linear(64 * out_h * out_w, 100, dtype=dtype, rng=rng),
+        Sigmoid(),
+        Linear(100, num_classes, dtype=dtype, rng=rng),
     )
 
 
