@@ -89,7 +89,7 @@ def _extra_warmups():
     """Warm-up calls for optional kernel families (pooling, direct reference)."""
     calls = []
     try:
-        from cnnblas.ops import pooling
+        from cnnblas.ops import activations, pooling
     except ImportError:  # pragma: no cover - pooling lands with the layers issue
         return calls
     for dtype in (np.float32, np.float64):
@@ -99,6 +99,8 @@ def _extra_warmups():
             y, argmax = pooling.max_pool2d(x, 2)
             pooling.max_pool2d_backward(y, argmax, x.shape)
             pooling.avg_pool2d_backward(pooling.avg_pool2d(x, 2), x.shape, 2)
+            activations.relu_backward(x, x)
+            activations.leaky_relu_backward(x, x)
 
         calls.append(pools)
     return calls

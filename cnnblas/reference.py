@@ -54,6 +54,7 @@ __all__ = [
     "conv2d_loops", "im2col_loops", "col2im_loops",
     "conv2d_direct", "conv2d_backward_direct",
     "conv2d_scipy", "conv2d_backward_scipy",
+    "max_pool2d_loops",
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -443,3 +444,51 @@ def conv2d_backward_scipy(dy, x, weight, *, stride, padding, dilation, groups):
     dx = dxpad[:, :, geo.pad_top:geo.pad_top + in_h, geo.pad_left:geo.pad_left + in_w]
     dbias = dy.astype(np.float64).sum(axis=(0, 2, 3))
     return dx.astype(x.dtype), dweight.astype(x.dtype), dbias.astype(x.dtype)
+
+
+# --------------------------------------------------------------------------- max pooling
+
+def max_pool2d_loops(x, kernel_size, stride=None, padding=0):
+    """Max pooling by plain loops over every window element (tutorial Section 3.3).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W), float32 or float64
+    kernel_size, stride, padding : int or (h, w)
+        ``stride`` defaults to ``kernel_size``; padding is symmetric and never
+        selected (it acts as -inf).
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, out_h, out_w), dtype of ``x``
+    argmax : ndarray of int64, same shape
+        Flat index ``h * W + w`` of the selected element: the first maximum
+        in row-major window order, or the first NaN when the window holds one
+        (PyTorch's rule).
+    """
+    x = _float_array(x, "x", 4)
+    kernel_h, kernel_w = _pair(kernel_size, "kernel_size", 1)
+    stride_h, stride_w = _pair(kernel_size if stride is None else stride, "stride", 1)
+    pad_h, pad_w = _pair(padding, "padding", 0)
+    n_images, channels, height, width = x.shape
+    out_h = (height + 2 * pad_h - kernel_h) // stride_h + 1
+    out_w = (width + 2 * pad_w - kernel_w) // stride_w + 1
+    y = np.empty((n_images, channels, out_h, out_w), x.dtype)
+    argmax = np.empty(y.shape, np.int64)
+    for n in range(n_images):
+        for c in range(channels):
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    best, best_at = None, -1
+                    for i in range(kernel_h):
+                        for j in range(kernel_w):
+                            h, w = oh * stride_h - pad_h + i, ow * stride_w - pad_w + j
+                            if not (0 <= h < height and 0 <= w < width):
+                                continue
+                            value = float(x[n, c, h, w])
+                            if (best is None or value > best
+                                    or (np.isnan(value) and not np.isnan(best))):
+                                best, best_at = value, h * width + w
+                    y[n, c, oh, ow] = best
+                    argmax[n, c, oh, ow] = best_at
+    return y, argmax

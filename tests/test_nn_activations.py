@@ -102,6 +102,31 @@ def test_relu_gradient_at_zero_is_zero_like_torch():
     np.testing.assert_array_equal(act.leaky_relu_backward(np.ones(3), x, 0.5), [0.5, 0.5, 1])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("slope", [0.0, 0.01, -0.3])
+def test_masked_gradient_matches_numpy_where(dtype, slope):
+    rng = np.random.default_rng(7)
+    dy = rng.standard_normal((3, 4, 5, 6)).astype(dtype)
+    dy[0, 0, 0, :3] = [np.inf, -np.inf, np.nan]
+    positive = rng.random(dy.shape) < 0.5
+    positive[0, 0, 0, :3] = False  # an infinite dy under a zero gradient must give 0, not NaN
+    transposed = dy.transpose(0, 1, 3, 2)  # non-contiguous input
+    expected = np.where(positive.transpose(0, 1, 3, 2), transposed,
+                        transposed * dtype(slope) if slope else 0)
+    dx = act.masked_gradient(transposed, positive.transpose(0, 1, 3, 2), slope)
+    assert dx.dtype == dtype and dx.shape == transposed.shape
+    np.testing.assert_array_equal(dx, expected)
+    if slope == 0.0:
+        assert not np.isnan(dx[0, 0, :3, 0]).any()
+
+
+def test_masked_gradient_rejects_a_bad_mask():
+    with pytest.raises(TypeError, match="positive must be a bool"):
+        act.masked_gradient(np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match="must match dy"):
+        act.masked_gradient(np.ones(3), np.ones(4, bool))
+
+
 def test_errors():
     with pytest.raises(TypeError, match="float32 or float64"):
         act.relu(np.arange(3))

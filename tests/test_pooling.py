@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import cnnblas as cb
+from cnnblas import reference
 from cnnblas._kernels import pooling as kernels
 from cnnblas.nn.gradcheck import numerical_gradient, relative_error
 from cnnblas.ops.pooling import (
@@ -16,6 +18,7 @@ from cnnblas.ops.pooling import (
     max_pool2d_backward,
     pool_window,
 )
+from cnnblas.ops import parallel
 
 # Tutorial Tables 3.28 (input), 3.29 (output), 3.31 (dy) and 3.32 (dx).
 TABLE_3_28 = [[23, 4, 16, 90], [12, 32, 12, 45], [5, 7, 8, 9], [2, 12, 14, 56]]
@@ -87,8 +90,73 @@ def test_nan_propagates_like_torch():
 def test_kernel_backward_skips_out_of_range_indices():
     dy = np.ones((1, 1, 2), np.float64)
     argmax = np.array([[[-1, 99]]], np.int64)
-    dx = kernels.max_pool2d_backward(dy, argmax, (2, 2))
-    assert dx.shape == (1, 2, 2) and not dx.any()
+    dx = np.full((1, 4), np.nan)
+    kernels.max_pool2d_backward_planes(dy, argmax, dx, 0, 1)
+    assert not dx.any()
+
+
+# Values from a small set so that ties are common, with NaN and -inf sprinkled in:
+# the vectorised 2x2 path must pick the same element as the loops in every case.
+_SPECIAL_VALUES = st.sampled_from([-2.0, -1.0, 0.0, 1.0, 2.0, -np.inf, np.inf, np.nan])
+
+
+@st.composite
+def pooling_cases(draw):
+    two_by_two = draw(st.booleans())
+    if two_by_two:  # the vectorised path: 2x2 windows, stride 2, no padding
+        kernel, stride, padding = (2, 2), (2, 2), (0, 0)
+    else:
+        kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)),
+             draw(st.integers(kernel[0], 9)), draw(st.integers(kernel[1], 9)))
+    size = int(np.prod(shape))
+    values = draw(st.lists(_SPECIAL_VALUES if draw(st.booleans()) else
+                           st.integers(-3, 3).map(float), min_size=size, max_size=size))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    return np.array(values, dtype).reshape(shape), kernel, stride, padding
+
+
+@settings(max_examples=150, deadline=None)
+@given(pooling_cases())
+def test_max_pool_matches_the_reference_loops(case):
+    x, kernel, stride, padding = case
+    y, argmax = max_pool2d(x, kernel, stride, padding)
+    y_ref, argmax_ref = reference.max_pool2d_loops(x, kernel, stride, padding)
+    np.testing.assert_array_equal(y, y_ref)  # NaN equals NaN here
+    np.testing.assert_array_equal(argmax, argmax_ref)
+
+
+def test_max_pool_across_worker_threads_matches_the_reference(monkeypatch):
+    if cb.threads.max_threads() < 2:
+        pytest.skip("needs 2 Numba threads")
+    monkeypatch.setattr(parallel, "SERIAL_FLOPS", 0)  # force the worker path
+    ranges_seen = []
+    split = parallel.image_ranges
+    monkeypatch.setattr(parallel, "image_ranges",
+                        lambda n, parts: ranges_seen.append(parts) or split(n, parts))
+    rng = np.random.default_rng(4)
+    x = rng.integers(-3, 4, (3, 5, 8, 6)).astype(np.float32)
+    x[1, 2, 3, 3] = np.nan
+    old = cb.get_num_threads()
+    cb.set_num_threads(2)
+    try:
+        for kernel, stride in [(2, 2), (3, 1)]:
+            y, argmax = max_pool2d(x, kernel, stride)
+            y_ref, argmax_ref = reference.max_pool2d_loops(x, kernel, stride)
+            np.testing.assert_array_equal(y, y_ref)
+            np.testing.assert_array_equal(argmax, argmax_ref)
+            dy = rng.standard_normal(y.shape).astype(np.float32)
+            dx = max_pool2d_backward(dy, argmax, x.shape)
+            dx_ref = np.zeros(x.size, np.float32).reshape(15, -1)
+            for plane, (dy_plane, at_plane) in enumerate(zip(dy.reshape(15, -1),
+                                                             argmax.reshape(15, -1))):
+                np.add.at(dx_ref[plane], at_plane, dy_plane)
+            np.testing.assert_array_equal(dx, dx_ref.reshape(x.shape))
+    finally:
+        cb.set_num_threads(old)
+    assert ranges_seen and all(parts == 2 for parts in ranges_seen)
 
 
 def test_non_contiguous_input_and_multiple_planes():

@@ -252,7 +252,7 @@ class ReLU(_Layer):
     def backward(self, dy):
         saved = self._saved_for_backward()
         self._check_grad(dy, saved["mask"].shape, saved["dtype"])
-        return np.where(saved["mask"], dy, dy.dtype.type(0))
+        return act.masked_gradient(dy, saved["mask"])
 
 
 class LeakyReLU(_Layer):
@@ -281,7 +281,7 @@ class LeakyReLU(_Layer):
     def backward(self, dy):
         saved = self._saved_for_backward()
         self._check_grad(dy, saved["mask"].shape, saved["dtype"])
-        return np.where(saved["mask"], dy, dy * dy.dtype.type(self.negative_slope))
+        return act.masked_gradient(dy, saved["mask"], self.negative_slope)
 
 
 class Sigmoid(_Layer):

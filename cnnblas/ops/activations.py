@@ -13,6 +13,7 @@ import numbers
 
 import numpy as np
 
+from cnnblas._kernels.activations import leaky_relu_gradient_into, relu_gradient_into
 from cnnblas.ops._checks import check_float_array, check_shape
 
 
@@ -59,7 +60,43 @@ def relu_backward(dy, x):
     """
     check_float_array(x, "x")
     _check_grad(dy, x, "x")
-    return np.where(x > 0, dy, 0).astype(x.dtype, copy=False)
+    return masked_gradient(dy, x > 0)
+
+
+def masked_gradient(dy, positive, negative_slope=0.0):
+    """``dx = dy`` where ``positive``, else ``negative_slope * dy`` (exactly 0 for slope 0).
+
+    The backward pass of ReLU and leaky ReLU from a mask saved by the forward
+    pass (a bool array a quarter the size of the input). Runs in a Numba
+    kernel: ``numpy.where`` took 1.2 ms where this takes 0.03 ms
+    (benchmarks/NOTES.md).
+
+    Parameters
+    ----------
+    dy : ndarray, any shape, float32 or float64
+    positive : ndarray of bool, shape of ``dy``
+        Where the forward input was > 0.
+    negative_slope : float, default 0.0
+
+    Returns
+    -------
+    dx : ndarray, shape and dtype of ``dy``
+    """
+    check_float_array(dy, "dy")
+    if not isinstance(positive, np.ndarray) or positive.dtype != np.bool_:
+        raise TypeError(
+            f"positive must be a bool numpy.ndarray, got "
+            f"{getattr(positive, 'dtype', type(positive).__name__)}"
+        )
+    check_shape(positive, dy.shape, "positive (it must match dy)")
+    slope = _check_slope(negative_slope)
+    dx = np.empty(dy.shape, dy.dtype)
+    flat = (np.ascontiguousarray(dy).reshape(-1), np.ascontiguousarray(positive).reshape(-1))
+    if slope == 0.0:
+        relu_gradient_into(*flat, dx.reshape(-1))
+    else:
+        leaky_relu_gradient_into(*flat, dy.dtype.type(slope), dx.reshape(-1))
+    return dx
 
 
 def leaky_relu(x, negative_slope=0.01):
@@ -95,8 +132,7 @@ def leaky_relu_backward(dy, x, negative_slope=0.01):
     """
     check_float_array(x, "x")
     _check_grad(dy, x, "x")
-    slope = _check_slope(negative_slope)
-    return np.where(x > 0, dy, dy * x.dtype.type(slope))
+    return masked_gradient(dy, x > 0, negative_slope)
 
 
 def sigmoid(x):
@@ -172,6 +208,6 @@ def tanh_backward(dy, y):
 
 
 __all__ = [
-    "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
+    "relu", "relu_backward", "masked_gradient", "leaky_relu", "leaky_relu_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
 ]

@@ -6,8 +6,10 @@ the same as ``torch.nn.functional.max_pool2d`` / ``avg_pool2d`` with their
 defaults. Padding may be at most half the kernel on each axis, as in PyTorch,
 which guarantees that every window overlaps the real input.
 
-The loops run in the Numba kernels of :mod:`cnnblas._kernels.pooling`, one
-``(n, c)`` plane per thread.
+The loops run in the Numba kernels of :mod:`cnnblas._kernels.pooling`. Max
+pooling splits its ``(n, c)`` planes across the engine's worker threads
+(:func:`cnnblas.ops.parallel.map_image_ranges`; small calls stay in the
+calling thread); average pooling runs one plane per Numba thread.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numbers
 import numpy as np
 
 from cnnblas._kernels import pooling as _kernels
+from cnnblas.ops import parallel
 from cnnblas.ops._checks import (
     ConvGeometry,
     as_pair,
@@ -112,13 +115,15 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     check_float_array(x, "x", ndim=4)
     n, c, h, w = x.shape
     geo = _pool_geometry((h, w), kernel_size, stride, padding)
-    y, argmax = _kernels.max_pool2d_forward(
-        _as_planes(x),
-        (geo.kernel_h, geo.kernel_w),
-        (geo.stride_h, geo.stride_w),
-        (geo.pad_top, geo.pad_left),
-        (geo.out_h, geo.out_w),
-    )
+    planes = _as_planes(x)
+    y = np.empty((n * c, geo.out_h, geo.out_w), x.dtype)
+    argmax = np.empty(y.shape, np.int64)
+    window = ((geo.kernel_h, geo.kernel_w), (geo.stride_h, geo.stride_w),
+              (geo.pad_top, geo.pad_left))
+    parallel.map_image_ranges(
+        lambda start, stop, serial: _kernels.max_pool2d_forward_planes(
+            planes, *window, y, argmax, start, stop),
+        n * c, flops=x.size)
     shape = (n, c, geo.out_h, geo.out_w)
     return y.reshape(shape), argmax.reshape(shape)
 
@@ -167,7 +172,12 @@ def max_pool2d_backward(dy, argmax, input_shape):
             f"argmax indices must lie in [0, {h * w}) for an input plane of {h}x{w}, "
             f"got values in [{low}, {high}]"
         )
-    dx = _kernels.max_pool2d_backward(_as_planes(dy), _as_planes(argmax), (h, w))
+    dy_planes, argmax_planes = _as_planes(dy), _as_planes(argmax)
+    dx = np.empty((n * c, h * w), dy.dtype)
+    parallel.map_image_ranges(
+        lambda start, stop, serial: _kernels.max_pool2d_backward_planes(
+            dy_planes, argmax_planes, dx, start, stop),
+        n * c, flops=dx.size)
     return dx.reshape(n, c, h, w)
 
 
