@@ -65,6 +65,44 @@ def test_col2im_is_the_adjoint_of_im2col(case):
     assert abs(lhs - rhs) <= 1e-10 * max(1.0, abs(lhs), float(np.abs(cols * c).sum()))
 
 
+@settings(max_examples=40, deadline=None)
+@given(conv_cases(max_extra=30))
+def test_both_col2im_kernels_match_the_reference_loops(case):
+    """col2im by rows and by scattering through the gather offsets give the loops' sums.
+
+    The engine picks one by row width (``_COL2IM_MIN_ROW``); here each is forced."""
+    from cnnblas import reference
+    from cnnblas.ops import conv
+
+    x, *_ = case.arrays()
+    cols = np.random.default_rng(2).standard_normal(
+        cb.im2col(x, case.kernel, case.stride, case.padding, case.dilation).shape)
+    expected = reference.col2im_loops(cols, (case.h, case.w), case.kernel, stride=case.stride,
+                                      padding=case.padding, dilation=case.dilation)
+    for min_row in (0, 10**9):  # rows whenever unit stride / always scatter
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(conv, "_COL2IM_MIN_ROW", min_row)
+            back = cb.col2im(cols, (case.h, case.w), case.kernel, case.stride, case.padding,
+                             case.dilation)
+        assert_close(back, expected, 1e-12)
+
+
+def test_gather_offsets_stay_inside_the_padded_plane():
+    """The offsets never point past the padded plane the kernel allocates."""
+    from cnnblas._kernels.im2col import window_offsets
+
+    for kernel, stride, pad, dilation, size in [((3, 3), (1, 1), (1, 1), (1, 1), (5, 5)),
+                                                ((5, 4), (3, 2), (2, 0), (2, 1), (9, 7)),
+                                                ((11, 11), (4, 4), (2, 2), (1, 1), (224, 224))]:
+        out = tuple((size[a] + 2 * pad[a] - dilation[a] * (kernel[a] - 1) - 1) // stride[a] + 1
+                    for a in range(2))
+        offsets, (padded_h, padded_w) = window_offsets(kernel, stride, pad, dilation, out, size)
+        assert offsets.dtype == np.uint32
+        assert offsets.shape == (kernel[0] * kernel[1], out[0] * out[1])
+        assert int(offsets.max()) < padded_h * padded_w
+        assert padded_h >= size[0] + pad[0] and padded_w >= size[1] + pad[1]
+
+
 def test_col2im_counts_overlaps():
     """Folding all-ones columns counts how many windows cover each pixel."""
     ones = np.ones((1, 9, 9))  # 3x3 kernel over a 5x5 image, stride 2, no padding -> 2x2 windows

@@ -19,6 +19,14 @@ Geometry is passed as small tuples: ``kernel = (kernel_h, kernel_w)``,
 right padding only enter through the output size), ``dilation = (dilation_h,
 dilation_w)``, ``out = (out_h, out_w)``.
 
+im2col is a gather: :func:`window_offsets` lists, once per geometry, where
+each window element of each output position lies in the zero-padded plane,
+and the kernel reads the plane at those offsets. That keeps the inner loop
+long (out_h*out_w) whatever the row width or stride; per-row copies ran at
+2-4 GB/s on 8-to-14-wide rows. col2im adds the columns back: by rows
+(:func:`col2im_into`, vectorised, for long unit-stride rows) or by the same
+offsets (:func:`col2im_scatter_into`, for short or strided rows).
+
 Each kernel comes in two drivers around one inlined task body: ``*_into``
 spreads the tasks over Numba's threads (``prange``); ``*_into_serial`` runs
 them in the calling thread with the GIL released, for the engine's
@@ -28,6 +36,7 @@ batch-parallel mode where each Python worker thread owns a slice of images.
 from __future__ import annotations
 
 import numba
+import numpy as np
 from numba import prange
 
 
@@ -45,61 +54,100 @@ def _valid_range(offset, stride, size, out_size):
 
 
 @numba.njit(cache=True, inline="always")
-def _im2col_task(x, kernel, stride, pad, dilation, out, cols, task):
-    """Fill one row of one image: ``cols[row, n]`` with ``task = row * N + n``."""
-    n_images, channels, height, width = x.shape
-    kernel_h, kernel_w = kernel
-    stride_h, stride_w = stride
+def _padded_plane(x, n, c, pad, padded, plane):
+    """The (n, c) input plane, flat and zero-padded to ``padded = (padded_h, padded_w)``.
+
+    Without padding (``padded`` equal to the plane's size) the plane itself is
+    returned; otherwise its pixels are copied into the interior of ``plane``,
+    a flat scratch buffer whose border the caller keeps at zero.
+    """
+    height, width = x.shape[2], x.shape[3]
     pad_top, pad_left = pad
-    dilation_h, dilation_w = dilation
-    out_h, out_w = out
-    row = task // n_images
-    n = task - row * n_images
-    c = row // (kernel_h * kernel_w)
-    i = (row // kernel_w) % kernel_h
-    j = row % kernel_w
-    row_offset = i * dilation_h - pad_top
-    col_offset = j * dilation_w - pad_left
-    oh_lo, oh_hi = _valid_range(row_offset, stride_h, height, out_h)
-    ow_lo, ow_hi = _valid_range(col_offset, stride_w, width, out_w)
-    first = ow_lo * stride_w + col_offset  # input column of output column ow_lo
-    count = ow_hi - ow_lo
-    dst = cols[row, n]
-    dst[: oh_lo * out_w] = 0  # output rows whose window row is in the padding
-    dst[oh_hi * out_w :] = 0
-    for oh in range(oh_lo, oh_hi):
-        dst_row = dst[oh * out_w : (oh + 1) * out_w]
-        dst_row[:ow_lo] = 0
-        dst_row[ow_hi:] = 0
-        src_row = x[n, c, oh * stride_h + row_offset]
-        # Index slices with the bare loop counter: no negative-index checks,
-        # so LLVM vectorises the unit-stride copy.
-        inner = dst_row[ow_lo:ow_hi]
-        if stride_w == 1:
-            src = src_row[first : first + count]
-            for t in range(count):
-                inner[t] = src[t]
-        else:
-            for t in range(count):
-                inner[t] = src_row[first + t * stride_w]
+    padded_h, padded_w = padded
+    if padded_h == height and padded_w == width:
+        return x[n, c].ravel()
+    for h in range(height):
+        start = (h + pad_top) * padded_w + pad_left
+        dst = plane[start : start + width]
+        src = x[n, c, h]
+        for t in range(width):
+            dst[t] = src[t]
+    return plane
+
+
+@numba.njit(cache=True, inline="always")
+def _im2col_task(x, offsets, pad, padded, plane, cols, task):
+    """Fill the rows of one (channel, image) pair: ``cols[c*R : (c+1)*R, n]``,
+    ``task = c * N + n``, by gathering the padded plane at ``offsets``."""
+    n_images = x.shape[0]
+    n_offsets, n_positions = offsets.shape
+    c = task // n_images
+    n = task - c * n_images
+    source = _padded_plane(x, n, c, pad, padded, plane)
+    for r in range(n_offsets):
+        dst = cols[c * n_offsets + r, n]
+        at = offsets[r]
+        # ``at`` is unsigned: no negative-index wraparound, so LLVM emits a
+        # plain gather (2.4 -> 9.6 GB/s on lenet2's 8-wide rows; NOTES.md).
+        for l in range(n_positions):
+            dst[l] = source[at[l]]
 
 
 @numba.njit(cache=True, parallel=True)
-def im2col_into(x, kernel, stride, pad, dilation, out, cols):
+def im2col_into(x, offsets, pad, padded, cols):
     """Fill ``cols`` (C*kh*kw, N, out_h*out_w) from ``x`` (N, C, H, W).
 
-    Parallel over the C*kh*kw*N rows: each task writes one row, so there are
-    no write conflicts. Every element of ``cols`` is written (zeros included).
+    ``offsets`` (kh*kw, out_h*out_w), unsigned: flat index into the padded
+    plane of window element ``(i, j)`` (row ``i*kw + j``) for each output
+    position (see :func:`window_offsets`); ``pad = (pad_top, pad_left)``;
+    ``padded = (padded_h, padded_w)``. Parallel over the C*N (channel, image)
+    pairs: each task writes its own rows, so there are no write conflicts.
+    Every element of ``cols`` is written (zeros included).
     """
-    for task in prange(cols.shape[0] * cols.shape[1]):
-        _im2col_task(x, kernel, stride, pad, dilation, out, cols, task)
+    n_tasks = x.shape[0] * x.shape[1]
+    for task in prange(n_tasks):
+        plane = np.zeros(padded[0] * padded[1], x.dtype)
+        _im2col_task(x, offsets, pad, padded, plane, cols, task)
 
 
 @numba.njit(cache=True, nogil=True)
-def im2col_into_serial(x, kernel, stride, pad, dilation, out, cols):
+def im2col_into_serial(x, offsets, pad, padded, cols):
     """:func:`im2col_into` in the calling thread, without the GIL."""
-    for task in range(cols.shape[0] * cols.shape[1]):
-        _im2col_task(x, kernel, stride, pad, dilation, out, cols, task)
+    plane = np.zeros(padded[0] * padded[1], x.dtype)
+    for task in range(x.shape[0] * x.shape[1]):
+        _im2col_task(x, offsets, pad, padded, plane, cols, task)
+
+
+def window_offsets(kernel, stride, pad, dilation, out, size):
+    """Gather offsets of every window element into the zero-padded image plane.
+
+    Parameters
+    ----------
+    kernel, stride, pad, dilation, out : (h, w) tuples of int
+        As in the module docstring.
+    size : (height, width) of the input plane.
+
+    Returns
+    -------
+    offsets : ndarray, shape (kh*kw, out_h*out_w), uint32 (uint64 for planes
+        of 2**32 elements or more)
+        ``offsets[i*kw + j, oh*out_w + ow] = (oh*stride_h + i*dilation_h) *
+        padded_w + ow*stride_w + j*dilation_w``.
+    padded : (padded_h, padded_w)
+        The padded plane holds the image at (pad_top, pad_left) and every
+        window element, so no offset reaches past its end.
+    """
+    (kernel_h, kernel_w), (stride_h, stride_w) = kernel, stride
+    (dilation_h, dilation_w), (out_h, out_w) = dilation, out
+    rows = np.arange(out_h)[:, None] * stride_h + np.arange(kernel_h)[None, :] * dilation_h
+    columns = np.arange(out_w)[:, None] * stride_w + np.arange(kernel_w)[None, :] * dilation_w
+    padded_h = max(size[0] + pad[0], int(rows.max()) + 1)
+    padded_w = max(size[1] + pad[1], int(columns.max()) + 1)
+    dtype = np.uint32 if padded_h * padded_w < 2**32 else np.uint64
+    # (oh, i) x (ow, j) -> (i, j, oh, ow)
+    flat = rows[:, :, None, None] * padded_w + columns[None, None, :, :]
+    offsets = flat.transpose(1, 3, 0, 2).reshape(kernel_h * kernel_w, out_h * out_w)
+    return offsets.astype(dtype), (padded_h, padded_w)
 
 
 @numba.njit(cache=True, inline="always")
@@ -153,3 +201,52 @@ def col2im_into_serial(cols, kernel, stride, pad, dilation, out, x):
     """:func:`col2im_into` in the calling thread, without the GIL."""
     for task in range(x.shape[0] * x.shape[1]):
         _col2im_task(cols, kernel, stride, pad, dilation, out, x, task)
+
+
+@numba.njit(cache=True, inline="always")
+def _col2im_scatter_task(cols, offsets, pad, padded, plane, x, task):
+    """Rebuild one image plane ``x[n, c]``, ``task = n * C + c``, by adding each
+    column row into the padded plane at ``offsets`` (the adjoint of the gather)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    pad_top, pad_left = pad
+    padded_h, padded_w = padded
+    n_offsets, n_positions = offsets.shape
+    n = task // channels
+    c = task - n * channels
+    unpadded = padded_h == height and padded_w == width
+    target = x[n, c].ravel() if unpadded else plane
+    target[:] = 0
+    for r in range(n_offsets):
+        src = cols[c * n_offsets + r, n]
+        at = offsets[r]
+        for l in range(n_positions):
+            target[at[l]] += src[l]
+    if not unpadded:
+        for h in range(height):
+            start = (h + pad_top) * padded_w + pad_left
+            src_row = plane[start : start + width]
+            dst = x[n, c, h]
+            for t in range(width):
+                dst[t] = src_row[t]
+
+
+@numba.njit(cache=True, parallel=True)
+def col2im_scatter_into(cols, offsets, pad, padded, x):
+    """:func:`col2im_into` for short rows or strides > 1, from :func:`window_offsets`.
+
+    A scalar scatter-add per column element: slower than the row copies of
+    :func:`col2im_into` on long unit-stride rows, several times faster on
+    short or strided ones (lenet2: 6.3 -> 1.1 ms; benchmarks/NOTES.md).
+    Parallel over the N*C image planes.
+    """
+    for task in prange(x.shape[0] * x.shape[1]):
+        plane = np.empty(padded[0] * padded[1], x.dtype)
+        _col2im_scatter_task(cols, offsets, pad, padded, plane, x, task)
+
+
+@numba.njit(cache=True, nogil=True)
+def col2im_scatter_into_serial(cols, offsets, pad, padded, x):
+    """:func:`col2im_scatter_into` in the calling thread, without the GIL."""
+    plane = np.empty(padded[0] * padded[1], x.dtype)
+    for task in range(x.shape[0] * x.shape[1]):
+        _col2im_scatter_task(cols, offsets, pad, padded, plane, x, task)

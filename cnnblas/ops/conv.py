@@ -39,6 +39,7 @@ pipeline on their own images (:mod:`cnnblas.ops.parallel`).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -46,8 +47,11 @@ import numpy as np
 from cnnblas._kernels.im2col import (
     col2im_into,
     col2im_into_serial,
+    col2im_scatter_into,
+    col2im_scatter_into_serial,
     im2col_into,
     im2col_into_serial,
+    window_offsets,
 )
 from cnnblas.ops import parallel, winograd, workspace
 from cnnblas.ops._checks import (
@@ -69,6 +73,34 @@ def _kernel_args(geom: ConvGeometry):
         (geom.dilation_h, geom.dilation_w),
         (geom.out_h, geom.out_w),
     )
+
+
+@functools.lru_cache(maxsize=128)
+def _gather_args(geom: ConvGeometry):
+    """(offsets, pad, padded) for the gather kernels; computed once per geometry.
+
+    The offsets are read-only: one cached array is shared by every call.
+    """
+    kernel, stride, pad, dilation, out = _kernel_args(geom)
+    offsets, padded = window_offsets(kernel, stride, pad, dilation, out, (geom.in_h, geom.in_w))
+    offsets.flags.writeable = False
+    return offsets, pad, padded
+
+
+# col2im by rows (vectorised copies) pays from rows this long at unit stride;
+# below, or with a stride, the scatter through the gather offsets is faster
+# (lenet1, 24-wide rows: 0.25 vs 0.39 ms; lenet2, 8-wide: 6.3 vs 1.1 ms).
+_COL2IM_MIN_ROW = 24
+
+
+def _col2im(cols: np.ndarray, geom: ConvGeometry, x: np.ndarray, serial: bool) -> None:
+    """x = col2im(cols) for cols (C*kh*kw, N, L) and x (N, C, H, W), by the faster kernel."""
+    if geom.stride_w == 1 and geom.dilation_w == 1 and geom.out_w >= _COL2IM_MIN_ROW:
+        kernel = col2im_into_serial if serial else col2im_into
+        kernel(cols, *_kernel_args(geom), x)
+    else:
+        kernel = col2im_scatter_into_serial if serial else col2im_scatter_into
+        kernel(cols, *_gather_args(geom), x)
 
 
 def _window_geometry(x: np.ndarray, kernel_size, stride, padding, dilation) -> ConvGeometry:
@@ -97,7 +129,7 @@ def im2col(x: np.ndarray, kernel_size, stride=1, padding=0, dilation=1) -> np.nd
         (n_images, channels * geom.kernel_h * geom.kernel_w, geom.out_h * geom.out_w), x.dtype
     )
     # The kernel fills (rows, images, positions); a transposed view gives unfold's layout.
-    im2col_into(np.ascontiguousarray(x), *_kernel_args(geom), cols.transpose(1, 0, 2))
+    im2col_into(np.ascontiguousarray(x), *_gather_args(geom), cols.transpose(1, 0, 2))
     return cols
 
 
@@ -134,7 +166,7 @@ def col2im(cols: np.ndarray, output_size, kernel_size, stride=1, padding=0,
             f"output_size {(height, width)}, got {cols.shape[2]}"
         )
     x = np.empty((cols.shape[0], cols.shape[1] // window, height, width), cols.dtype)
-    col2im_into(cols.transpose(1, 0, 2), *_kernel_args(geom), x)
+    _col2im(cols.transpose(1, 0, 2), geom, x, serial=False)
     return x
 
 
@@ -186,7 +218,7 @@ class _ConvProblem(NamedTuple):
             self.x.dtype, slot=0,
         )
         kernel = im2col_into_serial if serial else im2col_into
-        kernel(self.x[start:stop], *_kernel_args(self.geom), cols)
+        kernel(self.x[start:stop], *_gather_args(self.geom), cols)
         return cols.reshape(self.groups, self.rows_per_group, -1)
 
 
@@ -392,7 +424,6 @@ def _gemm_backward(problem: _ConvProblem, dy: np.ndarray, dx: np.ndarray | None,
                     # dX = Wmᵀ @ dY (no col2im: the columns are the image)
                     np.matmul(w_grouped[g].T, dy_n[g], out=dx_n[g])
         return dweight
-    col2im = col2im_into_serial if serial else col2im_into
     for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1 if dx is None else 2):
         cols = problem.columns(chunk_start, chunk_stop, serial)
         count = chunk_stop - chunk_start
@@ -413,6 +444,6 @@ def _gemm_backward(problem: _ConvProblem, dy: np.ndarray, dx: np.ndarray | None,
                 np.matmul(w_grouped[g].T, dy_grouped[g], out=dcols[g])
         if dcols is not None:
             # dX = col2im(dcols)
-            col2im(dcols.reshape(-1, count, problem.n_positions), *_kernel_args(geom),
-                   dx[chunk_start:chunk_stop])
+            _col2im(dcols.reshape(-1, count, problem.n_positions), geom,
+                    dx[chunk_start:chunk_stop], serial)
     return dweight
