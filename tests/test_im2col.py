@@ -79,12 +79,34 @@ def test_both_col2im_kernels_match_the_reference_loops(case):
         cb.im2col(x, case.kernel, case.stride, case.padding, case.dilation).shape)
     expected = reference.col2im_loops(cols, (case.h, case.w), case.kernel, stride=case.stride,
                                       padding=case.padding, dilation=case.dilation)
-    for min_row in (0, 10**9):  # rows whenever unit stride / always scatter
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(conv, "_COL2IM_MIN_ROW", min_row)
-            back = cb.col2im(cols, (case.h, case.w), case.kernel, case.stride, case.padding,
-                             case.dilation)
-        assert_close(back, expected, 1e-12)
+    for dtype, rtol in ((np.float64, 1e-12), (np.float32, 1e-5)):
+        for min_row in (0, 10**9):  # rows whenever unit stride / always scatter
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(conv, "_COL2IM_MIN_ROW", min_row)
+                back = cb.col2im(cols.astype(dtype), (case.h, case.w), case.kernel, case.stride,
+                                 case.padding, case.dilation)
+            assert back.dtype == dtype
+            assert_close(back, expected, rtol)
+
+
+def test_gather_offsets_point_at_the_window_pixels():
+    """Each offset is the padded-plane position of its window element, by the definition."""
+    from cnnblas._kernels.im2col import window_offsets
+
+    kernel, stride, pad, dilation, out = (3, 2), (2, 3), (1, 2), (2, 1), (4, 3)
+    offsets, (padded_h, padded_w) = window_offsets(kernel, stride, pad, dilation, out, (7, 6))
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            for oh in range(out[0]):
+                for ow in range(out[1]):
+                    h = oh * stride[0] + i * dilation[0]  # padded coordinates
+                    w = ow * stride[1] + j * dilation[1]
+                    assert offsets[i * kernel[1] + j, oh * out[1] + ow] == h * padded_w + w
+    # A plane of 2**32 elements or more needs 64-bit offsets.
+    big, (big_h, big_w) = window_offsets((1, 1), (2**16, 2**16), (0, 0), (1, 1), (2, 1),
+                                         (2**16 + 1, 2**16))
+    assert big.dtype == np.uint64 and big_h * big_w >= 2**32
+    assert int(big[0, 1]) == 2**16 * 2**16
 
 
 def test_gather_offsets_stay_inside_the_padded_plane():

@@ -103,21 +103,23 @@ def test_relu_gradient_at_zero_is_zero_like_torch():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("slope", [0.0, 0.01, -0.3])
+@pytest.mark.parametrize("slope", [None, 0.0, 0.01, -0.3])
 def test_masked_gradient_matches_numpy_where(dtype, slope):
     rng = np.random.default_rng(7)
     dy = rng.standard_normal((3, 4, 5, 6)).astype(dtype)
     dy[0, 0, 0, :3] = [np.inf, -np.inf, np.nan]
     positive = rng.random(dy.shape) < 0.5
-    positive[0, 0, 0, :3] = False  # an infinite dy under a zero gradient must give 0, not NaN
+    positive[0, 0, 0, :3] = False
     transposed = dy.transpose(0, 1, 3, 2)  # non-contiguous input
-    expected = np.where(positive.transpose(0, 1, 3, 2), transposed,
-                        transposed * dtype(slope) if slope else 0)
+    with np.errstate(invalid="ignore"):  # inf * 0.0 for the leaky slope 0
+        expected = np.where(positive.transpose(0, 1, 3, 2), transposed,
+                            0 if slope is None else transposed * dtype(slope))
     dx = act.masked_gradient(transposed, positive.transpose(0, 1, 3, 2), slope)
     assert dx.dtype == dtype and dx.shape == transposed.shape
     np.testing.assert_array_equal(dx, expected)
-    if slope == 0.0:
-        assert not np.isnan(dx[0, 0, :3, 0]).any()
+    # ReLU: exactly 0 under an infinite dy (PyTorch's threshold_backward);
+    # leaky ReLU with slope 0: inf * 0 = NaN (PyTorch's leaky_relu_backward).
+    assert np.isnan(dx[0, 0, :2, 0]).all() == (slope == 0.0)
 
 
 def test_masked_gradient_rejects_a_bad_mask():

@@ -14,7 +14,7 @@ input pixel
 
 or 0 when that pixel lies in the zero padding.
 
-Geometry is passed as small tuples: ``kernel = (kernel_h, kernel_w)``,
+The row kernels take the geometry as small tuples: ``kernel = (kernel_h, kernel_w)``,
 ``stride = (stride_h, stride_w)``, ``pad = (pad_top, pad_left)`` (the bottom and
 right padding only enter through the output size), ``dilation = (dilation_h,
 dilation_w)``, ``out = (out_h, out_w)``.
@@ -25,7 +25,11 @@ and the kernel reads the plane at those offsets. That keeps the inner loop
 long (out_h*out_w) whatever the row width or stride; per-row copies ran at
 2-4 GB/s on 8-to-14-wide rows. col2im adds the columns back: by rows
 (:func:`col2im_into`, vectorised, for long unit-stride rows) or by the same
-offsets (:func:`col2im_scatter_into`, for short or strided rows).
+offsets (:func:`col2im_scatter_into`, for short or strided rows). The gather
+kernels take ``(offsets, pad, padded)`` from :func:`window_offsets` instead of
+the geometry tuples. Every kernel expects C-contiguous ``x`` (the callers in
+:mod:`cnnblas.ops.conv` guarantee it): a plane of another layout would be
+flattened into a copy.
 
 Each kernel comes in two drivers around one inlined task body: ``*_into``
 spreads the tasks over Numba's threads (``prange``); ``*_into_serial`` runs
@@ -88,7 +92,7 @@ def _im2col_task(x, offsets, pad, padded, plane, cols, task):
         dst = cols[c * n_offsets + r, n]
         at = offsets[r]
         # ``at`` is unsigned: no negative-index wraparound, so LLVM emits a
-        # plain gather (2.4 -> 9.6 GB/s on lenet2's 8-wide rows; NOTES.md).
+        # plain gather (lenet2's im2col 3.4 -> 0.68 ms; benchmarks/NOTES.md #22).
         for l in range(n_positions):
             dst[l] = source[at[l]]
 
@@ -105,8 +109,10 @@ def im2col_into(x, offsets, pad, padded, cols):
     Every element of ``cols`` is written (zeros included).
     """
     n_tasks = x.shape[0] * x.shape[1]
+    unpadded = padded[0] == x.shape[2] and padded[1] == x.shape[3]
+    plane_size = 0 if unpadded else padded[0] * padded[1]
     for task in prange(n_tasks):
-        plane = np.zeros(padded[0] * padded[1], x.dtype)
+        plane = np.zeros(plane_size, x.dtype)  # per task: tasks run concurrently
         _im2col_task(x, offsets, pad, padded, plane, cols, task)
 
 

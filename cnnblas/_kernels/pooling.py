@@ -131,7 +131,8 @@ def max_pool2d_forward_planes(x, kernel, stride, padding, y, argmax, start, stop
     out_h, out_w = y.shape[1], y.shape[2]
     two_by_two = (kernel[0] == 2 and kernel[1] == 2 and stride[0] == 2 and stride[1] == 2
                   and padding[0] == 0 and padding[1] == 0
-                  and 2 * out_h <= x.shape[1] and 2 * out_w <= x.shape[2])
+                  and 2 * out_h <= x.shape[1] and 2 * out_w <= x.shape[2]
+                  and x.shape[1] * x.shape[2] < 2**31)  # its offsets are int32
     for plane in range(start, stop):
         if not two_by_two or _max_pool_plane_2x2(x, y, argmax, plane):
             _max_pool_plane(x, kernel, stride, padding, y, argmax, plane)

@@ -281,7 +281,7 @@ class LeakyReLU(_Layer):
     def backward(self, dy):
         saved = self._saved_for_backward()
         self._check_grad(dy, saved["mask"].shape, saved["dtype"])
-        return act.masked_gradient(dy, saved["mask"], self.negative_slope)
+        return act.masked_gradient(dy, saved["mask"], negative_slope=self.negative_slope)
 
 
 class Sigmoid(_Layer):

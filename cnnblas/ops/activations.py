@@ -63,20 +63,22 @@ def relu_backward(dy, x):
     return masked_gradient(dy, x > 0)
 
 
-def masked_gradient(dy, positive, negative_slope=0.0):
-    """``dx = dy`` where ``positive``, else ``negative_slope * dy`` (exactly 0 for slope 0).
+def masked_gradient(dy, positive, negative_slope=None):
+    """``dx = dy`` where ``positive``; elsewhere 0 (ReLU) or ``negative_slope * dy``.
 
     The backward pass of ReLU and leaky ReLU from a mask saved by the forward
-    pass (a bool array a quarter the size of the input). Runs in a Numba
-    kernel: ``numpy.where`` took 1.2 ms where this takes 0.03 ms
-    (benchmarks/NOTES.md).
+    pass (one byte per element). Runs in a Numba kernel: ``numpy.where`` took
+    1.2 ms where this takes 0.03 ms (benchmarks/NOTES.md #19).
 
     Parameters
     ----------
     dy : ndarray, any shape, float32 or float64
     positive : ndarray of bool, shape of ``dy``
         Where the forward input was > 0.
-    negative_slope : float, default 0.0
+    negative_slope : float or None, default None
+        None: ReLU, exactly 0 where ``positive`` is False, even for an
+        infinite ``dy``. A number: leaky ReLU, ``negative_slope * dy`` there
+        (so ``0.0 * inf`` is NaN, as in PyTorch's ``leaky_relu``).
 
     Returns
     -------
@@ -89,13 +91,14 @@ def masked_gradient(dy, positive, negative_slope=0.0):
             f"{getattr(positive, 'dtype', type(positive).__name__)}"
         )
     check_shape(positive, dy.shape, "positive (it must match dy)")
-    slope = _check_slope(negative_slope)
     dx = np.empty(dy.shape, dy.dtype)
-    flat = (np.ascontiguousarray(dy).reshape(-1), np.ascontiguousarray(positive).reshape(-1))
-    if slope == 0.0:
-        relu_gradient_into(*flat, dx.reshape(-1))
+    dy_flat = np.ascontiguousarray(dy).reshape(-1)
+    positive_flat = np.ascontiguousarray(positive).reshape(-1)
+    if negative_slope is None:
+        relu_gradient_into(dy_flat, positive_flat, dx.reshape(-1))
     else:
-        leaky_relu_gradient_into(*flat, dy.dtype.type(slope), dx.reshape(-1))
+        slope = dy.dtype.type(_check_slope(negative_slope))  # float32 stays float32
+        leaky_relu_gradient_into(dy_flat, positive_flat, slope, dx.reshape(-1))
     return dx
 
 
