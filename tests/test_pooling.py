@@ -11,6 +11,7 @@ import cnnblas as cb
 from cnnblas import reference
 from cnnblas._kernels import pooling as kernels
 from cnnblas.nn.gradcheck import numerical_gradient, relative_error
+from cnnblas.ops import parallel
 from cnnblas.ops.pooling import (
     avg_pool2d,
     avg_pool2d_backward,
@@ -18,7 +19,6 @@ from cnnblas.ops.pooling import (
     max_pool2d_backward,
     pool_window,
 )
-from cnnblas.ops import parallel
 
 # Tutorial Tables 3.28 (input), 3.29 (output), 3.31 (dy) and 3.32 (dx).
 TABLE_3_28 = [[23, 4, 16, 90], [12, 32, 12, 45], [5, 7, 8, 9], [2, 12, 14, 56]]
@@ -150,8 +150,8 @@ def test_max_pool_across_worker_threads_matches_the_reference(monkeypatch):
             dy = rng.standard_normal(y.shape).astype(np.float32)
             dx = max_pool2d_backward(dy, argmax, x.shape)
             dx_ref = np.zeros(x.size, np.float32).reshape(15, -1)
-            for plane, (dy_plane, at_plane) in enumerate(zip(dy.reshape(15, -1),
-                                                             argmax.reshape(15, -1))):
+            planes = zip(dy.reshape(15, -1), argmax.reshape(15, -1), strict=True)
+            for plane, (dy_plane, at_plane) in enumerate(planes):
                 np.add.at(dx_ref[plane], at_plane, dy_plane)
             np.testing.assert_array_equal(dx, dx_ref.reshape(x.shape))
     finally:
