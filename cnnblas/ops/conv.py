@@ -205,13 +205,16 @@ class _ConvProblem(NamedTuple):
         """``weight`` viewed as (groups, K/groups, C/groups*kh*kw)."""
         return self.weight.reshape(self.groups, -1, self.rows_per_group)
 
-    def chunks(self, start: int, stop: int, buffers: int):
+    def chunks(self, start: int, stop: int, buffers: int, max_bytes: int | None = None):
         """Split images [start, stop) into chunks whose ``buffers`` column buffers,
-        plus the (K, b*L) output/dY reorder buffer, fit the workspace budget;
-        yield (chunk_start, chunk_stop)."""
+        plus the (K, b*L) output/dY reorder buffer, fit the workspace budget (and
+        ``max_bytes`` when given, still at least one image per chunk); yield
+        (chunk_start, chunk_stop)."""
         rows = buffers * self.groups * self.rows_per_group + self.weight.shape[0]
         bytes_per_image = rows * self.n_positions * self.x.dtype.itemsize
         step = workspace.images_per_chunk(stop - start, bytes_per_image)
+        if max_bytes is not None:
+            step = min(step, max(1, max_bytes // bytes_per_image))
         for chunk_start in range(start, stop, step):
             yield chunk_start, min(chunk_start + step, stop)
 
@@ -225,6 +228,13 @@ class _ConvProblem(NamedTuple):
         kernel(self.x[start:stop], *_gather_args(self.geom), cols)
         return cols.reshape(self.groups, self.rows_per_group, -1)
 
+
+# The forward's columns and output of a chunk stay within this many bytes even
+# when the workspace budget is larger: the GEMM then reads columns im2col has
+# just written to L2. 2 MiB gave 10-12 % faster forwards than 16 MiB (lenet1,
+# lenet2, res_s2, alex1; benchmarks/NOTES.md #24). The backward passes keep the
+# full budget: there smaller chunks were as often slower as faster.
+_FORWARD_CHUNK_BYTES = 2 * 2**20
 
 ALGORITHMS = ("auto", "gemm", "winograd")
 
@@ -330,7 +340,8 @@ def _gemm_forward(problem: _ConvProblem, bias, y: np.ndarray, start: int, stop: 
             if bias is not None:
                 y[n] += bias[:, None, None]
         return
-    for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1):
+    for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1,
+                                                  max_bytes=_FORWARD_CHUNK_BYTES):
         cols = problem.columns(chunk_start, chunk_stop, serial)
         count = chunk_stop - chunk_start
         y_chunk = y[chunk_start:chunk_stop].reshape(count, n_out, -1)
