@@ -25,12 +25,29 @@ _blas_depth = 0
 
 
 def _blas_controller() -> ThreadpoolController:
-    global _controller
+    global _controller, _blas_libraries
     if _controller is None:
         import scipy.linalg  # noqa: F401  (loads SciPy's own BLAS so it is capped too)
 
         _controller = ThreadpoolController()
+        _blas_libraries = _controller.select(user_api="blas").lib_controllers
     return _controller
+
+
+_blas_libraries: list = []
+
+
+def _set_blas_threads(n: int) -> None:
+    """Set every BLAS library's pool to ``n`` threads.
+
+    Calls each library's own setter directly: ``ThreadpoolController.limit``
+    re-reads every library's state first and took 19 us per enter/exit pair of
+    :func:`single_threaded_blas` against 4 us this way, paid on every
+    convolution call (benchmarks/NOTES.md #25).
+    """
+    _blas_controller()
+    for library in _blas_libraries:
+        library.set_num_threads(n)
 
 
 def max_threads() -> int:
@@ -56,7 +73,7 @@ def set_num_threads(n: int) -> None:
         _setting = n
         numba.set_num_threads(n)
         if _blas_depth == 0:
-            _blas_controller().limit(limits=n, user_api="blas")
+            _set_blas_threads(n)
 
 
 def get_num_threads() -> int:
@@ -82,14 +99,14 @@ def single_threaded_blas():
     with _blas_lock:
         _blas_depth += 1
         if _blas_depth == 1:
-            _blas_controller().limit(limits=1, user_api="blas")
+            _set_blas_threads(1)
     try:
         yield
     finally:
         with _blas_lock:
             _blas_depth -= 1
             if _blas_depth == 0:
-                _blas_controller().limit(limits=get_num_threads(), user_api="blas")
+                _set_blas_threads(get_num_threads())
 
 
 def blas_info() -> list[dict]:
