@@ -27,39 +27,44 @@ BACKWARD_REFERENCES = {
 }
 
 
-def check_forward(case: ConvCase, references=FORWARD_REFERENCES):
+def check_forward(case: ConvCase, references=FORWARD_REFERENCES, algorithm="auto"):
     x, weight, bias, _ = case.arrays()
-    y = cb.conv2d(x, weight, bias, **case.kwargs())
+    y = cb.conv2d(x, weight, bias, **case.kwargs(), algorithm=algorithm)
     assert y.shape == (case.n, case.k, *case.out_size)
     for name, ref in references.items():
         assert_close(y, ref(x, weight, bias, **case.kwargs()), err_msg=f"{name}: {case}")
 
 
-def check_backward(case: ConvCase):
+def check_backward(case: ConvCase, algorithm="auto"):
     x, weight, _, dy = case.arrays()
-    grads = cb.conv2d_backward(dy, x, weight, **case.kwargs())
+    grads = cb.conv2d_backward(dy, x, weight, **case.kwargs(), algorithm=algorithm)
     for name, ref in BACKWARD_REFERENCES.items():
         expected = ref(dy, x, weight, **case.kwargs())
         for label, got, want in zip(("dx", "dweight", "dbias"), grads, expected, strict=True):
             assert_close(got, want, err_msg=f"{label} vs {name}: {case}")
 
 
+# "auto" takes the direct kernels for most of these small stride-1 layers and
+# the GEMM for the rest; "gemm" forces the im2col path on every case.
+@pytest.mark.parametrize("algorithm", ["auto", "gemm"])
 @settings(max_examples=80, deadline=None)
-@given(conv_cases())
-def test_forward_matches_references(case):
-    check_forward(case)
+@given(case=conv_cases())
+def test_forward_matches_references(case, algorithm):
+    check_forward(case, algorithm=algorithm)
 
 
+@pytest.mark.parametrize("algorithm", ["auto", "gemm"])
 @settings(max_examples=80, deadline=None)
-@given(conv_cases())
-def test_backward_matches_references(case):
-    check_backward(case)
+@given(case=conv_cases())
+def test_backward_matches_references(case, algorithm):
+    check_backward(case, algorithm=algorithm)
 
 
+@pytest.mark.parametrize("algorithm", ["auto", "gemm"])
 @pytest.mark.parametrize("name", sorted(EDGE_CASES))
-def test_edge_cases_forward_and_backward(name):
-    check_forward(EDGE_CASES[name])
-    check_backward(EDGE_CASES[name])
+def test_edge_cases_forward_and_backward(name, algorithm):
+    check_forward(EDGE_CASES[name], algorithm=algorithm)
+    check_backward(EDGE_CASES[name], algorithm=algorithm)
 
 
 def test_tutorial_table_3_5_by_hand():
@@ -256,11 +261,72 @@ def test_forced_winograd_matches_references(case):
         assert_close(got, want)
 
 
+@st.composite
+def direct_cases(draw) -> ConvCase:
+    """Stride-1, dilation-1, ungrouped layers of any kernel and padding: what the
+    direct kernels compute."""
+    kernel = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    padding = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(2))
+    size = [draw(st.integers(max(1, kernel[a] - sum(padding[a])), 12)) for a in range(2)]
+    return ConvCase(draw(st.integers(1, 3)), draw(st.integers(1, 4)), size[0], size[1],
+                    draw(st.integers(1, 4)), kernel, (1, 1), padding, (1, 1), 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(direct_cases())
+def test_forced_direct_matches_references(case):
+    """conv2d / conv2d_backward with algorithm='direct' (float64, 1e-10 relative),
+    with and without the input gradient."""
+    x, weight, bias, dy = case.arrays()
+    y = cb.conv2d(x, weight, bias, **case.kwargs(), algorithm="direct")
+    assert_close(y, reference.conv2d_direct(x, weight, bias, **case.kwargs()))
+    expected = reference.conv2d_backward_direct(dy, x, weight, **case.kwargs())
+    grads = cb.conv2d_backward(dy, x, weight, **case.kwargs(), algorithm="direct")
+    for got, want in zip(grads, expected, strict=True):
+        assert_close(got, want)
+    dx, dweight, dbias = cb.conv2d_backward(dy, x, weight, **case.kwargs(), algorithm="direct",
+                                            input_grad=False)
+    assert dx is None
+    assert_close(dweight, expected[1])
+    assert_close(dbias, expected[2])
+
+
+def test_direct_float32_and_worker_threads(monkeypatch):
+    """float32 within 1e-4 of the float64 reference, through the worker-thread path."""
+    from cnnblas.ops import parallel
+
+    if cb.threads.max_threads() < 2:
+        pytest.skip("needs 2 Numba threads")
+    monkeypatch.setattr(parallel, "SERIAL_FLOPS", 0)
+    rng = np.random.default_rng(6)
+    x, weight = rng.standard_normal((5, 1, 12, 10)), rng.standard_normal((6, 1, 5, 5))
+    dy = rng.standard_normal((5, 6, 12, 10))
+    kwargs = dict(stride=1, padding=2, dilation=1, groups=1)
+    expected = [reference.conv2d_direct(x, weight, None, **kwargs),
+                *reference.conv2d_backward_direct(dy, x, weight, **kwargs)]
+    old = cb.get_num_threads()
+    cb.set_num_threads(2)
+    try:
+        args = (x.astype(np.float32), weight.astype(np.float32))
+        got = [cb.conv2d(*args, padding=2, algorithm="direct"),
+               *cb.conv2d_backward(dy.astype(np.float32), *args, padding=2, algorithm="direct")]
+    finally:
+        cb.set_num_threads(old)
+    for value, want in zip(got, expected, strict=True):
+        assert value.dtype == np.float32
+        assert_close(value, want, rtol=1e-4)
+
+
 def test_auto_algorithm_choice():
     from cnnblas.ops.conv import choose_algorithm as choose
 
     assert choose((8, 64, 56, 56), (64, 64, 3, 3)) == "winograd"
-    assert choose((8, 3, 32, 32), (32, 3, 3, 3)) == "gemm"  # too few input channels
+    assert choose((8, 3, 32, 32), (32, 3, 3, 3)) == "direct"  # 864 weights
+    assert choose((8, 1, 28, 28), (6, 1, 5, 5)) == "direct"
+    assert choose((8, 6, 14, 14), (16, 6, 5, 5)) == "gemm"  # 2,400 weights
+    assert choose((8, 3, 32, 32), (32, 3, 3, 3), stride=2) == "gemm"
+    assert choose((8, 3, 32, 32), (32, 3, 3, 3), algorithm="gemm") == "gemm"
+    assert choose((8, 64, 56, 56), (64, 64, 3, 3), algorithm="direct") == "direct"
     assert choose((8, 64, 56, 56), (64, 64, 3, 3), stride=2) == "gemm"
     assert choose((8, 64, 56, 56), (64, 32, 3, 3), groups=2) == "gemm"
     assert choose((8, 64, 56, 56), (64, 64, 5, 5)) == "gemm"
@@ -280,6 +346,7 @@ def test_auto_uses_winograd_on_wide_3x3_layers_within_float32_tolerance():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(algorithm="fft"), "algorithm must be one of"),
     (dict(algorithm="winograd", stride=2), "algorithm='winograd' needs a 3x3 kernel"),
+    (dict(algorithm="direct", stride=2), "algorithm='direct' needs stride 1"),
 ])
 def test_bad_algorithm(kwargs, message):
     x = np.zeros((1, 2, 6, 6))

@@ -32,7 +32,9 @@ only the (much smaller) output and ``dy`` are reordered between (b, K, L) and
 already is its (C, H*W) column matrix.
 
 Wide 3x3 stride-1 layers use Winograd F(2x2, 3x3) instead
-(:mod:`cnnblas.ops.winograd`; :func:`choose_algorithm` decides). With several
+(:mod:`cnnblas.ops.winograd`), and stride-1 layers with very few weights a
+direct kernel without im2col (:mod:`cnnblas.ops.direct`);
+:func:`choose_algorithm` decides. With several
 threads, the batch is split across worker threads that each run the whole
 pipeline on their own images (:mod:`cnnblas.ops.parallel`).
 """
@@ -53,7 +55,7 @@ from cnnblas._kernels.im2col import (
     im2col_into_serial,
     window_offsets,
 )
-from cnnblas.ops import parallel, winograd, workspace
+from cnnblas.ops import direct, parallel, winograd, workspace
 from cnnblas.ops._checks import (
     ConvGeometry,
     as_pair,
@@ -236,7 +238,7 @@ class _ConvProblem(NamedTuple):
 # full budget: there smaller chunks were as often slower as faster.
 _FORWARD_CHUNK_BYTES = 2 * 2**20
 
-ALGORITHMS = ("auto", "gemm", "winograd")
+ALGORITHMS = ("auto", "gemm", "winograd", "direct")
 
 # "auto" takes Winograd F(2x2, 3x3) only where it was measured to pay: both
 # channel counts at least this large (with C = 3 the 16 GEMMs are too thin and
@@ -246,12 +248,15 @@ _WINOGRAD_MIN_CHANNELS = 16
 
 def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 1,
                      algorithm: str = "auto") -> str:
-    """The algorithm :func:`conv2d` uses for this layer: "gemm" or "winograd".
+    """The algorithm :func:`conv2d` uses for this layer: "gemm", "winograd" or "direct".
 
-    ``algorithm="auto"`` picks Winograd F(2x2, 3x3) for 3x3, stride-1,
-    dilation-1, ungrouped layers with at least 16 input and output channels,
-    and the im2col GEMM otherwise. "gemm" and "winograd" force a choice;
-    "winograd" on a layer it cannot compute raises ValueError.
+    ``algorithm="auto"`` picks the direct kernels (:mod:`cnnblas.ops.direct`)
+    for stride-1, dilation-1, ungrouped layers with at most
+    :data:`cnnblas.ops.direct.MAX_AUTO_WEIGHTS` weight elements (LeNet-5's
+    first layer, a 3 -> 32 3x3 layer); Winograd F(2x2, 3x3) for 3x3, stride-1,
+    dilation-1, ungrouped layers with at least 16 input and output channels;
+    and the im2col GEMM otherwise. The other names force a choice; "winograd"
+    or "direct" on a layer it cannot compute raises ValueError.
     """
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a str, one of {ALGORITHMS}; got {algorithm!r}")
@@ -264,7 +269,15 @@ def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 
             f"weight shape {tuple(weight_shape)}, stride {stride!r}, dilation {dilation!r}, "
             f"groups {groups}"
         )
+    direct_ok = direct.direct_supported(weight_shape, stride, dilation, groups)
+    if algorithm == "direct" and not direct_ok:
+        raise ValueError(
+            "algorithm='direct' needs stride 1, dilation 1 and groups 1; got "
+            f"stride {stride!r}, dilation {dilation!r}, groups {groups}"
+        )
     if algorithm == "auto":
+        if direct_ok and int(np.prod(weight_shape)) <= direct.MAX_AUTO_WEIGHTS:
+            return "direct"
         wide = min(x_shape[1], weight_shape[0]) >= _WINOGRAD_MIN_CHANNELS
         return "winograd" if supported and wide else "gemm"
     return algorithm
@@ -300,7 +313,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
         accepts "same" only for stride 1, where the two agree).
     groups : int
         C and K are split into ``groups`` independent blocks.
-    algorithm : {"auto", "gemm", "winograd"}, keyword-only
+    algorithm : {"auto", "gemm", "winograd", "direct"}, keyword-only
         See :func:`choose_algorithm`.
 
     Returns
@@ -314,7 +327,9 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
         check_shape(bias, (n_out,), "bias")
     y = np.empty((problem.n_images, n_out, problem.geom.out_h, problem.geom.out_w), x.dtype)
     chosen = choose_algorithm(x.shape, weight.shape, stride, dilation, groups, algorithm)
-    if chosen == "winograd":
+    if chosen == "direct":
+        direct.forward(problem.x, problem.weight, bias, problem.geom, y, problem.flops)
+    elif chosen == "winograd":
         plan = winograd.forward_plan(problem.x, problem.weight, bias, problem.geom.padding)
         parallel.map_image_ranges(lambda start, stop, serial: plan.run(start, stop, y, serial),
                                   problem.n_images, problem.flops)
@@ -376,7 +391,7 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
     input_grad : bool, keyword-only
         When False, ``dx`` is not computed (returned as None): the first layer
         of a network needs no input gradient.
-    algorithm : {"auto", "gemm", "winograd"}, keyword-only
+    algorithm : {"auto", "gemm", "winograd", "direct"}, keyword-only
         Algorithm for both gradients (see :func:`choose_algorithm`); the bias
         gradient is a plain sum of ``dy``.
 
@@ -394,6 +409,9 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
     dy = np.ascontiguousarray(dy)
     chosen = choose_algorithm(x.shape, weight.shape, stride, dilation, groups, algorithm)
     n_images = problem.n_images
+    if chosen == "direct":
+        return direct.backward(dy, problem.x, problem.weight, geom, input_grad,
+                               problem.flops * (2 if input_grad else 1))
     dx = np.empty_like(problem.x) if input_grad else None
     if chosen == "winograd":
         # dW: 16 GEMMs of transformed dY and input tiles; dX: a 3x3 correlation of dY.

@@ -1,0 +1,174 @@
+"""Direct (im2col-free) stride-1 convolution for layers with very few weights (Numba).
+
+For a layer such as LeNet-5's first one (1 input channel, 6 output channels,
+5x5) the im2col GEMM is (6 x 25)·(25 x L): far too thin for BLAS, and im2col
+writes 25 times the input. These kernels instead run one long vectorised
+multiply-add per weight element over a whole image:
+
+Each image's channels are copied into a zero-padded plane ``xp`` of width
+``padded_w = out_w + kw - 1``, stored flat. For stride 1, output ``(oh, ow)``
+reads ``xp[(oh + i) * padded_w + ow + j]``, so with the output also stored
+flat at the padded width (``t = oh * padded_w + ow``) every weight element
+``(c, i, j)`` contributes ``w[k, c, i, j] * xp[c, t + i * padded_w + j]`` to
+every ``t``: one contiguous loop of ``out_h * padded_w`` elements. The
+``kw - 1`` extra columns of each output row are computed and dropped (4 of 32
+for LeNet-5's first layer).
+
+- forward: ``y_wide[k] += w[k, c, i, j] * xp[c, shift:shift + span]``;
+- weight gradient: ``dw[k, c, i, j] += dot(dy_wide[k], xp[c, shift:shift + span])``,
+  with ``dy`` spread to the padded width and zeros in the dropped columns;
+- input gradient: ``dxp[c, shift:shift + span] += w[k, c, i, j] * dy_wide[k]``,
+  then the interior of ``dxp`` is ``dx``.
+
+Here ``shift = i * padded_w + j`` and ``span = out_h * padded_w``. Each kernel
+runs images [start, stop) in the calling thread with the GIL released (the
+engine splits the batch across worker threads), and expects validated
+C-contiguous arrays; :mod:`cnnblas.ops.direct` checks and sizes them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, inline="always")
+def _load_padded(x, n, pad_top, pad_left, padded_w, xp):
+    """Copy image ``n`` of ``x`` (N, C, H, W) into the interior of ``xp`` (C, plane)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    for c in range(channels):
+        for h in range(height):
+            start = (h + pad_top) * padded_w + pad_left
+            dst = xp[c, start : start + width]
+            src = x[n, c, h]
+            for t in range(width):
+                dst[t] = src[t]
+
+
+@njit(cache=True, nogil=True)
+def direct_forward(x, weight, bias, pad, y, start, stop):
+    """``y[start:stop] = conv(x, weight) + bias`` for stride 1, dilation 1, one group.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, H, W), float32 or float64, C-contiguous
+    weight : ndarray, (K, C, kh, kw), dtype of ``x``
+    bias : ndarray, (K,), dtype of ``x`` (zeros for no bias)
+    pad : (pad_top, pad_left); the bottom/right padding follows from ``y``'s size
+    y : ndarray, (N, K, out_h, out_w), dtype of ``x``, written
+    start, stop : int
+        The images to compute.
+    """
+    channels = x.shape[1]
+    n_out, _, kernel_h, kernel_w = weight.shape
+    out_h, out_w = y.shape[2], y.shape[3]
+    padded_w = out_w + kernel_w - 1
+    span = out_h * padded_w
+    xp = np.zeros((channels, (out_h + kernel_h - 1) * padded_w + kernel_w), x.dtype)
+    y_wide = np.empty(span, y.dtype)
+    for n in range(start, stop):
+        _load_padded(x, n, pad[0], pad[1], padded_w, xp)
+        for k in range(n_out):
+            b = bias[k]
+            for t in range(span):
+                y_wide[t] = b
+            for c in range(channels):
+                for i in range(kernel_h):
+                    for j in range(kernel_w):
+                        w = weight[k, c, i, j]
+                        shift = i * padded_w + j
+                        src = xp[c, shift : shift + span]
+                        for t in range(span):
+                            y_wide[t] += w * src[t]
+            for oh in range(out_h):
+                dst = y[n, k, oh]
+                src = y_wide[oh * padded_w : oh * padded_w + out_w]
+                for t in range(out_w):
+                    dst[t] = src[t]
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _dot(a, b, length):
+    """Sum of ``a[:length] * b[:length]`` in float64. ``fastmath`` lets LLVM
+    reorder the sum into vector lanes; float64 keeps the long sums accurate."""
+    total = 0.0
+    for t in range(length):
+        total += a[t] * b[t]
+    return total
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _sum(a, length):
+    """Sum of ``a[:length]`` in float64, vectorised like :func:`_dot`."""
+    total = 0.0
+    for t in range(length):
+        total += a[t]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def direct_backward(x, weight, dy, pad, dx, want_dx, start, stop):
+    """Weight gradient (returned) and, when ``want_dx``, input gradient of images [start, stop).
+
+    Parameters
+    ----------
+    x, weight, pad : as in :func:`direct_forward`
+    dy : ndarray, (N, K, out_h, out_w), dtype of ``x``
+    dx : ndarray, shape of ``x``, written for images [start, stop) when ``want_dx``
+    want_dx : bool
+    start, stop : int
+
+    Returns
+    -------
+    dweight : ndarray, (K, C, kh, kw), float64
+        Summed over the images; the caller adds the workers' parts and casts.
+    dbias : ndarray, (K,), float64
+    """
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    n_out, _, kernel_h, kernel_w = weight.shape
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    pad_top, pad_left = pad
+    padded_w = out_w + kernel_w - 1
+    span = out_h * padded_w
+    plane = (out_h + kernel_h - 1) * padded_w + kernel_w
+    xp = np.zeros((channels, plane), x.dtype)
+    dxp = np.zeros((channels, plane), x.dtype)
+    dy_wide = np.zeros((n_out, span), dy.dtype)  # the dropped columns stay 0
+    dweight = np.zeros((n_out, channels, kernel_h, kernel_w), np.float64)
+    dbias = np.zeros(n_out, np.float64)
+    for n in range(start, stop):
+        _load_padded(x, n, pad_top, pad_left, padded_w, xp)
+        for k in range(n_out):
+            for oh in range(out_h):
+                dst = dy_wide[k, oh * padded_w : oh * padded_w + out_w]
+                src = dy[n, k, oh]
+                for t in range(out_w):
+                    dst[t] = src[t]
+            dbias[k] += _sum(dy_wide[k], span)
+        for c in range(channels):
+            for i in range(kernel_h):
+                for j in range(kernel_w):
+                    shift = i * padded_w + j
+                    src = xp[c, shift : shift + span]
+                    for k in range(n_out):
+                        dweight[k, c, i, j] += _dot(dy_wide[k], src, span)
+        if want_dx:
+            dxp[:, :] = 0
+            for c in range(channels):
+                for i in range(kernel_h):
+                    for j in range(kernel_w):
+                        shift = i * padded_w + j
+                        dst = dxp[c, shift : shift + span]
+                        for k in range(n_out):
+                            w = weight[k, c, i, j]
+                            grad = dy_wide[k]
+                            for t in range(span):
+                                dst[t] += w * grad[t]
+            for c in range(channels):
+                for h in range(height):
+                    first = (h + pad_top) * padded_w + pad_left
+                    src = dxp[c, first : first + width]
+                    dst = dx[n, c, h]
+                    for t in range(width):
+                        dst[t] = src[t]
+    return dweight, dbias
