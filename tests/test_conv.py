@@ -324,6 +324,9 @@ def test_auto_algorithm_choice():
     assert choose((8, 3, 32, 32), (32, 3, 3, 3)) == "direct"  # 864 weights
     assert choose((8, 1, 28, 28), (6, 1, 5, 5)) == "direct"
     assert choose((8, 6, 14, 14), (16, 6, 5, 5)) == "gemm"  # 2,400 weights
+    assert choose((8, 16, 32, 32), (16, 16, 3, 3)) == "direct"  # 2,304 weights
+    assert choose((8, 16, 32, 32), (32, 16, 3, 3)) == "winograd"  # 4,608 weights
+    assert choose((8, 1, 12, 12), (4, 1, 5, 5)) == "gemm"  # rows under 4 * (5 - 1) wide
     assert choose((8, 3, 32, 32), (32, 3, 3, 3), stride=2) == "gemm"
     assert choose((8, 3, 32, 32), (32, 3, 3, 3), algorithm="gemm") == "gemm"
     assert choose((8, 64, 56, 56), (64, 64, 3, 3), algorithm="direct") == "direct"
@@ -336,7 +339,8 @@ def test_auto_algorithm_choice():
 def test_auto_uses_winograd_on_wide_3x3_layers_within_float32_tolerance():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 16, 9, 10))
-    weight = rng.standard_normal((16, 16, 3, 3))
+    weight = rng.standard_normal((32, 16, 3, 3))
+    assert cb.ops.conv.choose_algorithm(x.shape, weight.shape) == "winograd"
     expected = reference.conv2d_direct(x, weight, None, stride=1, padding=1, dilation=1,
                                        groups=1)
     y32 = cb.conv2d(x.astype(np.float32), weight.astype(np.float32), padding=1)

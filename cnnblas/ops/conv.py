@@ -251,11 +251,11 @@ def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 
     """The algorithm :func:`conv2d` uses for this layer: "gemm", "winograd" or "direct".
 
     ``algorithm="auto"`` picks the direct kernels (:mod:`cnnblas.ops.direct`)
-    for stride-1, dilation-1, ungrouped layers with at most
-    :data:`cnnblas.ops.direct.MAX_AUTO_WEIGHTS` weight elements (LeNet-5's
-    first layer, a 3 -> 32 3x3 layer); Winograd F(2x2, 3x3) for 3x3, stride-1,
-    dilation-1, ungrouped layers with at least 16 input and output channels;
-    and the im2col GEMM otherwise. The other names force a choice; "winograd"
+    for stride-1, dilation-1, ungrouped layers with at most 2,304 weight
+    elements and input rows at least 4·(kw − 1) wide (LeNet-5's first layer,
+    3 -> 32 or 16 -> 16 3x3 layers; :func:`cnnblas.ops.direct.direct_preferred`);
+    Winograd F(2x2, 3x3) for other 3x3, stride-1, dilation-1, ungrouped layers
+    with at least 16 input and output channels; and the im2col GEMM otherwise. The other names force a choice; "winograd"
     or "direct" on a layer it cannot compute raises ValueError.
     """
     if not isinstance(algorithm, str):
@@ -276,7 +276,7 @@ def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 
             f"stride {stride!r}, dilation {dilation!r}, groups {groups}"
         )
     if algorithm == "auto":
-        if direct_ok and int(np.prod(weight_shape)) <= direct.MAX_AUTO_WEIGHTS:
+        if direct_ok and direct.direct_preferred(x_shape, weight_shape):
             return "direct"
         wide = min(x_shape[1], weight_shape[0]) >= _WINOGRAD_MIN_CHANNELS
         return "winograd" if supported and wide else "gemm"

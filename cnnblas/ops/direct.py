@@ -4,9 +4,11 @@ For a layer like LeNet-5's first (1 -> 6 channels, 5x5) the im2col GEMM is
 (6 x 25)·(25 x L): too thin for BLAS to run well, after an im2col that writes
 25 times the input. The kernels of :mod:`cnnblas._kernels.direct_conv` skip
 both: one long vectorised multiply-add per weight element over a whole image.
-They pay off while the weight is small (measured in benchmarks/NOTES.md:
-3x faster than the GEMM path on 150 weights, 1.0-1.4x on 500-864, 2x slower
-on 2,400), hence :data:`MAX_AUTO_WEIGHTS`.
+They pay off while the weight is small and the image rows are long
+(benchmarks/NOTES.md #27, #30: forward+backward 0.32-0.64x the GEMM path's time
+on 150-864 weights, 0.5x on a 16 -> 16 3x3 layer, where they also beat
+Winograd; but 1.24x on LeNet-5's second layer, 2,400 weights on 10-wide
+rows, and 3x on 25,000 weights), hence :func:`direct_preferred`.
 
 Inputs are assumed validated by :func:`cnnblas.conv2d` /
 :func:`cnnblas.conv2d_backward`; the batch is split across worker threads by
@@ -22,8 +24,20 @@ from cnnblas.ops import parallel
 from cnnblas.ops._checks import ConvGeometry, as_pair
 
 #: ``algorithm="auto"`` takes the direct kernels for stride-1 layers with at
-#: most this many weight elements (K * C * kh * kw).
-MAX_AUTO_WEIGHTS = 1024
+#: most this many weight elements (K * C * kh * kw: a 16 -> 16 3x3 layer)...
+MAX_AUTO_WEIGHTS = 2304
+#: ...and input rows at least this many times (kw - 1) wide, so that the
+#: kw - 1 columns computed and dropped per row stay a small share.
+MIN_WIDTH_PER_EXTRA_COLUMN = 4
+
+
+def direct_preferred(x_shape, weight_shape) -> bool:
+    """The ``algorithm="auto"`` rule for a layer the direct kernels support."""
+    if len(x_shape) < 4:  # no image size given (a layer checked before its first input)
+        return False
+    kernel_w = weight_shape[3]
+    return (int(np.prod(weight_shape)) <= MAX_AUTO_WEIGHTS
+            and x_shape[3] >= MIN_WIDTH_PER_EXTRA_COLUMN * (kernel_w - 1))
 
 
 def direct_supported(weight_shape, stride=1, dilation=1, groups: int = 1) -> bool:
