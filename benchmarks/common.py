@@ -61,7 +61,7 @@ IMPLEMENTATIONS = ("naive", "direct", "gemm", "torch")
 LABELS = {
     "naive": "naive loops",
     "direct": "Numba direct",
-    "gemm": "cnnblas GEMM",
+    "gemm": "cnnblas",
     "torch": "PyTorch",
 }
 PASSES = ("forward", "forward_backward")

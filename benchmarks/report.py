@@ -323,15 +323,25 @@ def _machine_section(results: dict) -> str:
     return "## Machine\n\n" + _table(["", ""], rows, "ll")
 
 
+def _auto_algorithm(shape: dict) -> str:
+    """What ``algorithm="auto"`` runs for this shape (the "cnnblas" rows)."""
+    from cnnblas.ops.conv import choose_algorithm
+
+    return choose_algorithm(
+        (shape["batch"], shape["in_channels"], shape["height"], shape["width"]),
+        (shape["out_channels"], shape["in_channels"], shape["kernel_h"], shape["kernel_w"]),
+        shape["stride"])
+
+
 def _shapes_section(results: dict) -> str:
     rows = [[s["name"], f"{s['batch']}×{s['in_channels']}×{s['height']}×{s['width']}",
              str(s["out_channels"]), f"{s['kernel_h']}×{s['kernel_w']}", str(s["stride"]),
              str(s["pad"]), f"{s['out_h']}×{s['out_w']}", f"{s['forward_flops'] / 1e9:.3f}",
-             f"{s['column_bytes'] / 2**20:.2f}"]
+             f"{s['column_bytes'] / 2**20:.2f}", _auto_algorithm(s)]
             for s in results["shapes"]]
     return "## Shapes\n\n" + _table(
         ["shape", "N×C×H×W", "K", "kernel", "stride", "pad", "out", "GFLOP/pass",
-         "im2col MiB/image"], rows)
+         "im2col MiB/image", "cnnblas algorithm (auto)"], rows, "l" + "r" * 8 + "l")
 
 
 def _conv_section(results: dict, pass_name: str) -> str:
