@@ -117,6 +117,15 @@ class ConvShape:
         return (self.in_channels * self.kernel_h * self.kernel_w
                 * self.out_h * self.out_w * itemsize)
 
+    def auto_algorithm(self) -> str:
+        """What ``cnnblas.conv2d(..., algorithm="auto")`` runs for this shape."""
+        from cnnblas.ops.conv import choose_algorithm
+
+        return choose_algorithm(
+            (self.batch, self.in_channels, self.height, self.width),
+            (self.out_channels, self.in_channels // self.groups, self.kernel_h, self.kernel_w),
+            self.stride, 1, self.groups)
+
     def with_batch(self, batch: int) -> ConvShape:
         return replace(self, batch=batch)
 

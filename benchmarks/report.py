@@ -235,7 +235,8 @@ def run(args: argparse.Namespace) -> dict:
                      width=s.width, out_channels=s.out_channels, kernel_h=s.kernel_h,
                      kernel_w=s.kernel_w, stride=s.stride, pad=s.pad, groups=s.groups,
                      out_h=s.out_h, out_w=s.out_w, forward_flops=s.flops("forward"),
-                     column_bytes=s.column_bytes(), description=s.describe())
+                     column_bytes=s.column_bytes(), description=s.describe(),
+                     algorithm=s.auto_algorithm())
                 for s in shapes],
         convolutions=records,
         memory=memory,
@@ -323,21 +324,11 @@ def _machine_section(results: dict) -> str:
     return "## Machine\n\n" + _table(["", ""], rows, "ll")
 
 
-def _auto_algorithm(shape: dict) -> str:
-    """What ``algorithm="auto"`` runs for this shape (the "cnnblas" rows)."""
-    from cnnblas.ops.conv import choose_algorithm
-
-    return choose_algorithm(
-        (shape["batch"], shape["in_channels"], shape["height"], shape["width"]),
-        (shape["out_channels"], shape["in_channels"], shape["kernel_h"], shape["kernel_w"]),
-        shape["stride"])
-
-
 def _shapes_section(results: dict) -> str:
     rows = [[s["name"], f"{s['batch']}×{s['in_channels']}×{s['height']}×{s['width']}",
              str(s["out_channels"]), f"{s['kernel_h']}×{s['kernel_w']}", str(s["stride"]),
              str(s["pad"]), f"{s['out_h']}×{s['out_w']}", f"{s['forward_flops'] / 1e9:.3f}",
-             f"{s['column_bytes'] / 2**20:.2f}", _auto_algorithm(s)]
+             f"{s['column_bytes'] / 2**20:.2f}", s.get("algorithm", "?")]
             for s in results["shapes"]]
     return "## Shapes\n\n" + _table(
         ["shape", "N×C×H×W", "K", "kernel", "stride", "pad", "out", "GFLOP/pass",

@@ -44,8 +44,9 @@ def check_backward(case: ConvCase, algorithm="auto"):
             assert_close(got, want, err_msg=f"{label} vs {name}: {case}")
 
 
-# "auto" takes the direct kernels for most of these small stride-1 layers and
-# the GEMM for the rest; "gemm" forces the im2col path on every case.
+# "gemm" forces the im2col path on every case; "auto" takes what the engine
+# picks (mostly the GEMM on these small images; the direct kernels have their
+# own tests below).
 @pytest.mark.parametrize("algorithm", ["auto", "gemm"])
 @settings(max_examples=80, deadline=None)
 @given(case=conv_cases())
@@ -291,6 +292,39 @@ def test_forced_direct_matches_references(case):
     assert_close(dbias, expected[2])
 
 
+@settings(max_examples=30, deadline=None)
+@given(direct_cases())
+def test_forced_direct_float32_within_1e4_of_the_float64_reference(case):
+    x, weight, bias, dy = case.arrays()
+    as32 = [array.astype(np.float32) for array in (x, weight, bias, dy)]
+    assert_close(cb.conv2d(*as32[:3], **case.kwargs(), algorithm="direct"),
+                 reference.conv2d_direct(x, weight, bias, **case.kwargs()), rtol=1e-4)
+    grads = cb.conv2d_backward(as32[3], *as32[:2], **case.kwargs(), algorithm="direct")
+    expected = reference.conv2d_backward_direct(dy, x, weight, **case.kwargs())
+    for got, want in zip(grads, expected, strict=True):
+        assert got.dtype == np.float32
+        assert_close(got, want, rtol=1e-4)
+
+
+@pytest.mark.parametrize("where", ["x", "weight"])
+def test_direct_backward_with_an_infinite_value_matches_the_reference(where):
+    """An inf in the input or weight gives the reference's inf/NaN pattern, not extra NaNs
+    from the direct kernels' dropped columns (the engine takes the GEMM path then)."""
+    x, weight = np.ones((1, 1, 8, 8), np.float32), np.ones((1, 1, 3, 3), np.float32)
+    if where == "x":
+        x[0, 0, 0, 7] = np.inf
+    else:
+        weight[0, 0, 0, 0] = np.inf
+    dy = np.ones((1, 1, 6, 6), np.float32)
+    expected = reference.conv2d_backward_direct(dy.astype(np.float64), x.astype(np.float64),
+                                                weight.astype(np.float64), stride=1, padding=0,
+                                                dilation=1, groups=1)
+    with np.errstate(invalid="ignore"):
+        grads = cb.conv2d_backward(dy, x, weight, algorithm="direct")
+    for got, want in zip(grads, expected, strict=True):
+        np.testing.assert_array_equal(got, want.astype(np.float32))
+
+
 def test_direct_float32_and_worker_threads(monkeypatch):
     """float32 within 1e-4 of the float64 reference, through the worker-thread path."""
     from cnnblas.ops import parallel
@@ -327,6 +361,7 @@ def test_auto_algorithm_choice():
     assert choose((8, 16, 32, 32), (16, 16, 3, 3)) == "direct"  # 2,304 weights
     assert choose((8, 16, 32, 32), (32, 16, 3, 3)) == "winograd"  # 4,608 weights
     assert choose((8, 1, 12, 12), (4, 1, 5, 5)) == "gemm"  # rows under 4 * (5 - 1) wide
+    assert choose((8, 32, 32, 32), (32, 32, 1, 1)) == "gemm"  # 1x1: no im2col to save
     assert choose((8, 3, 32, 32), (32, 3, 3, 3), stride=2) == "gemm"
     assert choose((8, 3, 32, 32), (32, 3, 3, 3), algorithm="gemm") == "gemm"
     assert choose((8, 64, 56, 56), (64, 64, 3, 3), algorithm="direct") == "direct"

@@ -115,11 +115,12 @@ def direct_forward(x, weight, bias, pad, y, start, stop):
                     dst[t] = src[t]
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _dot(a, b, length, zero):
     """Sum of ``a[:length] * b[:length]``, accumulated in the type of ``zero``.
 
-    ``fastmath`` lets LLVM split the sum over vector lanes (each lane adds
+    Reassociation (not the rest of ``fastmath``: inf and NaN must stay
+    meaningful) lets LLVM split the sum over vector lanes (each lane adds
     ``length / lanes`` terms, a few dozen here). Passing the arrays' own zero
     keeps float32 sums in float32 lanes, twice as many as float64's; the
     caller adds the per-image results in float64.
@@ -130,7 +131,7 @@ def _dot(a, b, length, zero):
     return total
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _sum(a, length):
     """Sum of ``a[:length]`` in float64, vectorised like :func:`_dot`."""
     total = 0.0

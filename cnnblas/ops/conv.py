@@ -252,11 +252,15 @@ def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 
 
     ``algorithm="auto"`` picks the direct kernels (:mod:`cnnblas.ops.direct`)
     for stride-1, dilation-1, ungrouped layers with at most 2,304 weight
-    elements and input rows at least 4·(kw − 1) wide (LeNet-5's first layer,
+    elements, input rows at least 4·(kw − 1) wide and kernels larger than 1x1
+    (LeNet-5's first layer,
     3 -> 32 or 16 -> 16 3x3 layers; :func:`cnnblas.ops.direct.direct_preferred`);
     Winograd F(2x2, 3x3) for other 3x3, stride-1, dilation-1, ungrouped layers
-    with at least 16 input and output channels; and the im2col GEMM otherwise. The other names force a choice; "winograd"
-    or "direct" on a layer it cannot compute raises ValueError.
+    with at least 16 input and output channels; and the im2col GEMM otherwise.
+    The other names force a choice; "winograd" or "direct" on a layer it
+    cannot compute raises ValueError. (Given non-finite inputs, the backward
+    pass of a "direct" layer runs the GEMM instead; see
+    :func:`cnnblas.ops.direct.inputs_finite`.)
     """
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a str, one of {ALGORITHMS}; got {algorithm!r}")
@@ -409,6 +413,8 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
     dy = np.ascontiguousarray(dy)
     chosen = choose_algorithm(x.shape, weight.shape, stride, dilation, groups, algorithm)
     n_images = problem.n_images
+    if chosen == "direct" and not direct.inputs_finite(problem.x, problem.weight):
+        chosen = "gemm"  # the direct kernels would turn 0 * inf into NaN (see ops.direct)
     if chosen == "direct":
         return direct.backward(dy, problem.x, problem.weight, geom, input_grad,
                                problem.flops * (2 if input_grad else 1))

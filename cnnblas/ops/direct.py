@@ -8,7 +8,8 @@ They pay off while the weight is small and the image rows are long
 (benchmarks/NOTES.md #27, #30: forward+backward 0.32-0.64x the GEMM path's time
 on 150-864 weights, 0.5x on a 16 -> 16 3x3 layer, where they also beat
 Winograd; but 1.24x on LeNet-5's second layer, 2,400 weights on 10-wide
-rows, and 3x on 25,000 weights), hence :func:`direct_preferred`.
+rows, 3x on 25,000 weights, and 1.2-1.3x on 1x1 layers, which the GEMM
+computes without im2col), hence :func:`direct_preferred`.
 
 Inputs are assumed validated by :func:`cnnblas.conv2d` /
 :func:`cnnblas.conv2d_backward`; the batch is split across worker threads by
@@ -35,7 +36,9 @@ def direct_preferred(x_shape, weight_shape) -> bool:
     """The ``algorithm="auto"`` rule for a layer the direct kernels support."""
     if len(x_shape) < 4:  # no image size given (a layer checked before its first input)
         return False
-    kernel_w = weight_shape[3]
+    kernel_h, kernel_w = weight_shape[2:]
+    if kernel_h == kernel_w == 1:  # the GEMM needs no im2col there and was faster
+        return False
     return (int(np.prod(weight_shape)) <= MAX_AUTO_WEIGHTS
             and x_shape[3] >= MIN_WIDTH_PER_EXTRA_COLUMN * (kernel_w - 1))
 
@@ -62,9 +65,21 @@ def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geom: Co
         x.shape[0], flops)
 
 
+def inputs_finite(x: np.ndarray, weight: np.ndarray) -> bool:
+    """Whether the backward kernels give exact results for these arrays.
+
+    They multiply the zeros of the dropped columns by input and weight values,
+    which is harmless for finite values but turns an inf into NaN where no
+    real output used it; :func:`cnnblas.conv2d_backward` takes the GEMM path
+    when this is False.
+    """
+    return bool(np.isfinite(x).all() and np.isfinite(weight).all())
+
+
 def backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry,
              input_grad: bool, flops: float):
-    """(dx or None, dweight, dbias) for C-contiguous ``dy``, ``x`` and ``weight``.
+    """(dx or None, dweight, dbias) for C-contiguous ``dy``, ``x`` and ``weight``,
+    which must pass :func:`inputs_finite`.
 
     The weight and bias gradients are accumulated in float64 per worker and
     returned in ``x``'s dtype.
