@@ -549,7 +549,9 @@ class Trainer:
         given as ``train`` is trained through a sharded copy whose position is
         copied back to it after every epoch.
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
+        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral):
+            raise TypeError(f"epochs must be an int >= 0, got {epochs!r}")
+        if epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
         batch_size = _check_batch_size(batch_size)
         if resume and checkpoint is None:

@@ -308,13 +308,14 @@ def test_load_digits_deterministic_per_seed():
     assert load_digits(test_fraction=0.0).x_test.shape == (0, 1, 8, 8)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"test_fraction": 1.0}, r"test_fraction must be in \[0, 1\), got 1.0"),
-    ({"test_fraction": -0.1}, "got -0.1"),
-    ({"seed": -1}, "seed must be a non-negative int, got -1"),
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"test_fraction": 1.0}, ValueError, r"test_fraction must be in \[0, 1\), got 1.0"),
+    ({"test_fraction": -0.1}, ValueError, "got -0.1"),
+    ({"seed": -1}, ValueError, "seed must be a non-negative int, got -1"),
+    ({"seed": "0"}, TypeError, "seed must be a non-negative int, got '0'"),
 ])
-def test_load_digits_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_load_digits_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
         load_digits(**kwargs)
 
 
@@ -425,6 +426,8 @@ def test_loader_validation():
         DataLoader(x, y, batch_size=2.0)
     with pytest.raises(ValueError, match="seed must be None or a non-negative int, got -3"):
         DataLoader(x, y, batch_size=2, seed=-3)
+    with pytest.raises(TypeError, match="seed must be None or a non-negative int, got 1.5"):
+        DataLoader(x, y, batch_size=2, seed=1.5)
 
     state = DataLoader(x, y, batch_size=2, shuffle=True, seed=0).state_dict()
     with pytest.raises(ValueError, match=r"'batch_size'\] is 2, but this loader has batch_size=5"):

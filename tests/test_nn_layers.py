@@ -229,6 +229,8 @@ def test_layer_errors_name_the_layer_and_both_sizes():
         nn.MaxPool2d(2, padding=2)
     with pytest.raises(ValueError, match="p must be in"):
         nn.Dropout(1.5)
+    with pytest.raises(TypeError, match="p must be a real number"):
+        nn.Dropout("0.5")
     with pytest.raises(TypeError, match="dtype"):
         nn.Linear(2, 2, dtype=np.int32)
     with pytest.raises(TypeError, match="rng"):

@@ -198,6 +198,10 @@ def test_bad_validation_and_evaluation_data(digits):
         trainer.evaluate(xt[:0], yt[:0])
     with pytest.raises(TypeError, match="DataLoader or a pair"):
         trainer.fit(x, 1, log=None, progress=False)
+    with pytest.raises(TypeError, match="epochs must be an int >= 0, got 1.5"):
+        trainer.fit((x, y), 1.5, log=None, progress=False)
+    with pytest.raises(ValueError, match="epochs must be an int >= 0, got -1"):
+        trainer.fit((x, y), -1, log=None, progress=False)
     with pytest.raises(ValueError, match="resume=True needs a checkpoint"):
         trainer.fit((x, y), 1, resume=True, log=None, progress=False)
 

@@ -129,7 +129,9 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         raise TypeError(f"test_fraction must be a real number, got {test_fraction!r}")
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be a non-negative int, got {seed!r}")
+    if seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     try:
         from sklearn.datasets import load_digits as sklearn_load_digits

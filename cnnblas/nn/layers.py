@@ -417,7 +417,9 @@ class Dropout(_Layer):
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
-        if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+        if not isinstance(p, numbers.Real) or isinstance(p, bool):
+            raise TypeError(f"Dropout probability p must be a real number in [0, 1], got {p!r}")
+        if not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout probability p must be in [0, 1], got {p!r}")
         self.p = float(p)
         self.rng = init.as_rng(rng)
