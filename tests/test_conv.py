@@ -205,38 +205,6 @@ def test_batch_chunking_gives_the_same_result(limit):
         cb.set_workspace_limit(old)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("limit", [1, 10**9])
-def test_ungrouped_pointwise_batch_gemm_matches_the_reference(threads, limit, monkeypatch):
-    """1x1 stride-1 layers run as one GEMM per chunk of images in the calling thread:
-    one image per chunk or the whole batch, one or two BLAS threads, with and without dx."""
-    from cnnblas.ops import parallel
-
-    if threads > cb.threads.max_threads():
-        pytest.skip("needs 2 Numba threads")
-    monkeypatch.setattr(parallel, "SERIAL_FLOPS", 0)  # keep multi-threaded BLAS on
-    case = ConvCase(5, 6, 4, 7, 3, (1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1)
-    x, weight, bias, dy = case.arrays()
-    expected = reference.conv2d_backward_direct(dy, x, weight, **case.kwargs())
-    old_threads, old_limit = cb.get_num_threads(), cb.get_workspace_limit()
-    try:
-        cb.set_num_threads(threads)
-        cb.set_workspace_limit(limit)
-        assert_close(cb.conv2d(x, weight, bias, **case.kwargs()),
-                     reference.conv2d_direct(x, weight, bias, **case.kwargs()))
-        for got, want in zip(cb.conv2d_backward(dy, x, weight, **case.kwargs()), expected,
-                             strict=True):
-            assert_close(got, want)
-        dx, dweight, dbias = cb.conv2d_backward(dy, x, weight, **case.kwargs(),
-                                                input_grad=False)
-        assert dx is None
-        assert_close(dweight, expected[1])
-        assert_close(dbias, expected[2])
-    finally:
-        cb.set_num_threads(old_threads)
-        cb.set_workspace_limit(old_limit)
-
-
 def test_input_grad_false_skips_dx():
     x, weight, _, dy = EDGE_CASES["groups2"].arrays()
     dx, dweight, dbias = cb.conv2d_backward(dy, x, weight, padding=1, groups=2, input_grad=False)

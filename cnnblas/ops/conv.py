@@ -337,69 +337,11 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
         plan = winograd.forward_plan(problem.x, problem.weight, bias, problem.geom.padding)
         parallel.map_image_ranges(lambda start, stop, serial: plan.run(start, stop, y, serial),
                                   problem.n_images, problem.flops)
-    elif problem.geom.is_pointwise and problem.groups == 1:
-        parallel.run_in_caller(lambda: _pointwise_forward(problem, bias, y), problem.flops)
     else:
         parallel.map_image_ranges(
             lambda start, stop, serial: _gemm_forward(problem, bias, y, start, stop, serial),
             problem.n_images, problem.flops)
     return y
-
-
-def _batch_columns(array: np.ndarray, start: int, stop: int, slot: int) -> np.ndarray:
-    """Images [start, stop) of an (N, C, H, W) array as the (C, b*H*W) matrix of a
-    1x1 convolution's GEMM, in workspace ``slot``."""
-    count, channels = stop - start, array.shape[1]
-    columns = workspace.scratch((channels, count, array[0, 0].size), array.dtype, slot=slot)
-    np.copyto(columns, array[start:stop].reshape(count, channels, -1).transpose(1, 0, 2))
-    return columns.reshape(channels, -1)
-
-
-def _pointwise_forward(problem: _ConvProblem, bias, y: np.ndarray) -> None:
-    """An ungrouped 1x1, stride-1, unpadded layer as one GEMM per chunk of images,
-    ``Y (K, b*HW) = Wm (K, C) @ X (C, b*HW)``, run by BLAS's own threads.
-
-    Splitting a batch of 8 such images across worker threads cost a thread
-    hand-off (35-70 us) on a 0.3 ms call; one wide GEMM on two BLAS threads ran
-    25 % faster than per-image GEMMs on worker threads (benchmarks/NOTES.md #33).
-    """
-    n_out, channels = problem.weight.shape[:2]
-    weight = problem.weight.reshape(n_out, channels)
-    for start, stop in problem.chunks(0, problem.n_images, buffers=1):
-        count = stop - start
-        x_columns = _batch_columns(problem.x, start, stop, slot=0)
-        out = workspace.scratch((n_out, x_columns.shape[1]), y.dtype, slot=2)
-        np.matmul(weight, x_columns, out=out)
-        reordered = out.reshape(n_out, count, -1).transpose(1, 0, 2)
-        y_chunk = y[start:stop].reshape(count, n_out, -1)
-        if bias is None:
-            np.copyto(y_chunk, reordered)
-        else:
-            np.add(reordered, bias[:, None], out=y_chunk)
-
-
-def _pointwise_backward(problem: _ConvProblem, dy: np.ndarray, dx: np.ndarray | None):
-    """(dW, db) of an ungrouped 1x1, stride-1, unpadded layer, one GEMM per chunk and
-    gradient as in :func:`_pointwise_forward`; fills ``dx`` unless it is None."""
-    n_out, channels = problem.weight.shape[:2]
-    weight = problem.weight.reshape(n_out, channels)
-    dweight = np.zeros((n_out, channels), dy.dtype)
-    dbias = np.zeros(n_out, dy.dtype)
-    product_t = np.empty((channels, n_out), dy.dtype)
-    buffers = 1 if dx is None else 2
-    for start, stop in problem.chunks(0, problem.n_images, buffers=buffers):
-        count = stop - start
-        x_columns = _batch_columns(problem.x, start, stop, slot=0)
-        dy_columns = _batch_columns(dy, start, stop, slot=2)
-        dbias += dy_columns.sum(axis=1)
-        # dW += dY @ Xᵀ, computed transposed as in _gemm_backward
-        dweight += np.matmul(x_columns, dy_columns.T, out=product_t).T
-        if dx is not None:
-            dx_columns = workspace.scratch((channels, x_columns.shape[1]), dy.dtype, slot=1)
-            np.matmul(weight.T, dy_columns, out=dx_columns)  # dX = Wmᵀ @ dY
-            np.copyto(dx[start:stop].reshape(count, channels, -1),
-                      dx_columns.reshape(channels, count, -1).transpose(1, 0, 2))
-    return dweight, dbias
 
 
 def _gemm_forward(problem: _ConvProblem, bias, y: np.ndarray, start: int, stop: int,
@@ -488,9 +430,6 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
                 lambda start, stop, serial: plan.run(start, stop, dx, serial), n_images,
                 problem.flops)
         dbias = dy.sum(axis=(0, 2, 3))
-    elif geom.is_pointwise and groups == 1:
-        dweight, dbias = parallel.run_in_caller(
-            lambda: _pointwise_backward(problem, dy, dx), problem.flops * (2 if input_grad else 1))
     else:
         partials = parallel.map_image_ranges(
             lambda start, stop, serial: _gemm_backward(problem, dy, dx, start, stop, serial),

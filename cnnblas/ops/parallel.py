@@ -67,16 +67,6 @@ def batch_workers(n_images: int) -> int:
     return n_threads if 1 < n_threads <= n_images else 1
 
 
-def run_in_caller(function: Callable[[], object], flops: float = float("inf")):
-    """Run ``function()`` in the calling thread, for work that is one large BLAS
-    call rather than a loop over images: multi-threaded BLAS (the thread
-    setting), or BLAS held at one thread below :data:`SERIAL_FLOPS`."""
-    if flops < SERIAL_FLOPS:
-        with threads.single_threaded_blas():
-            return function()
-    return function()
-
-
 def map_image_ranges(function: Callable[[int, int, bool], object], n_images: int,
                      flops: float = float("inf")) -> list:
     """Run ``function(start, stop, serial)`` over the batch and return the results.
