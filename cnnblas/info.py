@@ -101,8 +101,8 @@ def _extra_warmups():
             y, argmax = pooling.max_pool2d(x, 2)
             pooling.max_pool2d_backward(y, argmax, x.shape)
             pooling.avg_pool2d_backward(pooling.avg_pool2d(x, 2), x.shape, 2)
-            activations.relu_backward(x, x)
-            activations.leaky_relu_backward(x, x)
+            activations.relu_backward(x, activations.relu(x))
+            activations.leaky_relu_backward(x, activations.leaky_relu(x))
 
         calls.append(pools)
     return calls

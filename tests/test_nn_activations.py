@@ -122,6 +122,25 @@ def test_masked_gradient_matches_numpy_where(dtype, slope):
     assert np.isnan(dx[0, 0, :2, 0]).all() == (slope == 0.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("slope", [None, 0.01, -0.5])
+def test_rectify_matches_numpy_on_special_values(dtype, slope):
+    """The one-pass kernel gives numpy.maximum's / numpy.where's values (NaN, inf,
+    -0.0 included) and the mask x > 0, also for a non-contiguous input."""
+    values = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1.5, -2.5, 3e-39, -3e-39])
+    rng = np.random.default_rng(8)
+    x = np.concatenate([values, rng.standard_normal(63)]).astype(dtype).reshape(8, 9).T
+    y, positive = act.rectify(x, slope)
+    if slope is None:
+        expected = np.maximum(x, 0)
+    else:
+        expected = np.where(x > 0, x, x * dtype(slope))
+    assert y.dtype == dtype and y.shape == x.shape and positive.dtype == np.bool_
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(expected))  # -0.0 as numpy has it
+    np.testing.assert_array_equal(positive, x > 0)
+
+
 def test_masked_gradient_rejects_a_bad_mask():
     with pytest.raises(TypeError, match="positive must be a bool"):
         act.masked_gradient(np.ones(3), np.ones(3))

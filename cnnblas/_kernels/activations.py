@@ -42,3 +42,34 @@ def leaky_relu_gradient_into(dy, positive, negative_slope, dx):
     """
     for i in range(dy.size):
         dx[i] = dy[i] if positive[i] else dy[i] * negative_slope
+
+
+@njit(cache=True, nogil=True)
+def relu_forward_into(x, y, positive):
+    """``y = max(x, 0)`` with ``numpy.maximum``'s results (NaN propagates, -0.0
+    gives 0.0), and ``positive = x > 0``, in one pass.
+
+    Parameters
+    ----------
+    x : ndarray, shape (size,), float32 or float64
+    y : ndarray, shape (size,), dtype of ``x``, written
+    positive : ndarray, shape (size,), bool, written
+    """
+    for i in range(x.size):
+        value = x[i]
+        y[i] = value if (value > 0 or value != value) else 0.0
+        positive[i] = value > 0
+
+
+@njit(cache=True, nogil=True)
+def leaky_relu_forward_into(x, negative_slope, y, positive):
+    """``y = x`` where ``x > 0``, else ``negative_slope * x``; ``positive = x > 0``.
+
+    ``negative_slope`` is a scalar of ``x``'s dtype, as in
+    :func:`leaky_relu_gradient_into`.
+    """
+    for i in range(x.size):
+        value = x[i]
+        above = value > 0
+        y[i] = value if above else value * negative_slope
+        positive[i] = above

@@ -245,8 +245,8 @@ class ReLU(_Layer):
     def forward(self, x):
         """Parameters: x, any shape, float32/float64. Returns y, same shape and dtype."""
         self._check_input(x)
-        y = act.relu(x)
-        self._save_for_backward(mask=x > 0, dtype=x.dtype)
+        y, positive = act.rectify(x)
+        self._save_for_backward(mask=positive, dtype=x.dtype)
         return y
 
     def backward(self, dy):
@@ -274,8 +274,8 @@ class LeakyReLU(_Layer):
 
     def forward(self, x):
         self._check_input(x)
-        y = act.leaky_relu(x, self.negative_slope)
-        self._save_for_backward(mask=x > 0, dtype=x.dtype)
+        y, positive = act.rectify(x, self.negative_slope)
+        self._save_for_backward(mask=positive, dtype=x.dtype)
         return y
 
     def backward(self, dy):
