@@ -31,18 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-
-@njit(cache=True, inline="always")
-def _load_padded(x, n, pad_top, pad_left, padded_w, xp):
-    """Copy image ``n`` of ``x`` (N, C, H, W) into the interior of ``xp`` (C, plane)."""
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    for c in range(channels):
-        for h in range(height):
-            start = (h + pad_top) * padded_w + pad_left
-            dst = xp[c, start : start + width]
-            src = x[n, c, h]
-            for t in range(width):
-                dst[t] = src[t]
+from cnnblas._kernels.planes import copy_from_padded, copy_into_padded
 
 
 @njit(cache=True, nogil=True)
@@ -67,7 +56,8 @@ def direct_forward(x, weight, bias, pad, y, start, stop):
     xp = np.zeros((channels, (out_h + kernel_h - 1) * padded_w + kernel_w), x.dtype)
     y_wide = np.empty(span, y.dtype)
     for n in range(start, stop):
-        _load_padded(x, n, pad[0], pad[1], padded_w, xp)
+        for c in range(channels):
+            copy_into_padded(x[n, c], xp[c], pad[0], pad[1], padded_w)
         for k in range(n_out):
             b = bias[k]
             for t in range(span):
@@ -158,7 +148,7 @@ def direct_backward(x, weight, dy, pad, dx, want_dx, start, stop):
         Summed over the images; the caller adds the workers' parts and casts.
     dbias : ndarray, (K,), float64
     """
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    channels = x.shape[1]
     n_out, _, kernel_h, kernel_w = weight.shape
     out_h, out_w = dy.shape[2], dy.shape[3]
     pad_top, pad_left = pad
@@ -172,7 +162,8 @@ def direct_backward(x, weight, dy, pad, dx, want_dx, start, stop):
     dbias = np.zeros(n_out, np.float64)
     zero = np.zeros(1, dy.dtype)[0]  # a 0 of dy's dtype, for the per-image dot products
     for n in range(start, stop):
-        _load_padded(x, n, pad_top, pad_left, padded_w, xp)
+        for c in range(channels):
+            copy_into_padded(x[n, c], xp[c], pad_top, pad_left, padded_w)
         for k in range(n_out):
             for oh in range(out_h):
                 dst = dy_wide[k, oh * padded_w : oh * padded_w + out_w]
@@ -215,10 +206,5 @@ def direct_backward(x, weight, dy, pad, dx, want_dx, start, stop):
                             for t in range(span):
                                 dst[t] += w0 * g0[t]
             for c in range(channels):
-                for h in range(height):
-                    first = (h + pad_top) * padded_w + pad_left
-                    src = dxp[c, first : first + width]
-                    dst = dx[n, c, h]
-                    for t in range(width):
-                        dst[t] = src[t]
+                copy_from_padded(dxp[c], pad_top, pad_left, padded_w, dx[n, c])
     return dweight, dbias

@@ -43,6 +43,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from cnnblas._kernels.planes import copy_from_padded, copy_into_padded
+
 
 @numba.njit(cache=True, inline="always")
 def _valid_range(offset, stride, size, out_size):
@@ -70,12 +72,7 @@ def _padded_plane(x, n, c, pad, padded, plane):
     padded_h, padded_w = padded
     if padded_h == height and padded_w == width:
         return x[n, c].ravel()
-    for h in range(height):
-        start = (h + pad_top) * padded_w + pad_left
-        dst = plane[start : start + width]
-        src = x[n, c, h]
-        for t in range(width):
-            dst[t] = src[t]
+    copy_into_padded(x[n, c], plane, pad_top, pad_left, padded_w)
     return plane
 
 
@@ -228,12 +225,7 @@ def _col2im_scatter_task(cols, offsets, pad, padded, plane, x, task):
         for l in range(n_positions):
             target[at[l]] += src[l]
     if not unpadded:
-        for h in range(height):
-            start = (h + pad_top) * padded_w + pad_left
-            src_row = plane[start : start + width]
-            dst = x[n, c, h]
-            for t in range(width):
-                dst[t] = src_row[t]
+        copy_from_padded(plane, pad_top, pad_left, padded_w, x[n, c])
 
 
 @numba.njit(cache=True, parallel=True)
