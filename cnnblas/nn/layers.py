@@ -239,23 +239,31 @@ class Linear(_Layer):
         return dx
 
 
-class ReLU(_Layer):
-    """``y = max(x, 0)``; backward passes ``dy`` where ``x > 0`` (tutorial 3.2)."""
+class _Rectifier(_Layer):
+    """ReLU and leaky ReLU: forward saves the mask ``x > 0``, backward routes ``dy``
+    through it (:func:`cnnblas.ops.activations.rectify` / ``masked_gradient``)."""
+
+    #: None for ReLU (exact zeros below 0); the slope for leaky ReLU.
+    negative_slope: float | None = None
 
     def forward(self, x):
         """Parameters: x, any shape, float32/float64. Returns y, same shape and dtype."""
         self._check_input(x)
-        y, positive = act.rectify(x)
+        y, positive = act.rectify(x, self.negative_slope)
         self._save_for_backward(mask=positive, dtype=x.dtype)
         return y
 
     def backward(self, dy):
         saved = self._saved_for_backward()
         self._check_grad(dy, saved["mask"].shape, saved["dtype"])
-        return act.masked_gradient(dy, saved["mask"])
+        return act.masked_gradient(dy, saved["mask"], negative_slope=self.negative_slope)
 
 
-class LeakyReLU(_Layer):
+class ReLU(_Rectifier):
+    """``y = max(x, 0)``; backward passes ``dy`` where ``x > 0`` (tutorial 3.2)."""
+
+
+class LeakyReLU(_Rectifier):
     """``y = x`` for ``x > 0``, ``negative_slope * x`` otherwise.
 
     Parameters
@@ -271,17 +279,6 @@ class LeakyReLU(_Layer):
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"
-
-    def forward(self, x):
-        self._check_input(x)
-        y, positive = act.rectify(x, self.negative_slope)
-        self._save_for_backward(mask=positive, dtype=x.dtype)
-        return y
-
-    def backward(self, dy):
-        saved = self._saved_for_backward()
-        self._check_grad(dy, saved["mask"].shape, saved["dtype"])
-        return act.masked_gradient(dy, saved["mask"], negative_slope=self.negative_slope)
 
 
 class Sigmoid(_Layer):
