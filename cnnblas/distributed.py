@@ -493,21 +493,14 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
             )
         mean = stats[:c] / count
         var = np.maximum(stats[c:2 * c] / count - np.square(mean), 0.0)  # biased
-        inv_std = 1.0 / np.sqrt(var + self.eps)
-        x_hat = (x - self._per_channel(mean)) * self._per_channel(inv_std)
-        y = x_hat * self._per_channel(gamma) + self._per_channel(beta)
-        self.num_batches_tracked += 1
-        factor = (self.momentum if self.momentum is not None
-                  else 1.0 / float(self.num_batches_tracked))
-        self.running_mean[...] = (1 - factor) * self.running_mean + factor * mean
-        self.running_var[...] = (1 - factor) * self.running_var + factor * var * (
-            count / (count - 1))
+        y, x_hat, inv_std = self._normalize_and_track(x - self._per_channel(mean), mean, var,
+                                                      count, gamma, beta)
         self._save_for_backward(x_hat=x_hat, inv_std=inv_std, count=count)
         return y
 
     def backward(self, dy):
         cache = self._saved_for_backward()
-        x_hat, inv_std, count = cache["x_hat"], cache["inv_std"], cache["count"]
+        x_hat = cache["x_hat"]
         self._check_grad(dy, x_hat.shape)
         c = x_hat.shape[1]
         sums = np.empty(2 * c, dtype=np.float64)
@@ -517,15 +510,7 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
             self.weight.accumulate_grad(sums[c:].astype(self.dtype))
             self.bias.accumulate_grad(sums[:c].astype(self.dtype))
         self.world.comm.Allreduce(self.world._MPI.IN_PLACE, sums, op=self.world._MPI.SUM)
-        dbias, dweight = sums[:c], sums[c:]
-        gamma = self.weight.data if self.affine else np.ones(c, self.dtype)
-        coeff = gamma * inv_std / count
-        dx = self._per_channel(coeff) * (
-            dy * self.dtype.type(count)
-            - self._per_channel(dbias)
-            - x_hat * self._per_channel(dweight)
-        )
-        return dx.astype(self.dtype, copy=False)
+        return self._input_grad(dy, x_hat, cache["inv_std"], cache["count"], sums[:c], sums[c:])
 
 
 def convert_sync_batchnorm(model: nn.Module, world: DataParallel | None) -> int:

@@ -536,18 +536,27 @@ class BatchNorm2d(_Layer):
         mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
         centered = x - self._per_channel(mean)
         var = np.square(centered).mean(axis=(0, 2, 3), dtype=np.float64)  # biased
+        y, x_hat, inv_std = self._normalize_and_track(centered, mean, var, count, gamma, beta)
+        self._save_for_backward(x_hat=x_hat, inv_std=inv_std)
+        return y
+
+    def _normalize_and_track(self, centered, mean, var, count, gamma, beta):
+        """Training-mode output from batch statistics over ``count`` values per channel.
+
+        ``mean`` and the biased ``var`` are float64 per channel and ``centered`` is
+        ``x - mean``. Updates the running statistics (with the unbiased variance,
+        as PyTorch does). Returns (y, x_hat, inv_std).
+        """
         inv_std = 1.0 / np.sqrt(var + self.eps)
         x_hat = centered * self._per_channel(inv_std)
         y = x_hat * self._per_channel(gamma) + self._per_channel(beta)
-
         self.num_batches_tracked += 1
         factor = (self.momentum if self.momentum is not None
                   else 1.0 / float(self.num_batches_tracked))
         self.running_mean[...] = (1 - factor) * self.running_mean + factor * mean
         self.running_var[...] = (1 - factor) * self.running_var + factor * var * (
             count / (count - 1))
-        self._save_for_backward(x_hat=x_hat, inv_std=inv_std)
-        return y
+        return y, x_hat, inv_std
 
     def backward(self, dy):
         """Return dx; accumulate dweight = Σ dy·x̂ and dbias = Σ dy per channel.
@@ -555,22 +564,26 @@ class BatchNorm2d(_Layer):
         With m = N*H*W: ``dx = weight * inv_std / m * (m*dy - Σdy - x̂ Σ(dy·x̂))``.
         """
         cache = self._saved_for_backward()
-        x_hat, inv_std = cache["x_hat"], cache["inv_std"]
+        x_hat = cache["x_hat"]
         self._check_grad(dy, x_hat.shape)
-        n, c, h, w = x_hat.shape
-        count = n * h * w
         dbias = dy.sum(axis=(0, 2, 3), dtype=np.float64)
         dweight = (dy * x_hat).sum(axis=(0, 2, 3), dtype=np.float64)
-        gamma = self.weight.data if self.affine else np.ones(c, self.dtype)
+        if self.affine:
+            self.weight.accumulate_grad(dweight.astype(self.dtype))
+            self.bias.accumulate_grad(dbias.astype(self.dtype))
+        n, _, h, w = x_hat.shape
+        return self._input_grad(dy, x_hat, cache["inv_std"], n * h * w, dbias, dweight)
+
+    def _input_grad(self, dy, x_hat, inv_std, count, dbias, dweight):
+        """dx from the per-channel sums Σdy (``dbias``) and Σdy·x̂ (``dweight``) over
+        the ``count`` values the batch statistics came from."""
+        gamma = self.weight.data if self.affine else np.ones(x_hat.shape[1], self.dtype)
         coeff = gamma * inv_std / count
         dx = self._per_channel(coeff) * (
             dy * self.dtype.type(count)
             - self._per_channel(dbias)
             - x_hat * self._per_channel(dweight)
         )
-        if self.affine:
-            self.weight.accumulate_grad(dweight.astype(self.dtype))
-            self.bias.accumulate_grad(dbias.astype(self.dtype))
         return dx.astype(self.dtype, copy=False)
 
 
