@@ -78,7 +78,7 @@ def warm_up() -> float:
     for dtype in (np.float32, np.float64):
         x = np.ones((1, 1, 4, 4), dtype)
         w = np.ones((1, 1, 3, 3), dtype)
-        for algorithm in ("gemm", "winograd", "direct"):
+        for algorithm in ("gemm", "winograd", "winograd4x4", "direct"):
             y = conv2d(x, w, padding=1, algorithm=algorithm)
             conv2d_backward(y, x, w, padding=1, algorithm=algorithm)
             conv2d_backward(y, x, w, padding=1, algorithm=algorithm, input_grad=False)

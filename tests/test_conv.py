@@ -242,21 +242,23 @@ def test_non_contiguous_and_read_only_inputs_work_and_are_not_modified():
 
 @st.composite
 def winograd_cases(draw) -> ConvCase:
-    """3x3, stride-1, dilation-1, ungrouped layers: what Winograd F(2x2, 3x3) computes."""
+    """3x3, stride-1, dilation-1, ungrouped layers: what Winograd computes."""
     padding = tuple((draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in range(2))
     size = [draw(st.integers(max(1, 3 - sum(padding[a])), 11)) for a in range(2)]
     return ConvCase(draw(st.integers(1, 3)), draw(st.integers(1, 5)), size[0], size[1],
                     draw(st.integers(1, 5)), (3, 3), (1, 1), padding, (1, 1), 1)
 
 
+@pytest.mark.parametrize("algorithm", ["winograd", "winograd4x4"])
 @settings(max_examples=40, deadline=None)
-@given(winograd_cases())
-def test_forced_winograd_matches_references(case):
-    """conv2d / conv2d_backward with algorithm='winograd' (float64, 1e-10 relative)."""
+@given(case=winograd_cases())
+def test_forced_winograd_matches_references(algorithm, case):
+    """conv2d / conv2d_backward with algorithm='winograd' (F(2x2, 3x3)) or
+    'winograd4x4' (F(4x4, 3x3)) (float64, 1e-10 relative)."""
     x, weight, bias, dy = case.arrays()
-    y = cb.conv2d(x, weight, bias, **case.kwargs(), algorithm="winograd")
+    y = cb.conv2d(x, weight, bias, **case.kwargs(), algorithm=algorithm)
     assert_close(y, reference.conv2d_direct(x, weight, bias, **case.kwargs()))
-    grads = cb.conv2d_backward(dy, x, weight, **case.kwargs(), algorithm="winograd")
+    grads = cb.conv2d_backward(dy, x, weight, **case.kwargs(), algorithm=algorithm)
     expected = reference.conv2d_backward_direct(dy, x, weight, **case.kwargs())
     for got, want in zip(grads, expected, strict=True):
         assert_close(got, want)
@@ -354,12 +356,18 @@ def test_direct_float32_and_worker_threads(monkeypatch):
 def test_auto_algorithm_choice():
     from cnnblas.ops.conv import choose_algorithm as choose
 
-    assert choose((8, 64, 56, 56), (64, 64, 3, 3)) == "winograd"
-    assert choose((8, 3, 32, 32), (32, 3, 3, 3)) == "direct"  # 864 weights
+    assert choose((8, 64, 56, 56), (64, 64, 3, 3)) == "winograd4x4"
+    assert choose((8, 128, 28, 28), (128, 128, 3, 3)) == "winograd4x4"  # K*C = 128**2
+    assert choose((8, 128, 28, 28), (256, 128, 3, 3)) == "winograd"  # K*C above 128**2
+    assert choose((8, 64), (64, 64, 3, 3)) == "winograd4x4"  # image size not known yet
+    assert choose((8, 64, 7, 56), (64, 64, 3, 3)) == "gemm"  # images under 8x8
+    assert choose((8, 3, 32, 32), (32, 3, 3, 3)) == "direct"  # 3 channels; 864 weights
+    assert choose((8, 7, 32, 32), (32, 7, 3, 3)) == "direct"  # 7 channels
+    assert choose((8, 8, 32, 32), (8, 8, 3, 3)) == "winograd4x4"  # 8 channels
     assert choose((8, 1, 28, 28), (6, 1, 5, 5)) == "direct"
     assert choose((8, 6, 14, 14), (16, 6, 5, 5)) == "gemm"  # 2,400 weights
-    assert choose((8, 16, 32, 32), (16, 16, 3, 3)) == "direct"  # 2,304 weights
-    assert choose((8, 16, 32, 32), (32, 16, 3, 3)) == "winograd"  # 4,608 weights
+    assert choose((8, 16, 32, 32), (16, 16, 3, 3)) == "winograd4x4"
+    assert choose((8, 16, 32, 32), (16, 16, 5, 5)) == "gemm"  # 6,400 weights
     assert choose((8, 1, 12, 12), (4, 1, 5, 5)) == "gemm"  # rows under 4 * (5 - 1) wide
     assert choose((8, 32, 32, 32), (32, 32, 1, 1)) == "gemm"  # 1x1: no im2col to save
     assert choose((8, 3, 32, 32), (32, 3, 3, 3), stride=2) == "gemm"
@@ -375,7 +383,7 @@ def test_auto_uses_winograd_on_wide_3x3_layers_within_float32_tolerance():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 16, 9, 10))
     weight = rng.standard_normal((32, 16, 3, 3))
-    assert cb.ops.conv.choose_algorithm(x.shape, weight.shape) == "winograd"
+    assert cb.ops.conv.choose_algorithm(x.shape, weight.shape) == "winograd4x4"
     expected = reference.conv2d_direct(x, weight, None, stride=1, padding=1, dilation=1,
                                        groups=1)
     y32 = cb.conv2d(x.astype(np.float32), weight.astype(np.float32), padding=1)

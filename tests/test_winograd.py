@@ -1,4 +1,5 @@
-"""Winograd F(2x2, 3x3) forward, input and weight gradients against the references.
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3) forward, input and weight gradients
+against the references.
 
 The references (cnnblas.reference: plain loops, Numba direct loops) and the
 im2col GEMM path share no code with the Winograd transforms.
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 import cnnblas as cb
 from cnnblas import reference
 from cnnblas._kernels.winograd import winograd_grad_transform, winograd_grad_transform_serial
+from cnnblas._kernels.winograd4 import winograd4_grad_transform, winograd4_grad_transform_serial
 from cnnblas.ops import winograd, workspace
 from cnnblas.ops.winograd import (
     weight_grad_plan,
@@ -25,6 +27,9 @@ from cnnblas.ops.winograd import (
 from tests.conftest import assert_close
 
 GEOMETRY = dict(stride=1, dilation=1, groups=1)
+# Output tile sides: F(2x2, 3x3) and F(4x4, 3x3).
+TILES = [2, 4]
+by_tile = pytest.mark.parametrize("tile", TILES)
 
 
 @st.composite
@@ -53,35 +58,38 @@ def arrays(shape, n_out, padding, dtype=np.float64, seed=0):
     return x, weight, bias, dy
 
 
+@by_tile
 @settings(max_examples=60, deadline=None)
-@given(winograd_cases())
-def test_forward_matches_references(case):
+@given(case=winograd_cases())
+def test_forward_matches_references(tile, case):
     shape, n_out, padding, with_bias = case
     x, weight, bias, _ = arrays(shape, n_out, padding)
     bias = bias if with_bias else None
-    y = winograd_conv2d(x, weight, bias, padding=padding)
+    y = winograd_conv2d(x, weight, bias, padding=padding, tile=tile)
     assert y.dtype == np.float64
     assert_close(y, reference.conv2d_direct(x, weight, bias, padding=padding, **GEOMETRY),
                  err_msg=f"direct: {case}")
     assert_close(y, cb.conv2d(x, weight, bias, padding=padding), err_msg=f"conv2d: {case}")
 
 
+@by_tile
 @settings(max_examples=10, deadline=None)
-@given(winograd_cases())
-def test_forward_matches_plain_loops(case):
+@given(case=winograd_cases())
+def test_forward_matches_plain_loops(tile, case):
     shape, n_out, padding, with_bias = case
     x, weight, bias, _ = arrays(shape, n_out, padding)
     bias = bias if with_bias else None
-    assert_close(winograd_conv2d(x, weight, bias, padding=padding),
+    assert_close(winograd_conv2d(x, weight, bias, padding=padding, tile=tile),
                  reference.conv2d_loops(x, weight, bias, padding=padding), err_msg=str(case))
 
 
+@by_tile
 @settings(max_examples=60, deadline=None)
-@given(winograd_cases())
-def test_input_grad_matches_references(case):
+@given(case=winograd_cases())
+def test_input_grad_matches_references(tile, case):
     shape, n_out, padding, _ = case
     x, weight, _, dy = arrays(shape, n_out, padding)
-    dx = winograd_conv2d_input_grad(dy, weight, padding, shape[2:])
+    dx = winograd_conv2d_input_grad(dy, weight, padding, shape[2:], tile=tile)
     assert dx.shape == x.shape and dx.dtype == np.float64
     expected, _, _ = reference.conv2d_backward_direct(dy, x, weight, padding=padding, **GEOMETRY)
     assert_close(dx, expected, err_msg=f"direct: {case}")
@@ -89,28 +97,31 @@ def test_input_grad_matches_references(case):
                  err_msg=f"conv2d_backward: {case}")
 
 
+@by_tile
 @settings(max_examples=30, deadline=None)
-@given(winograd_cases(max_pad=5))
-def test_padding_above_two_crops_dy(case):
+@given(case=winograd_cases(max_pad=5))
+def test_padding_above_two_crops_dy(tile, case):
     """Forward padding p > 2 makes the input-gradient padding 2 - p negative: a crop."""
     shape, n_out, padding, with_bias = case
     x, weight, bias, dy = arrays(shape, n_out, padding)
     bias = bias if with_bias else None
-    assert_close(winograd_conv2d(x, weight, bias, padding=padding),
+    assert_close(winograd_conv2d(x, weight, bias, padding=padding, tile=tile),
                  reference.conv2d_direct(x, weight, bias, padding=padding, **GEOMETRY))
     expected, _, _ = reference.conv2d_backward_direct(dy, x, weight, padding=padding, **GEOMETRY)
-    assert_close(winograd_conv2d_input_grad(dy, weight, padding, shape[2:]), expected)
+    assert_close(winograd_conv2d_input_grad(dy, weight, padding, shape[2:], tile=tile), expected)
 
 
+@by_tile
 @settings(max_examples=30, deadline=None)
-@given(winograd_cases())
-def test_float32_within_1e4_of_float64(case):
+@given(case=winograd_cases())
+def test_float32_within_1e4_of_float64(tile, case):
     shape, n_out, padding, with_bias = case
     x, weight, bias, dy = arrays(shape, n_out, padding)
     bias = bias if with_bias else None
     single = [a.astype(np.float32) for a in (x, weight, bias if with_bias else x, dy)]
-    y = winograd_conv2d(single[0], single[1], single[2] if with_bias else None, padding=padding)
-    dx = winograd_conv2d_input_grad(single[3], single[1], padding, shape[2:])
+    y = winograd_conv2d(single[0], single[1], single[2] if with_bias else None, padding=padding,
+                        tile=tile)
+    dx = winograd_conv2d_input_grad(single[3], single[1], padding, shape[2:], tile=tile)
     assert y.dtype == dx.dtype == np.float32
     # Compare against the independent direct loops on the float32-rounded inputs.
     wide = [a.astype(np.float64) for a in single]
@@ -121,48 +132,57 @@ def test_float32_within_1e4_of_float64(case):
     assert_close(dx, expected_dx, rtol=1e-4)
 
 
+def workspace_bound(limit, tile, channels_in_and_out, out_size, itemsize):
+    """Bytes the workspace may hold for V and M (or dM): the budget, or one image's
+    P*(C+K)*T values when that is larger, plus the padding of the 2 x P operand
+    rows to an odd number of 64-byte cache lines (at most two lines a row)."""
+    points = (tile + 2) ** 2
+    tiles = -(-out_size[0] // tile) * (-(-out_size[1] // tile) + 1)
+    one_image = points * channels_in_and_out * tiles * itemsize
+    return max(limit, one_image) + 2 * points * 2 * 64
+
+
+@by_tile
 @pytest.mark.parametrize("limit", [1, 3000, 40_000])
-def test_workspace_chunking_gives_identical_results(limit):
+def test_workspace_chunking_gives_identical_results(limit, tile):
     """Tiny budgets force one or a few images per chunk: results must not change."""
     padding = ((1, 0), (2, 1))
     x, weight, bias, dy = arrays((7, 4, 9, 6), 3, padding, dtype=np.float32, seed=1)
-    y_whole = winograd_conv2d(x, weight, bias, padding=padding)
-    dx_whole = winograd_conv2d_input_grad(dy, weight, padding, (9, 6))
+    y_whole = winograd_conv2d(x, weight, bias, padding=padding, tile=tile)
+    dx_whole = winograd_conv2d_input_grad(dy, weight, padding, (9, 6), tile=tile)
     old = cb.get_workspace_limit()
     try:
         cb.set_workspace_limit(limit)
         # Chunks change the GEMMs' widths, which may change BLAS's rounding.
-        np.testing.assert_allclose(winograd_conv2d(x, weight, bias, padding=padding), y_whole,
-                                   rtol=1e-13, atol=1e-13 * np.abs(y_whole).max())
-        np.testing.assert_allclose(winograd_conv2d_input_grad(dy, weight, padding, (9, 6)),
-                                   dx_whole, rtol=1e-13, atol=1e-13 * np.abs(dx_whole).max())
-        # V and M: the budget, or one image's 16*(C+K)*T floats (at most 4x(4+1)
-        # tiles here) when that is larger; plus U (16*K*C) and the padding of
-        # the 2x16 operand rows to an odd number of cache lines.
-        one_image = 16 * (4 + 3) * 4 * 5 * 4
-        u_bytes, row_padding = 16 * 3 * 4 * 4, 2 * 16 * 2 * 64
-        assert workspace.held_bytes() <= max(limit, one_image) + u_bytes + row_padding
+        np.testing.assert_allclose(winograd_conv2d(x, weight, bias, padding=padding, tile=tile),
+                                   y_whole, rtol=1e-13, atol=1e-13 * np.abs(y_whole).max())
+        np.testing.assert_allclose(
+            winograd_conv2d_input_grad(dy, weight, padding, (9, 6), tile=tile),
+            dx_whole, rtol=1e-13, atol=1e-13 * np.abs(dx_whole).max())
+        assert workspace.held_bytes() <= workspace_bound(limit, tile, 4 + 3, (8, 7), 4)
     finally:
         cb.set_workspace_limit(old)
 
 
-def test_non_contiguous_inputs():
+@by_tile
+def test_non_contiguous_inputs(tile):
     padding = ((1, 1), (1, 1))
     x, weight, bias, dy = arrays((2, 3, 7, 8), 4, padding)
     x_view = np.asfortranarray(x)
     weight_view = weight.transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)
     assert not x_view.flags.c_contiguous and not weight_view.flags.c_contiguous
-    assert_close(winograd_conv2d(x_view, weight_view, bias, padding=padding),
+    assert_close(winograd_conv2d(x_view, weight_view, bias, padding=padding, tile=tile),
                  cb.conv2d(x, weight, bias, padding=padding))
     assert_close(winograd_conv2d_input_grad(dy[:, :, :, ::-1][:, :, :, ::-1], weight_view,
-                                            padding, (7, 8)),
+                                            padding, (7, 8), tile=tile),
                  cb.conv2d_backward(dy, x, weight, padding=padding)[0])
 
 
-def test_padding_forms():
+@by_tile
+def test_padding_forms(tile):
     x, weight, bias, _ = arrays((2, 2, 5, 6), 3, ((1, 1), (1, 1)))
     for padding in (1, (1, 0), "same", "valid"):
-        assert_close(winograd_conv2d(x, weight, bias, padding=padding),
+        assert_close(winograd_conv2d(x, weight, bias, padding=padding, tile=tile),
                      cb.conv2d(x, weight, bias, padding=padding), err_msg=str(padding))
 
 
@@ -209,12 +229,13 @@ def direct_dweight(dy, x, padding):
     return reference.conv2d_backward_direct(dy, x, weight, padding=padding, **GEOMETRY)[1]
 
 
+@by_tile
 @settings(max_examples=80, deadline=None)
-@given(winograd_cases(max_pad=3))
-def test_weight_grad_matches_direct_reference(case):
+@given(case=winograd_cases(max_pad=3))
+def test_weight_grad_matches_direct_reference(tile, case):
     shape, n_out, padding, _ = case
     x, weight, _, dy = arrays(shape, n_out, padding)
-    dweight = winograd_conv2d_weight_grad(dy, x, padding)
+    dweight = winograd_conv2d_weight_grad(dy, x, padding, tile=tile)
     assert dweight.shape == weight.shape and dweight.dtype == np.float64
     assert_close_scaled(dweight, direct_dweight(dy, x, padding), 1e-10, f"direct: {case}")
     gemm = cb.conv2d_backward(dy, x, weight, padding=padding, input_grad=False,
@@ -222,33 +243,35 @@ def test_weight_grad_matches_direct_reference(case):
     assert_close_scaled(dweight, gemm, 1e-10, f"gemm: {case}")
 
 
+@by_tile
 @settings(max_examples=30, deadline=None)
-@given(winograd_cases(max_pad=3))
-def test_weight_grad_float32_within_1e4_of_float64(case):
+@given(case=winograd_cases(max_pad=3))
+def test_weight_grad_float32_within_1e4_of_float64(tile, case):
     shape, n_out, padding, _ = case
     x, _, _, dy = arrays(shape, n_out, padding)
     x32, dy32 = x.astype(np.float32), dy.astype(np.float32)
-    dweight = winograd_conv2d_weight_grad(dy32, x32, padding)
+    dweight = winograd_conv2d_weight_grad(dy32, x32, padding, tile=tile)
     assert dweight.dtype == np.float32
-    wide = winograd_conv2d_weight_grad(dy32.astype(np.float64), x32.astype(np.float64), padding)
+    wide = winograd_conv2d_weight_grad(dy32.astype(np.float64), x32.astype(np.float64), padding,
+                                       tile=tile)
     assert_close_scaled(dweight.astype(np.float64), wide, 1e-4, str(case))
 
 
+@by_tile
 @pytest.mark.parametrize("limit", [1, 3000, 40_000])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_weight_grad_chunking(limit, dtype):
+def test_weight_grad_chunking(limit, dtype, tile):
     """Tiny budgets force one or a few images per chunk. dW is a sum over the
     batch, so only the rounding of that sum may change."""
     padding = ((1, 0), (2, 1))
     x, _, _, dy = arrays((7, 4, 9, 6), 3, padding, dtype=dtype, seed=1)
-    whole = winograd_conv2d_weight_grad(dy, x, padding)
+    whole = winograd_conv2d_weight_grad(dy, x, padding, tile=tile)
     old = cb.get_workspace_limit()
     try:
         cb.set_workspace_limit(limit)
-        chunked = winograd_conv2d_weight_grad(dy, x, padding)
-        # V and dM: the budget or one image's 16*(C+K)*T, plus the operand-row padding.
-        one_image = 16 * (4 + 3) * 4 * 5 * np.dtype(dtype).itemsize
-        assert workspace.held_bytes() <= max(limit, one_image) + 2 * 16 * 2 * 64
+        chunked = winograd_conv2d_weight_grad(dy, x, padding, tile=tile)
+        bound = workspace_bound(limit, tile, 4 + 3, (8, 7), np.dtype(dtype).itemsize)
+        assert workspace.held_bytes() <= bound
     finally:
         cb.set_workspace_limit(old)
     rtol = 1e-5 if dtype == np.float32 else 1e-13
@@ -256,24 +279,26 @@ def test_weight_grad_chunking(limit, dtype):
     assert_close_scaled(whole, direct_dweight(dy, x, padding), 10 * rtol)
 
 
-def test_weight_grad_chunk_cap(monkeypatch):
+@by_tile
+def test_weight_grad_chunk_cap(monkeypatch, tile):
     """The _CHUNK_BYTES cap splits the batch like a small budget does."""
     padding = ((1, 1), (1, 1))
     x, _, _, dy = arrays((5, 3, 8, 7), 4, padding, seed=2)
-    whole = winograd_conv2d_weight_grad(dy, x, padding)
+    whole = winograd_conv2d_weight_grad(dy, x, padding, tile=tile)
     monkeypatch.setattr(winograd, "_CHUNK_BYTES", 1)
-    assert_close_scaled(winograd_conv2d_weight_grad(dy, x, padding), whole, 1e-13)
+    assert_close_scaled(winograd_conv2d_weight_grad(dy, x, padding, tile=tile), whole, 1e-13)
 
 
+@by_tile
 @pytest.mark.parametrize("split", [1, 2, 4])
-def test_weight_grad_partials_sum(split):
+def test_weight_grad_partials_sum(split, tile):
     """Partials of image ranges (one per worker thread) sum to the whole batch's,
     with the serial and the parallel kernels alike."""
     padding = ((2, 0), (1, 3))
     x, _, _, dy = arrays((5, 3, 7, 10), 4, padding, seed=3)
-    plan = weight_grad_plan(x, dy, padding)
+    plan = weight_grad_plan(x, dy, padding, tile=tile)
     whole = plan.run(0, 5)
-    assert whole.shape == (16, 4, 3)
+    assert whole.shape == ((tile + 2) ** 2, 4, 3)
     np.testing.assert_array_equal(plan.run(0, 5, serial=True), whole)
     parts = [plan.run(0, split, serial=True), plan.run(split, 5, serial=False)]
     assert_close_scaled(parts[0] + parts[1], whole, 1e-13)
@@ -282,9 +307,20 @@ def test_weight_grad_partials_sum(split):
     assert_close_scaled(dweight, direct_dweight(dy, x, padding), 1e-10)
 
 
-@pytest.mark.parametrize("out_size", [(1, 1), (3, 2), (4, 5), (7, 7), (6, 8)])
-@pytest.mark.parametrize("kernel", [winograd_grad_transform, winograd_grad_transform_serial])
-def test_grad_transform_tiles(out_size, kernel):
+# A of Y = Aᵀ [...] A, written out here independently of the kernels: F(2x2, 3x3)
+# (4 x 2) and F(4x4, 3x3) (6 x 4, interpolation points 0, 1, -1, 2, -2, ∞).
+LIFTS = {
+    2: np.array([[1.0, 0.0], [1.0, 1.0], [1.0, -1.0], [0.0, -1.0]]),
+    4: np.array([[1.0, 0, 0, 0], [1, 1, 1, 1], [1, -1, 1, -1], [1, 2, 4, 8], [1, -2, 4, -8],
+                 [0, 0, 0, 1]]),
+}
+GRAD_KERNELS = [(2, winograd_grad_transform), (2, winograd_grad_transform_serial),
+                (4, winograd4_grad_transform), (4, winograd4_grad_transform_serial)]
+
+
+@pytest.mark.parametrize("out_size", [(1, 1), (3, 2), (4, 5), (7, 7), (6, 8), (9, 5)])
+@pytest.mark.parametrize("tile, kernel", GRAD_KERNELS)
+def test_grad_transform_tiles(out_size, tile, kernel):
     """dM = A dY Aᵀ per tile, in the layout of M; zero for junk tiles and for the
     missing pixels of partial tiles; nothing outside dy is read (the images
     around it are NaN) and nothing past K*N*T is written. Integer-valued dy
@@ -295,35 +331,65 @@ def test_grad_transform_tiles(out_size, kernel):
     batch = np.full((n_images + 2, n_out, out_h, out_w), np.nan)
     batch[1:-1] = rng.integers(-9, 10, (n_images, n_out, out_h, out_w))
     dy = batch[1:-1]
-    tiles_h, tiles_w = -(-out_h // 2), -(-out_w // 2)
+    tiles_h, tiles_w = -(-out_h // tile), -(-out_w // tile)
     span = tiles_w + 1
     n_tiles = tiles_h * span
-    m = np.full((16, n_out * n_images * n_tiles + 5), -7.0)
+    points = (tile + 2) ** 2
+    m = np.full((points, n_out * n_images * n_tiles + 5), -7.0)
     kernel(dy, (tiles_h, tiles_w), m)
     assert np.all(m[:, -5:] == -7.0)
-    lift = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, -1.0], [0.0, -1.0]])  # A
-    extended = np.zeros((n_images, n_out, 2 * tiles_h, 2 * span))
+    lift = LIFTS[tile]
+    extended = np.zeros((n_images, n_out, tile * tiles_h, tile * span))
     extended[:, :, :out_h, :out_w] = dy
     for k in range(n_out):
         for n in range(n_images):
             for th in range(tiles_h):
                 for tw in range(span):
-                    tile = extended[n, k, 2 * th : 2 * th + 2, 2 * tw : 2 * tw + 2]
+                    block = extended[n, k, tile * th : tile * (th + 1), tile * tw : tile * (tw + 1)]
                     column = (k * n_images + n) * n_tiles + th * span + tw
                     np.testing.assert_array_equal(m[:, column],
-                                                  (lift @ tile @ lift.T).reshape(16))
+                                                  (lift @ block @ lift.T).reshape(points))
                     if tw == tiles_w:
                         assert np.all(m[:, column] == 0.0)
 
 
-def test_weight_grad_non_contiguous_and_padding_forms():
+@by_tile
+@pytest.mark.parametrize("algorithm", ["forward", "input_grad", "weight_grad"])
+def test_nothing_outside_the_batch_is_read(tile, algorithm):
+    """The images are a slice of a batch whose other images are NaN: a read past
+    the slice (or into another channel's plane) would put a NaN in the result."""
+    padding = ((1, 2), (0, 1))
+    x, weight, bias, dy = arrays((3, 5, 10, 9), 6, padding, seed=6)
+
+    def inside_nans(a):
+        batch = np.full((a.shape[0] + 2, *a.shape[1:]), np.nan)
+        batch[1:-1] = a
+        return batch[1:-1]
+
+    if algorithm == "forward":
+        got = winograd_conv2d(inside_nans(x), weight, bias, padding=padding, tile=tile)
+        want = reference.conv2d_direct(x, weight, bias, padding=padding, **GEOMETRY)
+    elif algorithm == "input_grad":
+        got = winograd_conv2d_input_grad(inside_nans(dy), weight, padding, (10, 9), tile=tile)
+        want = reference.conv2d_backward_direct(dy, x, weight, padding=padding, **GEOMETRY)[0]
+    else:
+        got = winograd_conv2d_weight_grad(inside_nans(dy), inside_nans(x), padding, tile=tile)
+        want = direct_dweight(dy, x, padding)
+    assert np.all(np.isfinite(got))
+    assert_close_scaled(got, want, 1e-10)
+
+
+@by_tile
+def test_weight_grad_non_contiguous_and_padding_forms(tile):
     x, weight, _, dy = arrays((2, 3, 7, 8), 4, ((1, 1), (1, 1)))
     expected = direct_dweight(dy, x, ((1, 1), (1, 1)))
     assert_close_scaled(winograd_conv2d_weight_grad(dy[..., ::-1][..., ::-1],
-                                                    np.asfortranarray(x), 1), expected, 1e-10)
-    assert_close_scaled(winograd_conv2d_weight_grad(dy, x, "same"), expected, 1e-10)
+                                                    np.asfortranarray(x), 1, tile=tile),
+                        expected, 1e-10)
+    assert_close_scaled(winograd_conv2d_weight_grad(dy, x, "same", tile=tile), expected, 1e-10)
     valid = dy[:, :, 1:-1, 1:-1]
-    assert_close_scaled(winograd_conv2d_weight_grad(np.ascontiguousarray(valid), x, "valid"),
+    assert_close_scaled(winograd_conv2d_weight_grad(np.ascontiguousarray(valid), x, "valid",
+                                                    tile=tile),
                         direct_dweight(valid, x, 0), 1e-10)
 
 

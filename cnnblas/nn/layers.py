@@ -81,7 +81,7 @@ class Conv2d(_Layer):
     dtype : float32 or float64, default float32
     rng : None, int or numpy.random.Generator
         Source of the initial weights.
-    algorithm : {"auto", "gemm", "winograd", "direct"}, default "auto"
+    algorithm : {"auto", "gemm", "winograd", "winograd4x4", "direct"}, default "auto"
         Convolution algorithm (:func:`cnnblas.ops.conv.choose_algorithm`).
     input_grad : bool, default True
         When False, :meth:`backward` skips the input gradient and returns None:

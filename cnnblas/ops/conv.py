@@ -238,28 +238,44 @@ class _ConvProblem(NamedTuple):
 # full budget: there smaller chunks were as often slower as faster.
 _FORWARD_CHUNK_BYTES = 2 * 2**20
 
-ALGORITHMS = ("auto", "gemm", "winograd", "direct")
+ALGORITHMS = ("auto", "gemm", "winograd", "winograd4x4", "direct")
 
-# "auto" takes Winograd F(2x2, 3x3) only where it was measured to pay: both
-# channel counts at least this large (with C = 3 the 16 GEMMs are too thin and
-# the transforms dominate; see benchmarks/NOTES.md).
-_WINOGRAD_MIN_CHANNELS = 16
+# Winograd algorithm name -> output tile side (F(2x2, 3x3) or F(4x4, 3x3)).
+_WINOGRAD_TILES = {"winograd": 2, "winograd4x4": 4}
+
+# "auto" takes Winograd for 3x3 stride-1 layers only where it was measured to
+# pay (2 threads, forward+backward; benchmarks/NOTES.md #35): both channel
+# counts at least this large (with C = 3 the GEMMs are too thin and the
+# transforms dominate: the direct kernels win) ...
+_WINOGRAD_MIN_CHANNELS = 8
+# ... and images at least this large (a 4x4 image is one tile plus a junk
+# tile per tile row: the im2col GEMM was 1.5-2.6x faster).
+_WINOGRAD_MIN_SIZE = 8
+# F(4x4, 3x3) up to this many weights per 3x3 position (K*C), F(2x2, 3x3) above:
+# 256 -> 256 layers on 14x14 images ran 1.9x slower with F(4x4, 3x3), whose
+# (36, K, C) transformed weights no longer fit the caches.
+_WINOGRAD4_MAX_CHANNEL_PAIRS = 128 * 128
 
 
 def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 1,
                      algorithm: str = "auto") -> str:
-    """The algorithm :func:`conv2d` uses for this layer: "gemm", "winograd" or "direct".
+    """The algorithm :func:`conv2d` uses for this layer: "gemm", "winograd",
+    "winograd4x4" or "direct".
 
-    ``algorithm="auto"`` picks the direct kernels (:mod:`cnnblas.ops.direct`)
-    for stride-1, dilation-1, ungrouped layers with at most 2,304 weight
-    elements, input rows at least 4·(kw − 1) wide and kernels larger than 1x1
-    (LeNet-5's first layer,
-    3 -> 32 or 16 -> 16 3x3 layers; :func:`cnnblas.ops.direct.direct_preferred`);
-    Winograd F(2x2, 3x3) for other 3x3, stride-1, dilation-1, ungrouped layers
-    with at least 16 input and output channels; and the im2col GEMM otherwise.
-    The other names force a choice; "winograd" or "direct" on a layer it
-    cannot compute raises ValueError. (Given non-finite inputs, the backward
-    pass of a "direct" layer runs the GEMM instead; see
+    ``algorithm="auto"`` picks, for 3x3, stride-1, dilation-1, ungrouped
+    layers with at least 8 input and output channels on images at least 8x8,
+    Winograd F(4x4, 3x3) ("winograd4x4", :mod:`cnnblas.ops.winograd`), or
+    F(2x2, 3x3) ("winograd") when K·C > 128²; otherwise the direct kernels
+    (:mod:`cnnblas.ops.direct`) for stride-1, dilation-1, ungrouped layers with
+    at most 2,304 weight elements, input rows at least 4·(kw − 1) wide and
+    kernels larger than 1x1 (LeNet-5's first layer, 3 -> 32 3x3 layers;
+    :func:`cnnblas.ops.direct.direct_preferred`); and the im2col GEMM otherwise.
+    ``x_shape`` may be just (N, C) when the image size is not known yet; the
+    size rule then counts as met.
+
+    The other names force a choice; "winograd", "winograd4x4" or "direct" on
+    a layer it cannot compute raises ValueError. (Given non-finite inputs,
+    the backward pass of a "direct" layer runs the GEMM instead; see
     :func:`cnnblas.ops.direct.inputs_finite`.)
     """
     if not isinstance(algorithm, str):
@@ -267,9 +283,9 @@ def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     supported = winograd.winograd_supported(weight_shape, stride, dilation, groups)
-    if algorithm == "winograd" and not supported:
+    if algorithm in _WINOGRAD_TILES and not supported:
         raise ValueError(
-            "algorithm='winograd' needs a 3x3 kernel, stride 1, dilation 1 and groups 1; got "
+            f"algorithm={algorithm!r} needs a 3x3 kernel, stride 1, dilation 1 and groups 1; got "
             f"weight shape {tuple(weight_shape)}, stride {stride!r}, dilation {dilation!r}, "
             f"groups {groups}"
         )
@@ -279,12 +295,15 @@ def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 
             "algorithm='direct' needs stride 1, dilation 1 and groups 1; got "
             f"stride {stride!r}, dilation {dilation!r}, groups {groups}"
         )
-    if algorithm == "auto":
-        if direct_ok and direct.direct_preferred(x_shape, weight_shape):
-            return "direct"
-        wide = min(x_shape[1], weight_shape[0]) >= _WINOGRAD_MIN_CHANNELS
-        return "winograd" if supported and wide else "gemm"
-    return algorithm
+    if algorithm != "auto":
+        return algorithm
+    n_out, channels = weight_shape[:2]
+    large = len(x_shape) < 4 or min(x_shape[2:4]) >= _WINOGRAD_MIN_SIZE
+    if supported and min(channels, n_out) >= _WINOGRAD_MIN_CHANNELS and large:
+        return "winograd4x4" if n_out * channels <= _WINOGRAD4_MAX_CHANNEL_PAIRS else "winograd"
+    if direct_ok and direct.direct_preferred(x_shape, weight_shape):
+        return "direct"
+    return "gemm"
 
 
 def _check_conv(x, weight, stride, padding, dilation, groups) -> _ConvProblem:
@@ -317,7 +336,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
         accepts "same" only for stride 1, where the two agree).
     groups : int
         C and K are split into ``groups`` independent blocks.
-    algorithm : {"auto", "gemm", "winograd", "direct"}, keyword-only
+    algorithm : {"auto", "gemm", "winograd", "winograd4x4", "direct"}, keyword-only
         See :func:`choose_algorithm`.
 
     Returns
@@ -333,8 +352,9 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     chosen = choose_algorithm(x.shape, weight.shape, stride, dilation, groups, algorithm)
     if chosen == "direct":
         direct.forward(problem.x, problem.weight, bias, problem.geom, y, problem.flops)
-    elif chosen == "winograd":
-        plan = winograd.forward_plan(problem.x, problem.weight, bias, problem.geom.padding)
+    elif chosen in _WINOGRAD_TILES:
+        plan = winograd.forward_plan(problem.x, problem.weight, bias, problem.geom.padding,
+                                     _WINOGRAD_TILES[chosen])
         parallel.map_image_ranges(lambda start, stop, serial: plan.run(start, stop, y, serial),
                                   problem.n_images, problem.flops)
     else:
@@ -395,7 +415,7 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
     input_grad : bool, keyword-only
         When False, ``dx`` is not computed (returned as None): the first layer
         of a network needs no input gradient.
-    algorithm : {"auto", "gemm", "winograd", "direct"}, keyword-only
+    algorithm : {"auto", "gemm", "winograd", "winograd4x4", "direct"}, keyword-only
         Algorithm for both gradients (see :func:`choose_algorithm`); the bias
         gradient is a plain sum of ``dy``.
 
@@ -419,13 +439,15 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
         return direct.backward(dy, problem.x, problem.weight, geom, input_grad,
                                problem.flops * (2 if input_grad else 1))
     dx = np.empty_like(problem.x) if input_grad else None
-    if chosen == "winograd":
-        # dW: 16 GEMMs of transformed dY and input tiles; dX: a 3x3 correlation of dY.
-        weight_plan = winograd.weight_grad_plan(problem.x, dy, geom.padding)
+    if chosen in _WINOGRAD_TILES:
+        # dW: GEMMs of transformed dY and input tiles; dX: a 3x3 correlation of dY.
+        tile = _WINOGRAD_TILES[chosen]
+        weight_plan = winograd.weight_grad_plan(problem.x, dy, geom.padding, tile)
         dweight = weight_plan.finish(parallel.map_image_ranges(weight_plan.run, n_images,
                                                                problem.flops))
         if input_grad:
-            plan = winograd.input_grad_plan(dy, problem.weight, geom.padding, x.shape[2:])
+            plan = winograd.input_grad_plan(dy, problem.weight, geom.padding, x.shape[2:],
+                                            tile)
             parallel.map_image_ranges(
                 lambda start, stop, serial: plan.run(start, stop, dx, serial), n_images,
                 problem.flops)

@@ -1,14 +1,17 @@
-"""Winograd F(2x2, 3x3) convolution for 3x3, stride-1, dilation-1, ungrouped layers.
+"""Winograd convolution for 3x3, stride-1, dilation-1, ungrouped layers.
 
-The same result as :func:`cnnblas.conv2d` with 2.25x fewer multiplies: the
-(K x 9C)·(9C x L) im2col GEMM becomes 16 GEMMs (K x C)·(C x T) over the
-2x2 output tiles, ``T = N * ceil(out_h/2) * (ceil(out_w/2) + 1)`` (one junk
-tile per tile row keeps the transforms' loops long; see
-:mod:`cnnblas._kernels.winograd`), between an input and an output transform::
+Two tile sizes: F(2x2, 3x3) (``tile=2``, :mod:`cnnblas._kernels.winograd`)
+and F(4x4, 3x3) (``tile=4``, :mod:`cnnblas._kernels.winograd4`). With
+``m = tile`` and ``P = (m + 2)**2`` transform points, the (K x 9C)·(9C x L)
+im2col GEMM becomes P GEMMs (K x C)·(C x T) over the m x m output tiles,
+``T = N * ceil(out_h/m) * (ceil(out_w/m) + 1)`` (one junk tile per tile row
+keeps the transforms' loops long; see the kernel modules), between an input
+and an output transform; that is 9m²/P = 2.25x (m = 2) or 4x (m = 4) fewer
+multiplies, the larger tile trading some float32 precision for it::
 
-    U[xi] = (G g Gᵀ)[xi]            (16, K, C)   weights, once per call (slot 5)
-    V[xi] = (Bᵀ d B)[xi]            (16, C, T)   input tiles        (slot 3)
-    M[xi] = U[xi] @ V[xi]           (16, K, T)   16 BLAS GEMMs      (slot 4)
+    U[xi] = (G g Gᵀ)[xi]            (P, K, C)   weights, once per call
+    V[xi] = (Bᵀ d B)[xi]            (P, C, T)   input tiles        (slot 3)
+    M[xi] = U[xi] @ V[xi]           (P, K, T)   P BLAS GEMMs       (slot 4)
     y     = Aᵀ M A (+ bias)         (N, K, out_h, out_w)
 
 The batch is processed in chunks of images whose ``V`` and ``M`` fit the
@@ -22,8 +25,8 @@ through the same machinery.
 
 The weight gradient runs the forward backwards, with the same ``V``::
 
-    dM[xi] = (A dY Aᵀ)[xi]           (16, K, T)   output-gradient tiles (slot 4)
-    dU[xi] = sum_T dM[xi] V[xi]ᵀ      (16, K, C)   16 BLAS GEMMs per chunk, summed
+    dM[xi] = (A dY Aᵀ)[xi]           (P, K, T)   output-gradient tiles (slot 4)
+    dU[xi] = sum_T dM[xi] V[xi]ᵀ      (P, K, C)   P BLAS GEMMs per chunk, summed
     dW     = Gᵀ dU G                 (K, C, 3, 3) once, in :meth:`WeightGradPlan.finish`
 
 Inputs are assumed validated by the caller (:func:`cnnblas.conv2d`'s checks),
@@ -37,27 +40,60 @@ from typing import NamedTuple
 import numpy as np
 
 from cnnblas import threads
-from cnnblas._kernels.winograd import (
-    winograd_grad_transform,
-    winograd_grad_transform_serial,
-    winograd_input_transform,
-    winograd_input_transform_serial,
-    winograd_output_transform,
-    winograd_output_transform_serial,
-)
+from cnnblas._kernels import winograd as f2x2
+from cnnblas._kernels import winograd4 as f4x4
 from cnnblas.ops import workspace
 from cnnblas.ops._checks import Padding2d, as_pair, ceil_div, conv_geometry, normalize_padding
 
 # Slots 0-2 belong to the im2col GEMM path.
-_SLOT_V, _SLOT_M, _SLOT_U = 3, 4, 5
+_SLOT_V, _SLOT_M = 3, 4
 # V and M of a chunk stay within this many bytes even when the workspace budget
 # is larger: then they stay in L2/L3 between the transforms and the GEMMs. On
 # the 2-core EPYC (2 MiB L2 per core, 32 MiB L3), 2-4 MiB chunks ran 10-40%
 # faster than 16 MiB ones (cifar and ResNet-56 layers, 1 thread).
 _CHUNK_BYTES = 4 * 2**20
 
-_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-_GG = np.kron(_G, _G)  # (16, 9): row 4*a + b, column 3*i + j holds G[a, i] * G[b, j]
+
+
+class _Variant(NamedTuple):
+    """One Winograd F(m x m, 3x3): its kernels and weight transform."""
+
+    tile: int  # m, the output tile's side
+    input_transform: object  # (x, pad, tiles, v) -> None; Numba's thread pool
+    input_transform_serial: object  # the same in the calling thread, without the GIL
+    output_transform: object  # (m, tiles, bias, y) -> None
+    output_transform_serial: object
+    grad_transform: object  # (dy, tiles, m) -> None
+    grad_transform_serial: object
+    gg: np.ndarray  # (P, 9) float64: row (m+2)*a + b, column 3*i + j holds G[a, i] * G[b, j]
+
+    @property
+    def points(self) -> int:
+        """P = (m + 2)², the GEMMs per chunk."""
+        return (self.tile + 2) ** 2
+
+
+_G2 = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+_G4 = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+
+VARIANTS = {
+    2: _Variant(2, f2x2.winograd_input_transform, f2x2.winograd_input_transform_serial,
+                f2x2.winograd_output_transform, f2x2.winograd_output_transform_serial,
+                f2x2.winograd_grad_transform, f2x2.winograd_grad_transform_serial,
+                np.kron(_G2, _G2)),
+    4: _Variant(4, f4x4.winograd4_input_transform, f4x4.winograd4_input_transform_serial,
+                f4x4.winograd4_output_transform, f4x4.winograd4_output_transform_serial,
+                f4x4.winograd4_grad_transform, f4x4.winograd4_grad_transform_serial,
+                np.kron(_G4, _G4)),
+}
+
+
+def _variant(tile) -> _Variant:
+    if tile not in VARIANTS:
+        raise ValueError(f"tile must be one of {tuple(VARIANTS)} (F(2x2, 3x3) or "
+                         f"F(4x4, 3x3)), got {tile!r}")
+    return VARIANTS[tile]
 
 
 def winograd_supported(weight_shape, stride=1, dilation=1, groups: int = 1) -> bool:
@@ -78,32 +114,31 @@ def winograd_supported(weight_shape, stride=1, dilation=1, groups: int = 1) -> b
 
 def _check_weight(weight: np.ndarray, dtype: np.dtype) -> None:
     if weight.ndim != 4 or weight.shape[2:] != (3, 3):
-        raise ValueError(f"weight must have shape (K, C, 3, 3) for Winograd F(2x2, 3x3), "
-                         f"got {weight.shape}")
+        raise ValueError(f"weight must have shape (K, C, 3, 3) for Winograd, got {weight.shape}")
     if weight.dtype != dtype:
         raise TypeError(f"weight must have the same dtype as the input ({dtype}), "
                         f"got {weight.dtype}")
 
 
-def _transform_weight(weight: np.ndarray) -> np.ndarray:
-    """U = G g Gᵀ of a (K, C, 3, 3) weight, as (16, K, C) in a reused buffer.
+def _transform_weight(weight: np.ndarray, variant: _Variant) -> np.ndarray:
+    """U = G g Gᵀ of a (K, C, 3, 3) weight, as a new (P, K, C) array.
 
     One small GEMM: ``U[(a, b)] = sum_(i, j) G[a, i] G[b, j] g[i, j]`` is
-    ``kron(G, G)`` (16 x 9) times the weight as a (9, K*C) matrix.
+    ``kron(G, G)`` (P x 9) times the weight as a (9, K*C) matrix.
     """
     n_out, channels = weight.shape[:2]
-    u = workspace.scratch((16, n_out, channels), weight.dtype, slot=_SLOT_U)
+    u = np.empty((variant.points, n_out, channels), weight.dtype)
     # One thread: waking a BLAS pool for this tiny product cost 0.6 ms (2 cores).
     with threads.single_threaded_blas():
-        np.matmul(_GG.astype(weight.dtype), weight.reshape(n_out * channels, 9).T,
-                  out=u.reshape(16, n_out * channels))
+        np.matmul(variant.gg.astype(weight.dtype), weight.reshape(n_out * channels, 9).T,
+                  out=u.reshape(variant.points, n_out * channels))
     return u
 
 
 def _operand_rows(size: int, itemsize: int) -> int:
-    """Row length of a (16, ...) transform operand holding ``size`` elements per row.
+    """Row length of a (P, ...) transform operand holding ``size`` elements per row.
 
-    Rounded up to an odd number of 64-byte cache lines, so that the 16 rows,
+    Rounded up to an odd number of 64-byte cache lines, so that the P rows,
     which the transforms stream through side by side, map to 16 different
     cache sets. Rows a multiple of 4 KiB long (cifar2 and res56 chunks are)
     would all share one set: the transforms ran 4-6x slower.
@@ -118,10 +153,11 @@ class WinogradPlan(NamedTuple):
     any range of images (so that worker threads can share the transform)."""
 
     x: np.ndarray  # (N, C, H, W), C-contiguous
-    u: np.ndarray  # (16, K, C) transformed weights
+    u: np.ndarray  # (P, K, C) transformed weights
     bias: np.ndarray  # (K,)
     pad: tuple[int, int]  # (pad_top, pad_left); negative crops
     out_size: tuple[int, int]
+    variant: _Variant
 
     def run(self, start: int, stop: int, y: np.ndarray, serial: bool = False) -> None:
         """Write the output of images [start, stop) into ``y[start:stop]``.
@@ -131,61 +167,68 @@ class WinogradPlan(NamedTuple):
         """
         channels = self.x.shape[1]
         n_out = self.u.shape[1]
-        tiles, tiles_per_image = _tiles(self.out_size)
+        variant = self.variant
+        points = variant.points
+        tiles, tiles_per_image = _tiles(self.out_size, variant.tile)
         itemsize = self.x.dtype.itemsize
-        step = _chunk_step(stop - start, channels, n_out, tiles_per_image, itemsize)
-        input_transform = winograd_input_transform_serial if serial else winograd_input_transform
-        output_transform = (winograd_output_transform_serial if serial
-                            else winograd_output_transform)
+        step = _chunk_step(stop - start, channels, n_out, points * tiles_per_image, itemsize)
+        input_transform = (variant.input_transform_serial if serial
+                           else variant.input_transform)
+        output_transform = (variant.output_transform_serial if serial
+                            else variant.output_transform)
         for chunk_start in range(start, stop, step):
             chunk_stop = min(chunk_start + step, stop)
             count = (chunk_stop - chunk_start) * tiles_per_image
             v_rows = _operand_rows(channels * count, itemsize)
             m_rows = _operand_rows(n_out * count, itemsize)
-            v = workspace.scratch((16, v_rows), self.x.dtype, slot=_SLOT_V)
-            m = workspace.scratch((16, m_rows), self.x.dtype, slot=_SLOT_M)
+            v = workspace.scratch((points, v_rows), self.x.dtype, slot=_SLOT_V)
+            m = workspace.scratch((points, m_rows), self.x.dtype, slot=_SLOT_M)
             input_transform(self.x[chunk_start:chunk_stop], self.pad, tiles, v)
-            for xi in range(16):
-                # M[xi] = U[xi] @ V[xi]: 2-D so that numpy hands it to BLAS GEMM.
-                np.matmul(self.u[xi], v[xi, : channels * count].reshape(channels, count),
-                          out=m[xi, : n_out * count].reshape(n_out, count))
+            # M[xi] = U[xi] @ V[xi] for every xi: one stacked matmul, which numpy runs
+            # as P BLAS GEMMs without P Python calls (10-25% faster for short rows).
+            np.matmul(self.u, v[:, : channels * count].reshape(points, channels, count),
+                      out=m[:, : n_out * count].reshape(points, n_out, count))
             output_transform(m, tiles, self.bias, y[chunk_start:chunk_stop])
 
 
-def _chunk_step(count: int, channels: int, n_out: int, tiles_per_image: int,
+def _chunk_step(count: int, channels: int, n_out: int, values_per_image: int,
                 itemsize: int) -> int:
-    """Images per chunk: ``V`` and ``M`` (or ``dM``) within the workspace budget and
-    :data:`_CHUNK_BYTES`, at least one image."""
-    bytes_per_image = 16 * (channels + n_out) * tiles_per_image * itemsize
+    """Images per chunk: ``V`` and ``M`` (or ``dM``), ``values_per_image`` (P·T)
+    per channel and image, within the workspace budget and :data:`_CHUNK_BYTES`,
+    at least one image."""
+    bytes_per_image = (channels + n_out) * values_per_image * itemsize
     return min(workspace.images_per_chunk(count, bytes_per_image),
                max(1, _CHUNK_BYTES // bytes_per_image))
 
 
-def _tiles(out_size: tuple[int, int]) -> tuple[tuple[int, int], int]:
-    """(tiles_h, tiles_w) of 2x2 output tiles and GEMM columns per image (one junk
-    tile per tile row; see the kernels' docstring)."""
-    tiles = (ceil_div(out_size[0], 2), ceil_div(out_size[1], 2))
+def _tiles(out_size: tuple[int, int], tile: int) -> tuple[tuple[int, int], int]:
+    """(tiles_h, tiles_w) of tile x tile output tiles and GEMM columns per image
+    (one junk tile per tile row; see the kernels' docstrings)."""
+    tiles = (ceil_div(out_size[0], tile), ceil_div(out_size[1], tile))
     return tiles, tiles[0] * (tiles[1] + 1)
 
 
 def forward_plan(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                 padding) -> WinogradPlan:
-    """Plan ``conv2d(x, weight, bias, padding=padding)`` for a (K, C, 3, 3) weight."""
+                 padding, tile: int = 2) -> WinogradPlan:
+    """Plan ``conv2d(x, weight, bias, padding=padding)`` for a (K, C, 3, 3) weight
+    with F(tile x tile, 3x3)."""
+    variant = _variant(tile)
     _check_weight(weight, x.dtype)
     if weight.shape[1] != x.shape[1]:
         raise ValueError(f"weight expects {weight.shape[1]} input channels, x has {x.shape[1]}")
     geom = conv_geometry((x.shape[2], x.shape[3]), 3, 1, padding, 1, kernel_name="weight kernel")
     if bias is None:
         bias = np.zeros(weight.shape[0], x.dtype)
-    # A private copy of U: the workspace slot is reused by the next plan.
-    return WinogradPlan(np.ascontiguousarray(x), _transform_weight(weight).copy(),
+    return WinogradPlan(np.ascontiguousarray(x), _transform_weight(weight, variant),
                         np.ascontiguousarray(bias, dtype=x.dtype),
-                        (geom.pad_top, geom.pad_left), (geom.out_h, geom.out_w))
+                        (geom.pad_top, geom.pad_left), (geom.out_h, geom.out_w), variant)
 
 
-def input_grad_plan(dy: np.ndarray, weight: np.ndarray, padding, input_hw) -> WinogradPlan:
-    """Plan the input gradient of a 3x3 stride-1 convolution (see
-    :func:`winograd_conv2d_input_grad`)."""
+def input_grad_plan(dy: np.ndarray, weight: np.ndarray, padding, input_hw,
+                    tile: int = 2) -> WinogradPlan:
+    """Plan the input gradient of a 3x3 stride-1 convolution with F(tile x tile, 3x3)
+    (see :func:`winograd_conv2d_input_grad`)."""
+    variant = _variant(tile)
     _check_weight(weight, dy.dtype)
     height, width = as_pair(input_hw, "input_hw")
     (top, bottom), (left, right) = normalize_padding(padding, (3, 3), (1, 1), (1, 1),
@@ -195,14 +238,15 @@ def input_grad_plan(dy: np.ndarray, weight: np.ndarray, padding, input_hw) -> Wi
         raise ValueError(f"dy must have shape {expected} for input {(height, width)} and "
                          f"padding {((top, bottom), (left, right))}, got {dy.shape}")
     flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-    return WinogradPlan(np.ascontiguousarray(dy), _transform_weight(flipped).copy(),
+    return WinogradPlan(np.ascontiguousarray(dy), _transform_weight(flipped, variant),
                         np.zeros(weight.shape[1], dy.dtype), (2 - top, 2 - left),
-                        (height, width))
+                        (height, width), variant)
 
 
 def winograd_conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
-                    padding=((1, 1), (1, 1))) -> np.ndarray:
-    """3x3 stride-1 convolution by Winograd F(2x2, 3x3); the same as :func:`cnnblas.conv2d`.
+                    padding=((1, 1), (1, 1)), tile: int = 2) -> np.ndarray:
+    """3x3 stride-1 convolution by Winograd F(tile x tile, 3x3); the same as
+    :func:`cnnblas.conv2d`.
 
     Parameters
     ----------
@@ -210,21 +254,23 @@ def winograd_conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None =
     weight : ndarray, dtype of ``x``, shape (K, C, 3, 3)
     bias : ndarray, dtype of ``x``, shape (K,), optional
     padding : int, (h, w), ((top, bottom), (left, right)), "valid" or "same"
+    tile : 2 or 4
+        The output tile: F(2x2, 3x3) or F(4x4, 3x3).
 
     Returns
     -------
     y : ndarray, dtype of ``x``, shape (N, K, out_h, out_w)
         ``out = in + pad_before + pad_after - 2`` per axis.
     """
-    plan = forward_plan(x, weight, bias, padding)
+    plan = forward_plan(x, weight, bias, padding, tile)
     y = np.empty((x.shape[0], weight.shape[0], *plan.out_size), x.dtype)
     plan.run(0, x.shape[0], y)
     return y
 
 
 def winograd_conv2d_input_grad(dy: np.ndarray, weight: np.ndarray, padding: Padding2d,
-                               input_hw) -> np.ndarray:
-    """Input gradient of a 3x3 stride-1 convolution, by Winograd F(2x2, 3x3).
+                               input_hw, tile: int = 2) -> np.ndarray:
+    """Input gradient of a 3x3 stride-1 convolution, by Winograd F(tile x tile, 3x3).
 
     ``dx`` is ``dy`` correlated with ``weight`` rotated by 180° and transposed
     to (C, K, 3, 3), with padding ``2 - p`` for each forward padding ``p``
@@ -237,12 +283,13 @@ def winograd_conv2d_input_grad(dy: np.ndarray, weight: np.ndarray, padding: Padd
     padding : the forward convolution's padding, in any form :func:`cnnblas.conv2d`
         accepts; ``((top, bottom), (left, right))`` from its geometry is typical
     input_hw : (H, W) of the forward input; ``out = in + pad_before + pad_after - 2``
+    tile : 2 or 4, as in :func:`winograd_conv2d`
 
     Returns
     -------
     dx : ndarray, dtype of ``dy``, shape (N, C, H, W)
     """
-    plan = input_grad_plan(dy, weight, padding, input_hw)
+    plan = input_grad_plan(dy, weight, padding, input_hw, tile)
     dx = np.empty((dy.shape[0], weight.shape[1], *plan.out_size), dy.dtype)
     plan.run(0, dy.shape[0], dx)
     return dx
@@ -255,9 +302,10 @@ class WeightGradPlan(NamedTuple):
     x: np.ndarray  # (N, C, H, W), C-contiguous
     dy: np.ndarray  # (N, K, out_h, out_w), C-contiguous
     pad: tuple[int, int]  # (pad_top, pad_left)
+    variant: _Variant
 
     def run(self, start: int, stop: int, serial: bool = False) -> np.ndarray:
-        """``dU`` summed over images [start, stop), as a new (16, K, C) array.
+        """``dU`` summed over images [start, stop), as a new (P, K, C) array.
 
         ``serial`` selects the single-threaded, GIL-free kernels (for worker
         threads); otherwise the transforms use Numba's thread pool.
@@ -265,49 +313,54 @@ class WeightGradPlan(NamedTuple):
         channels = self.x.shape[1]
         n_out = self.dy.shape[1]
         dtype = self.x.dtype
-        tiles, tiles_per_image = _tiles(self.dy.shape[2:])
-        step = _chunk_step(stop - start, channels, n_out, tiles_per_image, dtype.itemsize)
-        input_transform = winograd_input_transform_serial if serial else winograd_input_transform
-        grad_transform = winograd_grad_transform_serial if serial else winograd_grad_transform
+        variant = self.variant
+        points = variant.points
+        tiles, tiles_per_image = _tiles(self.dy.shape[2:], variant.tile)
+        step = _chunk_step(stop - start, channels, n_out, points * tiles_per_image,
+                           dtype.itemsize)
+        input_transform = (variant.input_transform_serial if serial
+                           else variant.input_transform)
+        grad_transform = variant.grad_transform_serial if serial else variant.grad_transform
         # Accumulated transposed, dUᵀ[xi] = sum V[xi] @ dM[xi]ᵀ (C, K). Unlike the
         # im2col dW GEMM, the orientation hardly matters here: within 2% on the
         # cifar and ResNet-56 layers, up to 10% faster for thin ones (C = K = 16).
-        du_t = np.zeros((16, channels, n_out), dtype)
-        product_t = np.empty((channels, n_out), dtype)
+        du_t = np.zeros((points, channels, n_out), dtype)
+        product_t = np.empty((points, channels, n_out), dtype)
         for chunk_start in range(start, stop, step):
             chunk_stop = min(chunk_start + step, stop)
             count = (chunk_stop - chunk_start) * tiles_per_image
             v_rows = _operand_rows(channels * count, dtype.itemsize)
             m_rows = _operand_rows(n_out * count, dtype.itemsize)
-            v = workspace.scratch((16, v_rows), dtype, slot=_SLOT_V)
-            dm = workspace.scratch((16, m_rows), dtype, slot=_SLOT_M)
+            v = workspace.scratch((points, v_rows), dtype, slot=_SLOT_V)
+            dm = workspace.scratch((points, m_rows), dtype, slot=_SLOT_M)
             input_transform(self.x[chunk_start:chunk_stop], self.pad, tiles, v)
             grad_transform(self.dy[chunk_start:chunk_stop], tiles, dm)
-            for xi in range(16):
-                v_xi = v[xi, : channels * count].reshape(channels, count)
-                dm_xi = dm[xi, : n_out * count].reshape(n_out, count)
-                # dU[xi] += dM[xi] @ V[xi]ᵀ, computed as dUᵀ[xi] += V[xi] @ dM[xi]ᵀ;
-                # junk and partial tiles add nothing (their dM is zero).
-                du_t[xi] += np.matmul(v_xi, dm_xi.T, out=product_t)
+            # dU[xi] += dM[xi] @ V[xi]ᵀ, computed as dUᵀ[xi] += V[xi] @ dM[xi]ᵀ, as one
+            # stacked matmul; junk and partial tiles add nothing (their dM is zero).
+            v_all = v[:, : channels * count].reshape(points, channels, count)
+            dm_all = dm[:, : n_out * count].reshape(points, n_out, count)
+            du_t += np.matmul(v_all, dm_all.transpose(0, 2, 1), out=product_t)
         return du_t.transpose(0, 2, 1)
 
     def finish(self, partials) -> np.ndarray:
-        """Sum the (16, K, C) ``dU`` partials of :meth:`run` and return
+        """Sum the (P, K, C) ``dU`` partials of :meth:`run` and return
         ``dW = Gᵀ dU G`` as (K, C, 3, 3)."""
         du = partials[0].copy()
         for other in partials[1:]:
             du += other
         n_out, channels = du.shape[1:]
-        # dW.reshape(K*C, 9) = dU.reshape(16, K*C)ᵀ @ kron(G, G): the adjoint of U = G g Gᵀ.
+        # dW.reshape(K*C, 9) = dU.reshape(P, K*C)ᵀ @ kron(G, G): the adjoint of U = G g Gᵀ.
+        gg = self.variant.gg.astype(du.dtype)
         with threads.single_threaded_blas():  # tiny product: a BLAS pool's wake-up costs more
-            dweight = np.matmul(du.reshape(16, n_out * channels).T, _GG.astype(du.dtype))
+            dweight = np.matmul(du.reshape(len(gg), n_out * channels).T, gg)
         return dweight.reshape(n_out, channels, 3, 3)
 
 
-def weight_grad_plan(x: np.ndarray, dy: np.ndarray, padding) -> WeightGradPlan:
+def weight_grad_plan(x: np.ndarray, dy: np.ndarray, padding, tile: int = 2) -> WeightGradPlan:
     """Plan the weight gradient of ``conv2d(x, weight, padding=padding)`` for a
-    (K, C, 3, 3) weight, given the output gradient ``dy`` (see
-    :func:`winograd_conv2d_weight_grad`)."""
+    (K, C, 3, 3) weight, given the output gradient ``dy``, with F(tile x tile, 3x3)
+    (see :func:`winograd_conv2d_weight_grad`)."""
+    variant = _variant(tile)
     if x.ndim != 4:
         raise ValueError(f"x must have shape (N, C, H, W), got {x.shape}")
     if dy.dtype != x.dtype:
@@ -318,12 +371,12 @@ def weight_grad_plan(x: np.ndarray, dy: np.ndarray, padding) -> WeightGradPlan:
                          f"({x.shape[0]}, K, {geom.out_h}, {geom.out_w}) for x {x.shape} and "
                          f"padding {geom.padding}, got {dy.shape}")
     return WeightGradPlan(np.ascontiguousarray(x), np.ascontiguousarray(dy),
-                          (geom.pad_top, geom.pad_left))
+                          (geom.pad_top, geom.pad_left), variant)
 
 
-def winograd_conv2d_weight_grad(dy: np.ndarray, x: np.ndarray, padding=((1, 1), (1, 1))
-                                ) -> np.ndarray:
-    """Weight gradient of a 3x3 stride-1 convolution, by Winograd F(2x2, 3x3).
+def winograd_conv2d_weight_grad(dy: np.ndarray, x: np.ndarray, padding=((1, 1), (1, 1)),
+                                tile: int = 2) -> np.ndarray:
+    """Weight gradient of a 3x3 stride-1 convolution, by Winograd F(tile x tile, 3x3).
 
     Parameters
     ----------
@@ -331,11 +384,12 @@ def winograd_conv2d_weight_grad(dy: np.ndarray, x: np.ndarray, padding=((1, 1), 
         Gradient of the loss with respect to the convolution's output.
     x : ndarray, float32 or float64, shape (N, C, H, W)
     padding : the forward padding, in any form :func:`cnnblas.conv2d` accepts
+    tile : 2 or 4, as in :func:`winograd_conv2d`
 
     Returns
     -------
     dweight : ndarray, dtype of ``x``, shape (K, C, 3, 3)
         The same as ``conv2d_backward(dy, x, weight, padding=padding)[1]``.
     """
-    plan = weight_grad_plan(x, dy, padding)
+    plan = weight_grad_plan(x, dy, padding, tile)
     return plan.finish([plan.run(0, x.shape[0])])

@@ -1,0 +1,338 @@
+"""Winograd F(4x4, 3x3) input, output and gradient transforms (Numba).
+
+The larger sibling of :mod:`cnnblas._kernels.winograd` (F(2x2, 3x3)): 6x6
+input tiles that overlap by two pixels give 4x4 output tiles, with the
+interpolation points 0, ±1, ±2 and ∞ (Lavin & Gray, "Fast Algorithms for
+Convolutional Neural Networks", 2016)::
+
+    Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A
+
+    Bᵀ = [[4,  0, -5,  0, 1, 0],   G = [[ 1/4,     0,    0],   Aᵀ = [[1, 1,  1, 1,  1, 0],
+          [0, -4, -4,  1, 1, 0],        [-1/6,  -1/6, -1/6],         [0, 1, -1, 2, -2, 0],
+          [0,  4, -4, -1, 1, 0],        [-1/6,   1/6, -1/6],         [0, 1,  1, 4,  4, 0],
+          [0, -2, -1,  2, 1, 0],        [1/24,  1/12,  1/6],         [0, 1, -1, 8, -8, 1]]
+          [0,  2, -1, -2, 1, 0],        [1/24, -1/12,  1/6],
+          [0,  4,  0, -5, 0, 1]]        [   0,     0,    1]]
+
+A 4x4 output tile costs 36 multiplies per (input, output) channel pair
+instead of 144 (4x fewer; F(2x2, 3x3) saves 2.25x), and the transformed
+operands hold 36 values per 16 output pixels instead of 16 per 4, so the
+memory-bound transforms move less data too. The price is precision: the
+entries up to 8 in ``Aᵀ`` and 5 in ``Bᵀ`` amplify rounding, about ten times
+F(2x2, 3x3)'s error in float32 (still well inside 1e-4 relative; see
+``tests/test_winograd.py``).
+
+Layout: as in :mod:`cnnblas._kernels.winograd`, with 36 rows (``xi = 6*a + b``)
+and ``T = tiles_h * (tiles_w + 1)`` columns per image (one junk tile per tile
+row, so that every stage is one long loop over the plane). Tile (th, tw)
+reads the zero-padded input rows ``4*th .. 4*th + 5`` and columns
+``4*tw .. 4*tw + 5`` and writes output pixels ``(4*th + i, 4*tw + j)`` for
+``i, j`` in 0..3; pixels outside the input read as zero, outputs beyond
+``out_h`` x ``out_w`` are dropped, and ``pad`` may be negative (a crop).
+
+Every plane is split by row index modulo 4, with each row cut into quads of
+four columns: ``padded[r % 4, (r // 4)*span + tw, s]`` is padded pixel
+``(r, 4*tw + s)``. A tile's six rows are then quads number ``t`` of the four
+residue planes and ``t + span`` of the first two, and its six columns are
+quad ``t`` and the first two entries of quad ``t + 1``, all contiguous runs
+that LLVM vectorises.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from cnnblas._kernels.winograd import _clamped
+
+
+@numba.njit(cache=True, inline="always")
+def _constants(a):
+    """2, 4, 5 and 8 in the dtype of array ``a``: a bare literal is a float64 and
+    would turn float32 arithmetic into float64 (half the vector lanes)."""
+    values = np.empty(4, a.dtype)
+    values[0] = 2
+    values[1] = 4
+    values[2] = 5
+    values[3] = 8
+    return values[0], values[1], values[2], values[3]
+
+
+@numba.njit(cache=True, inline="always")
+def _input_task(x, pad, tiles, v, c):
+    """Transform input channel ``c`` of every image in ``x`` into ``v``."""
+    n_images, channels, height, width = x.shape
+    pad_top, pad_left = pad
+    tiles_h, tiles_w = tiles
+    span = tiles_w + 1  # tiles per tile row, junk included
+    per_image = tiles_h * span
+    count = n_images * per_image  # this channel's columns of v
+    two, four, five, _ = _constants(v)
+    # Padded rows and columns that hold input pixels (the rest stays zero).
+    row_lo, row_hi = _clamped(pad_top, pad_top + height, 4 * tiles_h + 2)
+    col_lo, col_hi = _clamped(pad_left, pad_left + width, 4 * tiles_w + 2)
+    # streams[i, tile, :] holds padded row 4*th + i, columns 4*tw .. 4*tw + 3 of the
+    # tile; the next tile's quad holds its columns 4*tw + 4, 4*tw + 5. Rows
+    # 4*th + 4 and 4*th + 5 are rows 0 and 1 of tile row th + 1, copied twice.
+    # One quad more at the end for the last junk tile to read.
+    streams = np.zeros((6, count + 1, 4), x.dtype)
+    flat = streams.reshape(6, 4 * (count + 1))
+    run = col_hi - col_lo
+    # Two passes without branches inside (a branch around the copy loops made
+    # them 4x slower): rows into their own tile row, then rows 0 and 1 of tile
+    # rows 1.. again as rows 4 and 5 of the tile row above.
+    for n in range(n_images):
+        for r in range(row_lo, min(row_hi, 4 * tiles_h)):
+            th = r // 4
+            src = x[n, c, r - pad_top, col_lo - pad_left :]
+            start = 4 * (n * per_image + th * span) + col_lo
+            dst = flat[r - 4 * th, start : start + run]
+            for t in range(run):
+                dst[t] = src[t]
+        for i in range(2):
+            # Tile rows th >= 1 whose row i (padded row 4*th + i) holds input.
+            for th in range(max(1, (row_lo - i + 3) // 4), (row_hi - i + 3) // 4):
+                src = x[n, c, 4 * th + i - pad_top, col_lo - pad_left :]
+                start = 4 * (n * per_image + (th - 1) * span) + col_lo
+                dst = flat[4 + i, start : start + run]
+                for t in range(run):
+                    dst[t] = src[t]
+    # cols[b, i, tile]: column combination b (d B) of row i of the tile.
+    cols = np.empty((6, 6, count), x.dtype)
+    for i in range(6):
+        here = streams[i, :count]  # padded columns 4*tw .. 4*tw + 3
+        right = streams[i, 1:]  # padded columns 4*tw + 4, 4*tw + 5
+        c0 = cols[0, i]
+        c1 = cols[1, i]
+        c2 = cols[2, i]
+        c3 = cols[3, i]
+        c4 = cols[4, i]
+        c5 = cols[5, i]
+        for f in range(count):  # d B
+            d0 = here[f, 0]
+            d1 = here[f, 1]
+            d2 = here[f, 2]
+            d3 = here[f, 3]
+            d4 = right[f, 0]
+            d5 = right[f, 1]
+            even = d4 - four * d2
+            odd = d3 - four * d1
+            near = d4 - d2
+            far = two * (d3 - d1)
+            c0[f] = four * d0 - five * d2 + d4
+            c1[f] = even + odd
+            c2[f] = even - odd
+            c3[f] = near + far
+            c4[f] = near - far
+            c5[f] = four * d1 - five * d3 + d5
+    first = c * count
+    for b in range(6):
+        row0 = cols[b, 0]
+        row1 = cols[b, 1]
+        row2 = cols[b, 2]
+        row3 = cols[b, 3]
+        row4 = cols[b, 4]
+        row5 = cols[b, 5]
+        v0 = v[b, first : first + count]
+        v1 = v[6 + b, first : first + count]
+        v2 = v[12 + b, first : first + count]
+        v3 = v[18 + b, first : first + count]
+        v4 = v[24 + b, first : first + count]
+        v5 = v[30 + b, first : first + count]
+        for t in range(count):  # Bᵀ (d B)
+            even = row4[t] - four * row2[t]
+            odd = row3[t] - four * row1[t]
+            near = row4[t] - row2[t]
+            far = two * (row3[t] - row1[t])
+            v0[t] = four * row0[t] - five * row2[t] + row4[t]
+            v1[t] = even + odd
+            v2[t] = even - odd
+            v3[t] = near + far
+            v4[t] = near - far
+            v5[t] = four * row1[t] - five * row3[t] + row5[t]
+
+
+@numba.njit(cache=True, parallel=True)
+def winograd4_input_transform(x, pad, tiles, v):
+    """Fill ``v`` (36, >= C*N*T) with ``Bᵀ d B`` of every 6x6 tile of ``x`` (N, C, H, W).
+
+    Parallel over the C*N input planes; each writes its own columns of ``v``.
+    """
+    for c in prange(x.shape[1]):
+        _input_task(x, pad, tiles, v, c)
+
+
+@numba.njit(cache=True, nogil=True)
+def winograd4_input_transform_serial(x, pad, tiles, v):
+    """:func:`winograd4_input_transform` in the calling thread, without the GIL."""
+    for c in range(x.shape[1]):
+        _input_task(x, pad, tiles, v, c)
+
+
+@numba.njit(cache=True, inline="always")
+def _output_task(m, tiles, bias, y, k):
+    """Write output channel ``k`` of every image of ``y``."""
+    n_images, n_out, out_h, out_w = y.shape
+    tiles_h, tiles_w = tiles
+    span = tiles_w + 1
+    per_image = tiles_h * span
+    count = n_images * per_image
+    first = k * count
+    two, four, _, eight = _constants(y)
+    beta = bias[k]
+    # rows[i, b, t]: row i of Aᵀ m for tile t, column b.
+    rows = np.empty((4, 6, count), y.dtype)
+    for b in range(6):
+        m0 = m[b, first : first + count]
+        m1 = m[6 + b, first : first + count]
+        m2 = m[12 + b, first : first + count]
+        m3 = m[18 + b, first : first + count]
+        m4 = m[24 + b, first : first + count]
+        m5 = m[30 + b, first : first + count]
+        r0 = rows[0, b]
+        r1 = rows[1, b]
+        r2 = rows[2, b]
+        r3 = rows[3, b]
+        for t in range(count):  # Aᵀ m
+            sum12 = m1[t] + m2[t]
+            sum34 = m3[t] + m4[t]
+            diff12 = m1[t] - m2[t]
+            diff34 = m3[t] - m4[t]
+            r0[t] = m0[t] + sum12 + sum34
+            r1[t] = diff12 + two * diff34
+            r2[t] = sum12 + four * sum34
+            r3[t] = diff12 + eight * diff34 + m5[t]
+    # quads[i, tile, j] is output pixel (4*th + i, 4*tw + j) of the tile.
+    quads = np.empty((4, count, 4), y.dtype)
+    for i in range(4):
+        q0 = rows[i, 0]
+        q1 = rows[i, 1]
+        q2 = rows[i, 2]
+        q3 = rows[i, 3]
+        q4 = rows[i, 4]
+        q5 = rows[i, 5]
+        out = quads[i]
+        for t in range(count):  # (Aᵀ m) A
+            sum12 = q1[t] + q2[t]
+            sum34 = q3[t] + q4[t]
+            diff12 = q1[t] - q2[t]
+            diff34 = q3[t] - q4[t]
+            out[t, 0] = q0[t] + sum12 + sum34 + beta
+            out[t, 1] = diff12 + two * diff34 + beta
+            out[t, 2] = sum12 + four * sum34 + beta
+            out[t, 3] = diff12 + eight * diff34 + q5[t] + beta
+    lines = quads.reshape(4, 4 * count)
+    for n in range(n_images):
+        for oh in range(out_h):
+            start = 4 * (n * per_image + (oh // 4) * span)
+            src = lines[oh % 4, start : start + out_w]
+            dst = y[n, k, oh]
+            for ow in range(out_w):
+                dst[ow] = src[ow]
+
+
+@numba.njit(cache=True, parallel=True)
+def winograd4_output_transform(m, tiles, bias, y):
+    """Write ``Aᵀ m A + bias`` of every tile into ``y`` (N, K, out_h, out_w).
+
+    ``m`` is (36, >= K*N*T), laid out as ``v`` in
+    :func:`winograd4_input_transform` with output channels in place of input
+    channels. Junk tiles and the outputs past ``out_h`` x ``out_w`` are
+    dropped. Parallel over the K*N output planes.
+    """
+    for k in prange(y.shape[1]):
+        _output_task(m, tiles, bias, y, k)
+
+
+@numba.njit(cache=True, nogil=True)
+def winograd4_output_transform_serial(m, tiles, bias, y):
+    """:func:`winograd4_output_transform` in the calling thread, without the GIL."""
+    for k in range(y.shape[1]):
+        _output_task(m, tiles, bias, y, k)
+
+
+@numba.njit(cache=True, inline="always")
+def _grad_task(dy, tiles, m, k):
+    """Transform output-gradient channel ``k`` of every image of ``dy`` into ``m``."""
+    n_images, n_out, out_h, out_w = dy.shape
+    tiles_h, tiles_w = tiles
+    span = tiles_w + 1
+    per_image = tiles_h * span
+    count = n_images * per_image
+    first = k * count
+    two, four, _, eight = _constants(m)
+    # quads[i, tile, j] is output-gradient pixel (4*th + i, 4*tw + j) of the tile;
+    # junk tiles and the pixels past out_h x out_w stay zero.
+    quads = np.zeros((4, count, 4), dy.dtype)
+    lines = quads.reshape(4, 4 * count)
+    for n in range(n_images):
+        for oh in range(out_h):
+            start = 4 * (n * per_image + (oh // 4) * span)
+            dst = lines[oh % 4, start : start + out_w]
+            src = dy[n, k, oh]
+            for ow in range(out_w):
+                dst[ow] = src[ow]
+    # rows[i, b, t]: entry (i, b) of dY Aᵀ for tile t.
+    rows = np.empty((4, 6, count), dy.dtype)
+    for i in range(4):
+        here = quads[i]
+        r0 = rows[i, 0]
+        r1 = rows[i, 1]
+        r2 = rows[i, 2]
+        r3 = rows[i, 3]
+        r4 = rows[i, 4]
+        r5 = rows[i, 5]
+        for t in range(count):  # dY Aᵀ
+            sum02 = here[t, 0] + here[t, 2]
+            sum13 = here[t, 1] + here[t, 3]
+            near = here[t, 0] + four * here[t, 2]
+            far = two * here[t, 1] + eight * here[t, 3]
+            r0[t] = here[t, 0]
+            r1[t] = sum02 + sum13
+            r2[t] = sum02 - sum13
+            r3[t] = near + far
+            r4[t] = near - far
+            r5[t] = here[t, 3]
+    for b in range(6):
+        g0 = rows[0, b]
+        g1 = rows[1, b]
+        g2 = rows[2, b]
+        g3 = rows[3, b]
+        m0 = m[b, first : first + count]
+        m1 = m[6 + b, first : first + count]
+        m2 = m[12 + b, first : first + count]
+        m3 = m[18 + b, first : first + count]
+        m4 = m[24 + b, first : first + count]
+        m5 = m[30 + b, first : first + count]
+        for t in range(count):  # A (dY Aᵀ)
+            sum02 = g0[t] + g2[t]
+            sum13 = g1[t] + g3[t]
+            near = g0[t] + four * g2[t]
+            far = two * g1[t] + eight * g3[t]
+            m0[t] = g0[t]
+            m1[t] = sum02 + sum13
+            m2[t] = sum02 - sum13
+            m3[t] = near + far
+            m4[t] = near - far
+            m5[t] = g3[t]
+
+
+@numba.njit(cache=True, parallel=True)
+def winograd4_grad_transform(dy, tiles, m):
+    """Fill ``m`` (36, >= K*N*T) with ``dM = A dY Aᵀ`` of every 4x4 tile of ``dy``.
+
+    The adjoint of :func:`winograd4_output_transform` (bias aside), with
+    ``A = Aᵀᵀ`` (6 x 4). Junk tiles and the missing pixels of partial last
+    tiles are zero, so they add nothing to ``dU[xi] = dM[xi] @ V[xi]ᵀ``.
+    Parallel over the K*N planes.
+    """
+    for k in prange(dy.shape[1]):
+        _grad_task(dy, tiles, m, k)
+
+
+@numba.njit(cache=True, nogil=True)
+def winograd4_grad_transform_serial(dy, tiles, m):
+    """:func:`winograd4_grad_transform` in the calling thread, without the GIL."""
+    for k in range(dy.shape[1]):
+        _grad_task(dy, tiles, m, k)
