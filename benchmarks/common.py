@@ -375,25 +375,57 @@ def measure(fn: Callable[[], object], budget: float = 1.0, *, warmups: int = 1,
     costs no more than about three budgets). The garbage collector is off
     while timing.
     """
-    for _ in range(warmups):
-        fn()
-    samples: list[float] = []
+    return measure_interleaved({"fn": fn}, budget, rounds=1, warmups=warmups,
+                               min_repeats=min_repeats, max_repeats=max_repeats)["fn"]
+
+
+def measure_interleaved(functions: dict[str, Callable[[], object]], budget: float = 1.0, *,
+                        rounds: int = 5, warmups: int = 1, min_repeats: int = 3,
+                        max_repeats: int = 200) -> dict[str, Timing]:
+    """Time several functions in alternation; a :class:`Timing` for each.
+
+    Each function gets the rules of :func:`measure` (``budget`` seconds, at
+    least ``min_repeats`` and at most ``max_repeats`` calls), spread over
+    ``rounds`` rounds in which every function runs in turn for its share.
+    On a shared machine whose speed drifts by tens of percent within a minute,
+    a slow phase then hits every implementation alike instead of whichever
+    happened to be timed during it, and their ratio stays meaningful.
+    """
+    for fn in functions.values():
+        for _ in range(warmups):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in functions}
+    share, calls_per_round = budget / rounds, -(-min_repeats // rounds)
     gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        spent = 0.0
-        while len(samples) < max_repeats:
-            start = time.perf_counter()
-            fn()
-            elapsed = time.perf_counter() - start
-            samples.append(elapsed)
-            spent += elapsed
-            if spent >= budget and (len(samples) >= min_repeats or spent >= 3 * budget):
-                break
+        for _ in range(rounds):
+            for name, fn in functions.items():
+                _time_calls(fn, samples[name], share, calls_per_round, max_repeats)
     finally:
         if was_enabled:
             gc.enable()
+    return {name: _timing(times) for name, times in samples.items()}
+
+
+def _time_calls(fn: Callable[[], object], samples: list[float], budget: float,
+                min_repeats: int, max_repeats: int) -> None:
+    """Append the times of calls of ``fn`` to ``samples`` until ``budget`` seconds
+    and ``min_repeats`` calls (or ``3*budget`` seconds, or ``max_repeats`` samples)."""
+    spent, calls = 0.0, 0
+    while len(samples) < max_repeats:
+        start = time.perf_counter()
+        fn()
+        elapsed = time.perf_counter() - start
+        samples.append(elapsed)
+        spent += elapsed
+        calls += 1
+        if spent >= budget and (calls >= min_repeats or spent >= 3 * budget):
+            break
+
+
+def _timing(samples: list[float]) -> Timing:
     if len(samples) >= 2:
         q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
     else:

@@ -3,8 +3,9 @@
 For every shape of ``benchmarks/shapes.csv`` and both passes (forward;
 forward+backward) it first runs each implementation once and checks that
 their outputs agree (float32 tolerance, against the Numba direct loops), so a
-wrong kernel is never timed, then times each one (median of repeats, see
-:func:`benchmarks.common.measure`). In the same run it measures the
+wrong kernel is never timed, then times each one (median of repeats; the
+compiled implementations in alternating rounds, see
+:func:`benchmarks.common.measure_interleaved`). In the same run it measures the
 machine's own limit (a 2048^3 float32 ``numpy.matmul``), the peak memory of
 each forward+backward in a fresh subprocess (:mod:`benchmarks.memory`) and
 one LeNet-5 training step (:mod:`benchmarks.training`).
@@ -40,6 +41,7 @@ from benchmarks.common import (
     machine_info,
     make_inputs,
     measure,
+    measure_interleaved,
     naive_sample,
     set_threads,
     sgemm_rate,
@@ -51,8 +53,8 @@ DEFAULT_OUT = BENCH_DIR / "results"
 
 # Time budgets in seconds per measurement, and the naive subsample's output channels.
 SETTINGS = {
-    "full": dict(budget=1.0, min_repeats=5, naive_channels=4, sgemm_repeats=7),
-    "quick": dict(budget=0.1, min_repeats=3, naive_channels=1, sgemm_repeats=3),
+    "full": dict(budget=1.0, min_repeats=5, rounds=5, naive_channels=4, sgemm_repeats=7),
+    "quick": dict(budget=0.1, min_repeats=3, rounds=2, naive_channels=1, sgemm_repeats=3),
 }
 
 
@@ -133,24 +135,32 @@ def _conv_records(shape, settings: dict, progress: _Progress) -> list[dict]:
         errors[REFERENCE_IMPL] = 0.0
         del outputs
         progress.done()
-        for impl, fn in functions.items():
-            progress.start(f"{shape.name} {PASS_LABELS[pass_name]}: {impl}")
+        timings = {}
+        if "naive" in functions:
+            progress.start(f"{shape.name} {PASS_LABELS[pass_name]}: naive")
+            # No warm-up: plain Python has nothing to compile, and the check call ran it.
+            timings["naive"] = measure(functions.pop("naive"), settings["budget"], warmups=0,
+                                       min_repeats=1)
+            progress.done()
+        progress.start(f"{shape.name} {PASS_LABELS[pass_name]}: {', '.join(functions)}")
+        # The compiled implementations in alternation, so that the machine's slow
+        # phases hit them alike (see measure_interleaved).
+        timings.update(measure_interleaved(functions, settings["budget"],
+                                           rounds=settings["rounds"],
+                                           min_repeats=settings["min_repeats"]))
+        progress.done()
+        for impl, timing in timings.items():
             record = {"shape": shape.name, "pass": pass_name, "impl": impl,
                       "batch": shape.batch, "flops": shape.flops(pass_name),
                       "max_rel_error": errors[impl]}
             if impl == "naive":
                 sample = naive_sample(shape, naive_channels)
-                # No warm-up: plain Python has nothing to compile, and the check call ran it.
-                timing = measure(fn, settings["budget"], warmups=0, min_repeats=1)
                 record.update(sample_seconds=timing.median, sample_channels=sample.channels,
                               sample_images=1, scale=sample.scale(shape))
                 timing = timing.scaled(sample.scale(shape))
-            else:
-                timing = measure(fn, settings["budget"], min_repeats=settings["min_repeats"])
             record.update(seconds=timing.median, best_seconds=timing.best, q1_seconds=timing.q1,
                           q3_seconds=timing.q3, repeats=timing.repeats)
             records.append(record)
-            progress.done()
     return records
 
 
@@ -181,10 +191,11 @@ def run(args: argparse.Namespace) -> dict:
     do_memory = not args.no_memory
     do_training = not args.no_training and training.available()
 
-    n_impls = len(IMPLEMENTATIONS) - (0 if has_torch else 1)
-    total = (1 + len(shapes) * (2 + n_impls + (n_impls - 1))
+    # Per shape: forward check, naive, the rest interleaved; forward+backward
+    # check and interleaved.
+    total = (1 + len(shapes) * 5
              + (len(shapes) * (len(MEMORY_IMPLS) if has_torch else 1) if do_memory else 0)
-             + ((1 + (2 if has_torch else 1)) if do_training else 0))
+             + (2 if do_training else 0))
     progress = _Progress(total, args.quiet)
     started = time.perf_counter()
     load_start = os.getloadavg()
@@ -215,12 +226,13 @@ def run(args: argparse.Namespace) -> dict:
             progress.done()
             train = dict(batch=training.BATCH, flops=training.lenet5_flops(),
                          max_rel_error=step_error, results=[])
-            for impl, step in steps.items():
-                progress.start(f"LeNet-5 step: {impl}")
-                timing = measure(step, settings["budget"], min_repeats=settings["min_repeats"])
+            progress.start(f"LeNet-5 step: {', '.join(steps)}")
+            timings = measure_interleaved(steps, settings["budget"], rounds=settings["rounds"],
+                                          min_repeats=settings["min_repeats"])
+            for impl, timing in timings.items():
                 train["results"].append(dict(impl=impl, seconds=timing.median,
                                              best_seconds=timing.best, repeats=timing.repeats))
-                progress.done()
+            progress.done()
     finally:
         progress.close()
 

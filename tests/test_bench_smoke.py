@@ -21,6 +21,7 @@ from benchmarks.common import (
     conv_function,
     load_shapes,
     make_inputs,
+    measure_interleaved,
     torch_available,
 )
 from benchmarks.memory import measure_in_subprocess
@@ -103,3 +104,28 @@ def test_memory_probe_in_a_subprocess():
     assert result["peak_rss_mib"] >= 0
     # y, dx, dweight, dbias are all allocated during the pass, so NumPy saw at least them.
     assert result["tracemalloc_mib"] >= result["output_mib"]
+
+
+def test_measure_interleaved_alternates_rounds(monkeypatch):
+    """Every function runs in each round, in turn, until its share of the budget
+    and of the minimum call count; the timings are built from its own calls.
+    A fake clock makes every call take exactly its function's duration."""
+    clock = [0.0]
+    monkeypatch.setattr("benchmarks.common.time.perf_counter", lambda: clock[0])
+    calls = []
+
+    def function(name, seconds):
+        def call():
+            calls.append(name)
+            clock[0] += seconds
+        return call
+
+    functions = {"a": function("a", 1.0), "b": function("b", 2.0), "c": function("c", 0.25)}
+    # 3 rounds of 1.5 s each and ceil(4 / 3) = 2 calls at least: a runs 2 calls per
+    # round, b 2 (the minimum count), c 6 (until its 1.5 s).
+    timings = measure_interleaved(functions, budget=4.5, rounds=3, warmups=1, min_repeats=4)
+    assert calls[:3] == ["a", "b", "c"]  # the warm-ups
+    assert calls[3:] == (["a"] * 2 + ["b"] * 2 + ["c"] * 6) * 3
+    assert {name: timing.repeats for name, timing in timings.items()} == {"a": 6, "b": 6, "c": 18}
+    assert {name: timing.median for name, timing in timings.items()} == {"a": 1.0, "b": 2.0,
+                                                                         "c": 0.25}
