@@ -385,24 +385,30 @@ def measure_interleaved(functions: dict[str, Callable[[], object]], budget: floa
     """Time several functions in alternation; a :class:`Timing` for each.
 
     Each function gets the rules of :func:`measure` (``budget`` seconds, at
-    least ``min_repeats`` and at most ``max_repeats`` calls), spread over
-    ``rounds`` rounds in which every function runs in turn for its share.
-    On a shared machine whose speed drifts by tens of percent within a minute,
-    a slow phase then hits every implementation alike instead of whichever
-    happened to be timed during it, and their ratio stays meaningful.
+    least ``min_repeats`` and at most ``max_repeats`` calls, at most about
+    ``3*budget`` seconds), spread evenly over ``rounds`` rounds in which every
+    function runs in turn for its share; the order rotates from round to
+    round. On a shared machine whose speed drifts by tens of percent within a
+    minute, a slow phase then hits every implementation alike instead of
+    whichever happened to be timed during it, and their ratio stays
+    meaningful. (A function slower than three shares still runs once per
+    round: ``rounds`` calls at least.)
     """
     for fn in functions.values():
         for _ in range(warmups):
             fn()
-    samples: dict[str, list[float]] = {name: [] for name in functions}
-    share, calls_per_round = budget / rounds, -(-min_repeats // rounds)
+    names = list(functions)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    share = budget / rounds
+    min_calls, max_calls = -(-min_repeats // rounds), max(1, max_repeats // rounds)
     gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(rounds):
-            for name, fn in functions.items():
-                _time_calls(fn, samples[name], share, calls_per_round, max_repeats)
+        for round_index in range(rounds):
+            first = round_index % len(names)
+            for name in names[first:] + names[:first]:
+                _time_calls(functions[name], samples[name], share, min_calls, max_calls)
     finally:
         if was_enabled:
             gc.enable()
@@ -410,18 +416,18 @@ def measure_interleaved(functions: dict[str, Callable[[], object]], budget: floa
 
 
 def _time_calls(fn: Callable[[], object], samples: list[float], budget: float,
-                min_repeats: int, max_repeats: int) -> None:
-    """Append the times of calls of ``fn`` to ``samples`` until ``budget`` seconds
-    and ``min_repeats`` calls (or ``3*budget`` seconds, or ``max_repeats`` samples)."""
-    spent, calls = 0.0, 0
-    while len(samples) < max_repeats:
+                min_calls: int, max_calls: int) -> None:
+    """Append the times of calls of ``fn`` to ``samples``: at least ``min_calls``
+    and until ``budget`` seconds are spent, but at most ``max_calls`` calls or
+    ``3*budget`` seconds."""
+    spent = 0.0
+    for calls in range(1, max_calls + 1):
         start = time.perf_counter()
         fn()
         elapsed = time.perf_counter() - start
         samples.append(elapsed)
         spent += elapsed
-        calls += 1
-        if spent >= budget and (calls >= min_repeats or spent >= 3 * budget):
+        if spent >= budget and (calls >= min_calls or spent >= 3 * budget):
             break
 
 

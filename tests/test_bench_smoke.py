@@ -122,10 +122,31 @@ def test_measure_interleaved_alternates_rounds(monkeypatch):
 
     functions = {"a": function("a", 1.0), "b": function("b", 2.0), "c": function("c", 0.25)}
     # 3 rounds of 1.5 s each and ceil(4 / 3) = 2 calls at least: a runs 2 calls per
-    # round, b 2 (the minimum count), c 6 (until its 1.5 s).
+    # round, b 2 (the minimum count), c 6 (until its 1.5 s); the order rotates.
     timings = measure_interleaved(functions, budget=4.5, rounds=3, warmups=1, min_repeats=4)
     assert calls[:3] == ["a", "b", "c"]  # the warm-ups
-    assert calls[3:] == (["a"] * 2 + ["b"] * 2 + ["c"] * 6) * 3
+    runs = {"a": ["a"] * 2, "b": ["b"] * 2, "c": ["c"] * 6}
+    expected = [call for order in ("abc", "bca", "cab") for name in order for call in runs[name]]
+    assert calls[3:] == expected
     assert {name: timing.repeats for name, timing in timings.items()} == {"a": 6, "b": 6, "c": 18}
     assert {name: timing.median for name, timing in timings.items()} == {"a": 1.0, "b": 2.0,
                                                                          "c": 0.25}
+
+
+def test_measure_interleaved_caps_calls_per_round(monkeypatch):
+    """max_repeats is spread over the rounds: a fast function cannot spend it all
+    in the first round and leave the others untimed by comparison."""
+    clock = [0.0]
+    monkeypatch.setattr("benchmarks.common.time.perf_counter", lambda: clock[0])
+    calls = []
+
+    def fast(name):
+        def call():
+            calls.append(name)
+            clock[0] += 0.001
+        return call
+
+    timings = measure_interleaved({"a": fast("a"), "b": fast("b")}, budget=10.0, rounds=5,
+                                  warmups=0, min_repeats=3, max_repeats=20)
+    assert calls == (["a"] * 4 + ["b"] * 4 + ["b"] * 4 + ["a"] * 4) * 2 + ["a"] * 4 + ["b"] * 4
+    assert timings["a"].repeats == timings["b"].repeats == 20

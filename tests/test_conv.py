@@ -179,6 +179,26 @@ def test_valid_padding_is_zero_padding():
                                   cb.conv2d(x, weight, bias, padding=0))
 
 
+@pytest.mark.parametrize("case", [
+    ConvCase(5, 4, 6, 7, 6, (1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 2),  # pointwise, grouped
+    ConvCase(5, 4, 7, 6, 6, (3, 2), (2, 1), ((1, 1), (0, 1)), (1, 1), 2),  # grouped
+])
+@pytest.mark.parametrize("limit", [1, 5_000])
+def test_grouped_weight_grad_over_chunks(case, limit):
+    """dW is summed transposed over chunks (the first chunk writes, the others add)
+    and transposed once per group: every group's gradient must match the reference."""
+    x, weight, _, dy = case.arrays()
+    old = cb.get_workspace_limit()
+    try:
+        cb.set_workspace_limit(limit)
+        dx, dweight, dbias = cb.conv2d_backward(dy, x, weight, **case.kwargs(), algorithm="gemm")
+    finally:
+        cb.set_workspace_limit(old)
+    expected = reference.conv2d_backward_direct(dy, x, weight, **case.kwargs())
+    for got, want in zip((dx, dweight, dbias), expected, strict=True):
+        assert_close(got, want)
+
+
 @pytest.mark.parametrize("limit", [1, 700, 10_000])
 def test_batch_chunking_gives_the_same_result(limit):
     """A tiny workspace forces one image per chunk (or several): results must not change
@@ -390,9 +410,27 @@ def test_auto_uses_winograd_on_wide_3x3_layers_within_float32_tolerance():
     assert_close(y32, expected, rtol=1e-4)
 
 
+def test_winograd4x4_float32_on_the_widest_layer_auto_gives_it():
+    """K·C = 128², the largest layer auto sends to F(4x4, 3x3): all three passes
+    within 1e-4 of the float64 reference on the float32-rounded inputs."""
+    rng = np.random.default_rng(7)
+    x, weight, dy = (rng.standard_normal(shape).astype(np.float32)
+                     for shape in ((2, 128, 8, 8), (128, 128, 3, 3), (2, 128, 8, 8)))
+    assert cb.ops.conv.choose_algorithm(x.shape, weight.shape) == "winograd4x4"
+    wide = dict(stride=1, padding=1, dilation=1, groups=1)
+    expected = [reference.conv2d_direct(x.astype(float), weight.astype(float), None, **wide),
+                *reference.conv2d_backward_direct(dy.astype(float), x.astype(float),
+                                                  weight.astype(float), **wide)]
+    got = [cb.conv2d(x, weight, padding=1), *cb.conv2d_backward(dy, x, weight, padding=1)]
+    for value, want in zip(got, expected, strict=True):
+        assert value.dtype == np.float32
+        assert_close(value, want, rtol=1e-4)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(algorithm="fft"), "algorithm must be one of"),
     (dict(algorithm="winograd", stride=2), "algorithm='winograd' needs a 3x3 kernel"),
+    (dict(algorithm="winograd4x4", stride=2), "algorithm='winograd4x4' needs a 3x3 kernel"),
     (dict(algorithm="direct", stride=2), "algorithm='direct' needs stride 1"),
 ])
 def test_bad_algorithm(kwargs, message):
@@ -409,9 +447,10 @@ def test_bad_algorithm(kwargs, message):
     (dict(dilation=2), (2, 2, 3, 3)),
     (dict(), (2, 2, 5, 5)),
 ])
-def test_forced_winograd_refuses_what_it_cannot_compute(kwargs, weight_shape):
-    with pytest.raises(ValueError, match="algorithm='winograd' needs a 3x3 kernel"):
-        cb.conv2d(np.zeros((1, 2, 9, 9)), np.zeros(weight_shape), algorithm="winograd",
+@pytest.mark.parametrize("algorithm", ["winograd", "winograd4x4"])
+def test_forced_winograd_refuses_what_it_cannot_compute(kwargs, weight_shape, algorithm):
+    with pytest.raises(ValueError, match=f"algorithm='{algorithm}' needs a 3x3 kernel"):
+        cb.conv2d(np.zeros((1, 2, 9, 9)), np.zeros(weight_shape), algorithm=algorithm,
                   **kwargs)
 
 

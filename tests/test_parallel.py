@@ -67,18 +67,32 @@ def test_two_threads_match_one_thread(case):
         assert_close(results[1][0], expected)
 
 
-def test_winograd_batch_parallel_matches_serial(two_threads):
+@pytest.mark.parametrize("algorithm", ["winograd", "winograd4x4"])
+def test_winograd_batch_parallel_matches_serial(two_threads, algorithm):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 16, 9, 7))
     weight = rng.standard_normal((16, 16, 3, 3))
     dy = rng.standard_normal((5, 16, 9, 7))
-    y2 = cb.conv2d(x, weight, padding=1, algorithm="winograd")
-    g2 = cb.conv2d_backward(dy, x, weight, padding=1, algorithm="winograd")
+    y2 = cb.conv2d(x, weight, padding=1, algorithm=algorithm)
+    g2 = cb.conv2d_backward(dy, x, weight, padding=1, algorithm=algorithm)
     cb.set_num_threads(1)
-    assert_close(y2, cb.conv2d(x, weight, padding=1, algorithm="winograd"), rtol=1e-12)
-    for two, one in zip(g2, cb.conv2d_backward(dy, x, weight, padding=1, algorithm="winograd"),
+    assert_close(y2, cb.conv2d(x, weight, padding=1, algorithm=algorithm), rtol=1e-12)
+    for two, one in zip(g2, cb.conv2d_backward(dy, x, weight, padding=1, algorithm=algorithm),
                         strict=True):
         assert_close(two, one, rtol=1e-12)
+
+
+def test_grouped_gemm_backward_worker_split_matches_serial(two_threads):
+    """Each worker returns its range's dWᵀ; their sum is transposed once."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 6, 9, 8))
+    weight = rng.standard_normal((9, 2, 3, 3))  # 3 groups
+    dy = rng.standard_normal((6, 9, 5, 8))
+    kwargs = dict(stride=(2, 1), padding=1, groups=3, algorithm="gemm")
+    two = cb.conv2d_backward(dy, x, weight, **kwargs)
+    cb.set_num_threads(1)
+    for got, want in zip(two, cb.conv2d_backward(dy, x, weight, **kwargs), strict=True):
+        assert_close(got, want, rtol=1e-12)
 
 
 def test_worker_error_reaches_the_caller_and_blas_is_restored(two_threads):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,3 +31,8 @@ def test_transpose_into_strided_views():
     mask = np.ones_like(out, dtype=bool)
     mask[7:47, 9:74] = False
     assert np.all(out[mask] == -1.0)
+
+
+def test_transpose_into_refuses_a_wrong_shape():
+    with pytest.raises(ValueError, match="shape of src transposed"):
+        transpose_into(np.zeros((3, 4)), np.zeros((3, 4)))

@@ -17,6 +17,8 @@ _BLOCK = 32
 def transpose_into(src, dst):
     """``dst[j, i] = src[i, j]`` for a 2-D ``src`` (rows, cols) and ``dst`` (cols, rows)."""
     rows, cols = src.shape
+    if dst.shape[0] != cols or dst.shape[1] != rows:  # Numba does not check bounds
+        raise ValueError("transpose_into: dst must have the shape of src transposed")
     for i0 in range(0, rows, _BLOCK):
         i1 = min(i0 + _BLOCK, rows)
         for j0 in range(0, cols, _BLOCK):

@@ -31,10 +31,10 @@ only the (much smaller) output and ``dy`` are reordered between (b, K, L) and
 (K, b*L). A 1x1, stride-1, unpadded convolution skips im2col: each image
 already is its (C, H*W) column matrix.
 
-Wide 3x3 stride-1 layers use Winograd F(2x2, 3x3) instead
-(:mod:`cnnblas.ops.winograd`), and stride-1 layers with very few weights a
-direct kernel without im2col (:mod:`cnnblas.ops.direct`);
-:func:`choose_algorithm` decides. With several
+3x3 stride-1 layers with 8 or more channels on images of 8x8 or more use
+Winograd F(4x4, 3x3) or F(2x2, 3x3) instead (:mod:`cnnblas.ops.winograd`),
+and other stride-1 layers with very few weights a direct kernel without
+im2col (:mod:`cnnblas.ops.direct`); :func:`choose_algorithm` decides. With several
 threads, the batch is split across worker threads that each run the whole
 pipeline on their own images (:mod:`cnnblas.ops.parallel`).
 """

@@ -139,7 +139,7 @@ def _operand_rows(size: int, itemsize: int) -> int:
     """Row length of a (P, ...) transform operand holding ``size`` elements per row.
 
     Rounded up to an odd number of 64-byte cache lines, so that the P rows,
-    which the transforms stream through side by side, map to 16 different
+    which the transforms stream through side by side, map to P different
     cache sets. Rows a multiple of 4 KiB long (cifar2 and res56 chunks are)
     would all share one set: the transforms ran 4-6x slower.
     """
@@ -305,7 +305,8 @@ class WeightGradPlan(NamedTuple):
     variant: _Variant
 
     def run(self, start: int, stop: int, serial: bool = False) -> np.ndarray:
-        """``dU`` summed over images [start, stop), as a new (P, K, C) array.
+        """``dU`` summed over images [start, stop), as (P, K, C): a transposed view
+        of a new (P, C, K) array, which :meth:`finish` sums into a copy.
 
         ``serial`` selects the single-threaded, GIL-free kernels (for worker
         threads); otherwise the transforms use Numba's thread pool.
