@@ -63,16 +63,14 @@ def _valid_range(offset, stride, size, out_size):
 def _padded_plane(x, n, c, pad, padded, plane):
     """The (n, c) input plane, flat and zero-padded to ``padded = (padded_h, padded_w)``.
 
-    Without padding (``padded`` equal to the plane's size) the plane itself is
-    returned; otherwise its pixels are copied into the interior of ``plane``,
-    a flat scratch buffer whose border the caller keeps at zero.
+    Without padding (an empty ``plane``, see :func:`_plane_size`) the image
+    plane itself is returned; otherwise its pixels are copied into the
+    interior of ``plane``, a flat scratch buffer whose border the caller keeps
+    at zero.
     """
-    height, width = x.shape[2], x.shape[3]
-    pad_top, pad_left = pad
-    padded_h, padded_w = padded
-    if padded_h == height and padded_w == width:
+    if plane.size == 0:
         return x[n, c].ravel()
-    copy_into_padded(x[n, c], plane, pad_top, pad_left, padded_w)
+    copy_into_padded(x[n, c], plane, pad[0], pad[1], padded[1])
     return plane
 
 
@@ -94,6 +92,14 @@ def _im2col_task(x, offsets, pad, padded, plane, cols, task):
             dst[l] = source[at[l]]
 
 
+@numba.njit(cache=True, inline="always")
+def _plane_size(x_shape, padded):
+    """Elements of the scratch plane: 0 when there is no padding (the image plane
+    itself is used), the padded plane's size otherwise."""
+    unpadded = padded[0] == x_shape[2] and padded[1] == x_shape[3]
+    return 0 if unpadded else padded[0] * padded[1]
+
+
 @numba.njit(cache=True, parallel=True)
 def im2col_into(x, offsets, pad, padded, cols):
     """Fill ``cols`` (C*kh*kw, N, out_h*out_w) from ``x`` (N, C, H, W).
@@ -105,18 +111,16 @@ def im2col_into(x, offsets, pad, padded, cols):
     pairs: each task writes its own rows, so there are no write conflicts.
     Every element of ``cols`` is written (zeros included).
     """
-    n_tasks = x.shape[0] * x.shape[1]
-    unpadded = padded[0] == x.shape[2] and padded[1] == x.shape[3]
-    plane_size = 0 if unpadded else padded[0] * padded[1]
-    for task in prange(n_tasks):
-        plane = np.zeros(plane_size, x.dtype)  # per task: tasks run concurrently
+    for task in prange(x.shape[0] * x.shape[1]):
+        # One scratch plane per task: tasks run concurrently.
+        plane = np.zeros(_plane_size(x.shape, padded), x.dtype)
         _im2col_task(x, offsets, pad, padded, plane, cols, task)
 
 
 @numba.njit(cache=True, nogil=True)
 def im2col_into_serial(x, offsets, pad, padded, cols):
     """:func:`im2col_into` in the calling thread, without the GIL."""
-    plane = np.zeros(padded[0] * padded[1], x.dtype)
+    plane = np.zeros(_plane_size(x.shape, padded), x.dtype)
     for task in range(x.shape[0] * x.shape[1]):
         _im2col_task(x, offsets, pad, padded, plane, cols, task)
 
@@ -210,13 +214,11 @@ def col2im_into_serial(cols, kernel, stride, pad, dilation, out, x):
 def _col2im_scatter_task(cols, offsets, pad, padded, plane, x, task):
     """Rebuild one image plane ``x[n, c]``, ``task = n * C + c``, by adding each
     column row into the padded plane at ``offsets`` (the adjoint of the gather)."""
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    pad_top, pad_left = pad
-    padded_h, padded_w = padded
+    channels = x.shape[1]
     n_offsets, n_positions = offsets.shape
     n = task // channels
     c = task - n * channels
-    unpadded = padded_h == height and padded_w == width
+    unpadded = plane.size == 0  # see _plane_size
     target = x[n, c].ravel() if unpadded else plane
     target[:] = 0
     for r in range(n_offsets):
@@ -225,7 +227,7 @@ def _col2im_scatter_task(cols, offsets, pad, padded, plane, x, task):
         for l in range(n_positions):
             target[at[l]] += src[l]
     if not unpadded:
-        copy_from_padded(plane, pad_top, pad_left, padded_w, x[n, c])
+        copy_from_padded(plane, pad[0], pad[1], padded[1], x[n, c])
 
 
 @numba.njit(cache=True, parallel=True)
@@ -238,13 +240,13 @@ def col2im_scatter_into(cols, offsets, pad, padded, x):
     Parallel over the N*C image planes.
     """
     for task in prange(x.shape[0] * x.shape[1]):
-        plane = np.empty(padded[0] * padded[1], x.dtype)
+        plane = np.empty(_plane_size(x.shape, padded), x.dtype)
         _col2im_scatter_task(cols, offsets, pad, padded, plane, x, task)
 
 
 @numba.njit(cache=True, nogil=True)
 def col2im_scatter_into_serial(cols, offsets, pad, padded, x):
     """:func:`col2im_scatter_into` in the calling thread, without the GIL."""
-    plane = np.empty(padded[0] * padded[1], x.dtype)
+    plane = np.empty(_plane_size(x.shape, padded), x.dtype)
     for task in range(x.shape[0] * x.shape[1]):
         _col2im_scatter_task(cols, offsets, pad, padded, plane, x, task)

@@ -66,7 +66,7 @@ def _clamped(lo, hi, limit):
 @numba.njit(cache=True, inline="always")
 def _input_task(x, pad, tiles, v, task):
     """Transform input plane ``x[n, c]`` with ``task = c * N + n``."""
-    n_images, channels, height, width = x.shape
+    n_images, _, height, width = x.shape
     pad_top, pad_left = pad
     tiles_h, tiles_w = tiles
     span = tiles_w + 1  # tiles per tile row, junk included; a padded row has 2*span columns
@@ -144,7 +144,7 @@ def winograd_input_transform_serial(x, pad, tiles, v):
 @numba.njit(cache=True, inline="always")
 def _output_task(m, tiles, bias, y, task):
     """Write output plane ``y[n, k]`` with ``task = k * N + n``."""
-    n_images, n_out, out_h, out_w = y.shape
+    n_images, _, out_h, out_w = y.shape
     tiles_h, tiles_w = tiles
     span = tiles_w + 1
     n_tiles = tiles_h * span
@@ -210,7 +210,7 @@ def winograd_output_transform_serial(m, tiles, bias, y):
 @numba.njit(cache=True, inline="always")
 def _grad_task(dy, tiles, m, task):
     """Transform output-gradient plane ``dy[n, k]`` with ``task = k * N + n``."""
-    n_images, n_out, out_h, out_w = dy.shape
+    n_images, _, out_h, out_w = dy.shape
     tiles_h, tiles_w = tiles
     span = tiles_w + 1
     n_tiles = tiles_h * span

@@ -98,7 +98,7 @@ def _a(g0, g1, g2, g3, two, four, eight):
 @numba.njit(cache=True, inline="always")
 def _input_task(x, pad, tiles, v, c):
     """Transform input channel ``c`` of every image in ``x`` into ``v``."""
-    n_images, channels, height, width = x.shape
+    n_images, _, height, width = x.shape
     pad_top, pad_left = pad
     tiles_h, tiles_w = tiles
     span = tiles_w + 1  # tiles per tile row, junk included
@@ -188,7 +188,7 @@ def winograd4_input_transform_serial(x, pad, tiles, v):
 @numba.njit(cache=True, inline="always")
 def _output_task(m, tiles, bias, y, k):
     """Write output channel ``k`` of every image of ``y``."""
-    n_images, n_out, out_h, out_w = y.shape
+    n_images, _, out_h, out_w = y.shape
     tiles_h, tiles_w = tiles
     span = tiles_w + 1
     per_image = tiles_h * span
@@ -262,7 +262,7 @@ def winograd4_output_transform_serial(m, tiles, bias, y):
 @numba.njit(cache=True, inline="always")
 def _grad_task(dy, tiles, m, k):
     """Transform output-gradient channel ``k`` of every image of ``dy`` into ``m``."""
-    n_images, n_out, out_h, out_w = dy.shape
+    n_images, _, out_h, out_w = dy.shape
     tiles_h, tiles_w = tiles
     span = tiles_w + 1
     per_image = tiles_h * span
