@@ -379,7 +379,6 @@ def test_auto_algorithm_choice():
     assert choose((8, 64, 56, 56), (64, 64, 3, 3)) == "winograd4x4"
     assert choose((8, 128, 28, 28), (128, 128, 3, 3)) == "winograd4x4"  # K*C = 128**2
     assert choose((8, 128, 28, 28), (256, 128, 3, 3)) == "winograd"  # K*C above 128**2
-    assert choose((8, 64), (64, 64, 3, 3)) == "winograd4x4"  # image size not known yet
     assert choose((8, 64, 7, 56), (64, 64, 3, 3)) == "gemm"  # images under 8x8
     assert choose((8, 3, 32, 32), (32, 3, 3, 3)) == "direct"  # 3 channels; 864 weights
     assert choose((8, 7, 32, 32), (32, 7, 3, 3)) == "direct"  # 7 channels
@@ -452,6 +451,20 @@ def test_forced_winograd_refuses_what_it_cannot_compute(kwargs, weight_shape, al
     with pytest.raises(ValueError, match=f"algorithm='{algorithm}' needs a 3x3 kernel"):
         cb.conv2d(np.zeros((1, 2, 9, 9)), np.zeros(weight_shape), algorithm=algorithm,
                   **kwargs)
+
+
+def test_check_algorithm_needs_no_input():
+    """What a layer checks when it is built, before any image size is known."""
+    from cnnblas.ops.conv import ALGORITHMS, check_algorithm
+
+    for algorithm in ALGORITHMS:
+        assert check_algorithm((64, 64, 3, 3), algorithm=algorithm) is None
+    with pytest.raises(ValueError, match="algorithm='winograd4x4' needs a 3x3 kernel"):
+        check_algorithm((64, 64, 3, 3), stride=2, algorithm="winograd4x4")
+    with pytest.raises(ValueError, match="algorithm='direct' needs stride 1"):
+        check_algorithm((64, 64, 3, 3), stride=2, algorithm="direct")
+    with pytest.raises(TypeError, match="algorithm must be a str"):
+        check_algorithm((64, 64, 3, 3), algorithm=4)
 
 
 def test_algorithm_must_be_a_string():

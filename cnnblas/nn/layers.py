@@ -35,7 +35,7 @@ from cnnblas.nn.module import Module, Parameter
 from cnnblas.ops import activations as act
 from cnnblas.ops import pooling
 from cnnblas.ops._checks import as_pair, check_float_array, check_shape
-from cnnblas.ops.conv import choose_algorithm, conv2d, conv2d_backward
+from cnnblas.ops.conv import check_algorithm, conv2d, conv2d_backward
 from cnnblas.ops.linear import linear, linear_backward
 
 
@@ -82,7 +82,8 @@ class Conv2d(_Layer):
     rng : None, int or numpy.random.Generator
         Source of the initial weights.
     algorithm : {"auto", "gemm", "winograd", "winograd4x4", "direct"}, default "auto"
-        Convolution algorithm (:func:`cnnblas.ops.conv.choose_algorithm`).
+        Convolution algorithm (:func:`cnnblas.ops.conv.choose_algorithm`; checked
+        at construction by :func:`cnnblas.ops.conv.check_algorithm`).
     input_grad : bool, default True
         When False, :meth:`backward` skips the input gradient and returns None:
         the first layer of a network, whose input is data, needs none (this
@@ -117,14 +118,12 @@ class Conv2d(_Layer):
         self.stride = as_pair(stride, "stride")
         self.dilation = as_pair(dilation, "dilation")
         self.padding = padding  # validated against the input size by conv2d
+        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         # Checked now, not at the first forward: an unusable algorithm is a build error.
-        choose_algorithm((1, self.in_channels), (self.out_channels,
-                         self.in_channels // self.groups, *self.kernel_size),
-                         self.stride, self.dilation, self.groups, algorithm)
+        check_algorithm(shape, self.stride, self.dilation, self.groups, algorithm)
         self.algorithm = algorithm
         dtype = init.as_float_dtype(dtype)
         rng = init.as_rng(rng)
-        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         self.weight = Parameter(init.kaiming_uniform(shape, dtype=dtype, rng=rng))
         bound = 1.0 / np.sqrt(init.fan_in(shape))
         self.bias = (Parameter(init.uniform((self.out_channels,), bound, dtype, rng))

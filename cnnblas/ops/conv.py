@@ -258,6 +258,32 @@ _WINOGRAD_MIN_SIZE = 8
 _WINOGRAD4_MAX_CHANNEL_PAIRS = 128 * 128
 
 
+def check_algorithm(weight_shape, stride=1, dilation=1, groups: int = 1,
+                    algorithm: str = "auto") -> None:
+    """Raise unless ``algorithm`` is one of :data:`ALGORITHMS` and can compute a
+    layer with this (K, C/groups, kh, kw) weight and geometry: TypeError for a
+    non-string, ValueError for an unknown name or a forced "winograd",
+    "winograd4x4" or "direct" on a layer it cannot compute. Needs no input,
+    so layers check it when they are built."""
+    if not isinstance(algorithm, str):
+        raise TypeError(f"algorithm must be a str, one of {ALGORITHMS}; got {algorithm!r}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    if (algorithm in _WINOGRAD_TILES
+            and not winograd.winograd_supported(weight_shape, stride, dilation, groups)):
+        raise ValueError(
+            f"algorithm={algorithm!r} needs a 3x3 kernel, stride 1, dilation 1 and groups 1; got "
+            f"weight shape {tuple(weight_shape)}, stride {stride!r}, dilation {dilation!r}, "
+            f"groups {groups}"
+        )
+    if algorithm == "direct" and not direct.direct_supported(weight_shape, stride, dilation,
+                                                             groups):
+        raise ValueError(
+            "algorithm='direct' needs stride 1, dilation 1 and groups 1; got "
+            f"stride {stride!r}, dilation {dilation!r}, groups {groups}"
+        )
+
+
 def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 1,
                      algorithm: str = "auto") -> str:
     """The algorithm :func:`conv2d` uses for this layer: "gemm", "winograd",
@@ -271,38 +297,21 @@ def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 
     at most 2,304 weight elements, input rows at least 4·(kw − 1) wide and
     kernels larger than 1x1 (LeNet-5's first layer, 3 -> 32 3x3 layers;
     :func:`cnnblas.ops.direct.direct_preferred`); and the im2col GEMM otherwise.
-    ``x_shape`` may be just (N, C) when the image size is not known yet; the
-    size rule then counts as met.
 
-    The other names force a choice; "winograd", "winograd4x4" or "direct" on
-    a layer it cannot compute raises ValueError. (Given non-finite inputs,
-    the backward pass of a "direct" layer runs the GEMM instead; see
-    :func:`cnnblas.ops.direct.inputs_finite`.)
+    The other names force a choice, checked by :func:`check_algorithm`.
+    (Given non-finite inputs, the backward pass of a "direct" layer runs the
+    GEMM instead; see :func:`cnnblas.ops.direct.inputs_finite`.)
     """
-    if not isinstance(algorithm, str):
-        raise TypeError(f"algorithm must be a str, one of {ALGORITHMS}; got {algorithm!r}")
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    supported = winograd.winograd_supported(weight_shape, stride, dilation, groups)
-    if algorithm in _WINOGRAD_TILES and not supported:
-        raise ValueError(
-            f"algorithm={algorithm!r} needs a 3x3 kernel, stride 1, dilation 1 and groups 1; got "
-            f"weight shape {tuple(weight_shape)}, stride {stride!r}, dilation {dilation!r}, "
-            f"groups {groups}"
-        )
-    direct_ok = direct.direct_supported(weight_shape, stride, dilation, groups)
-    if algorithm == "direct" and not direct_ok:
-        raise ValueError(
-            "algorithm='direct' needs stride 1, dilation 1 and groups 1; got "
-            f"stride {stride!r}, dilation {dilation!r}, groups {groups}"
-        )
+    check_algorithm(weight_shape, stride, dilation, groups, algorithm)
     if algorithm != "auto":
         return algorithm
     n_out, channels = weight_shape[:2]
-    large = len(x_shape) < 4 or min(x_shape[2:4]) >= _WINOGRAD_MIN_SIZE
-    if supported and min(channels, n_out) >= _WINOGRAD_MIN_CHANNELS and large:
+    if (winograd.winograd_supported(weight_shape, stride, dilation, groups)
+            and min(channels, n_out) >= _WINOGRAD_MIN_CHANNELS
+            and min(x_shape[2:4]) >= _WINOGRAD_MIN_SIZE):
         return "winograd4x4" if n_out * channels <= _WINOGRAD4_MAX_CHANNEL_PAIRS else "winograd"
-    if direct_ok and direct.direct_preferred(x_shape, weight_shape):
+    if (direct.direct_supported(weight_shape, stride, dilation, groups)
+            and direct.direct_preferred(x_shape, weight_shape)):
         return "direct"
     return "gemm"
 

@@ -34,8 +34,6 @@ MIN_WIDTH_PER_EXTRA_COLUMN = 4
 
 def direct_preferred(x_shape, weight_shape) -> bool:
     """The ``algorithm="auto"`` rule for a layer the direct kernels support."""
-    if len(x_shape) < 4:  # no image size given (a layer checked before its first input)
-        return False
     kernel_h, kernel_w = weight_shape[2:]
     if kernel_h == kernel_w == 1:  # the GEMM needs no im2col there and was faster
         return False
