@@ -72,16 +72,29 @@ def warm_up() -> float:
     Returns the seconds it took. Run once after installation so that the first
     convolution of every later process only loads cached machine code.
     """
-    from cnnblas.ops.conv import conv2d, conv2d_backward
+    from cnnblas.ops.conv import ALGORITHMS, conv2d, conv2d_backward
+    from cnnblas.threads import get_num_threads
+
+    def convolve(x, n_out, algorithms, stride=1):
+        w = np.ones((n_out, x.shape[1], 3, 3), x.dtype)
+        for algorithm in algorithms:
+            y = conv2d(x, w, stride=stride, padding=1, algorithm=algorithm)
+            conv2d_backward(y, x, w, stride=stride, padding=1, algorithm=algorithm)
+            conv2d_backward(y, x, w, stride=stride, padding=1, algorithm=algorithm,
+                            input_grad=False)
 
     start = time.perf_counter()
+    every = [algorithm for algorithm in ALGORITHMS if algorithm != "auto"]
     for dtype in (np.float32, np.float64):
-        x = np.ones((1, 1, 4, 4), dtype)
-        w = np.ones((1, 1, 3, 3), dtype)
-        for algorithm in ("gemm", "winograd", "winograd4x4", "direct"):
-            y = conv2d(x, w, padding=1, algorithm=algorithm)
-            conv2d_backward(y, x, w, padding=1, algorithm=algorithm)
-            conv2d_backward(y, x, w, padding=1, algorithm=algorithm, input_grad=False)
+        # Small calls run the serial kernels (cnnblas.ops.parallel.SERIAL_FLOPS);
+        # 4-wide rows take col2im's scatter, 24-wide ones its row kernel.
+        convolve(np.ones((1, 1, 4, 4), dtype), 1, every)
+        convolve(np.ones((2, 1, 24, 24), dtype), 1, ["gemm"])
+        if get_num_threads() > 1:
+            # One image of 19 MFLOP: parallel inside each step (Numba prange kernels).
+            image = np.ones((1, 32, 32, 32), dtype)
+            convolve(image, 32, ["gemm", "winograd", "winograd4x4"])
+            convolve(image, 32, ["gemm"], stride=2)  # the parallel scatter
     for extra in _extra_warmups():
         extra()
     return time.perf_counter() - start
