@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import os
 
-import numpy as np
-import pytest
-from hypothesis import strategies as st
+# The worker-thread tests need two Numba threads; Numba's default is the core
+# count, so on a one-core runner they would all skip. Set before Numba loads.
+os.environ.setdefault("NUMBA_NUM_THREADS", "2")
+
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 MNIST5K = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist5k").resolve()
 
@@ -106,6 +112,21 @@ def assert_close(actual, expected, rtol=1e-10, err_msg=""):
     assert actual.shape == expected.shape, (actual.shape, expected.shape, err_msg)
     scale = max(float(np.abs(expected).max(initial=0.0)), 1e-300)
     np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * scale, err_msg=err_msg)
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    """Two threads, and no serial shortcut: every call takes the worker path."""
+    import cnnblas as cb
+    from cnnblas.ops import parallel
+
+    if cb.threads.max_threads() < 2:
+        pytest.skip("needs 2 Numba threads")
+    monkeypatch.setattr(parallel, "SERIAL_FLOPS", 0)
+    old = cb.get_num_threads()
+    cb.set_num_threads(2)
+    yield
+    cb.set_num_threads(old)
 
 
 @pytest.fixture

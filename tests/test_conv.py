@@ -347,27 +347,17 @@ def test_direct_backward_with_an_infinite_value_matches_the_reference(where):
         np.testing.assert_array_equal(got, want.astype(np.float32))
 
 
-def test_direct_float32_and_worker_threads(monkeypatch):
+def test_direct_float32_and_worker_threads(two_threads):
     """float32 within 1e-4 of the float64 reference, through the worker-thread path."""
-    from cnnblas.ops import parallel
-
-    if cb.threads.max_threads() < 2:
-        pytest.skip("needs 2 Numba threads")
-    monkeypatch.setattr(parallel, "SERIAL_FLOPS", 0)
     rng = np.random.default_rng(6)
     x, weight = rng.standard_normal((5, 1, 12, 10)), rng.standard_normal((6, 1, 5, 5))
     dy = rng.standard_normal((5, 6, 12, 10))
     kwargs = dict(stride=1, padding=2, dilation=1, groups=1)
     expected = [reference.conv2d_direct(x, weight, None, **kwargs),
                 *reference.conv2d_backward_direct(dy, x, weight, **kwargs)]
-    old = cb.get_num_threads()
-    cb.set_num_threads(2)
-    try:
-        args = (x.astype(np.float32), weight.astype(np.float32))
-        got = [cb.conv2d(*args, padding=2, algorithm="direct"),
-               *cb.conv2d_backward(dy.astype(np.float32), *args, padding=2, algorithm="direct")]
-    finally:
-        cb.set_num_threads(old)
+    args = (x.astype(np.float32), weight.astype(np.float32))
+    got = [cb.conv2d(*args, padding=2, algorithm="direct"),
+           *cb.conv2d_backward(dy.astype(np.float32), *args, padding=2, algorithm="direct")]
     for value, want in zip(got, expected, strict=True):
         assert value.dtype == np.float32
         assert_close(value, want, rtol=1e-4)

@@ -304,9 +304,7 @@ def test_linear_backward_without_dx():
     full = linear_backward(dy, x, weight)
     partial = linear_backward(dy, x, weight, need_dx=False)
     assert partial[0] is None
-    np.testing.assert_array_equal(partial[1], full[1])
-    np.testing.assert_array_equal(full[0], dy @ weight)  # dX = dY . W
-    np.testing.assert_allclose(full[1], dy.T @ x)  # dW = dYᵀ . X
+    np.testing.assert_array_equal(partial[1], full[1])  # the values: test_linear_gradients
 
 
 def test_layer_sizes_wrong_type_is_type_error_bad_value_is_value_error():

@@ -12,18 +12,6 @@ from cnnblas.ops import parallel
 from tests.conftest import ConvCase, assert_close, conv_cases
 
 
-@pytest.fixture
-def two_threads(monkeypatch):
-    """Two threads, and no serial shortcut: every call takes the worker path."""
-    if cb.threads.max_threads() < 2:
-        pytest.skip("needs 2 Numba threads")
-    monkeypatch.setattr(parallel, "SERIAL_FLOPS", 0)
-    old = cb.get_num_threads()
-    cb.set_num_threads(2)
-    yield
-    cb.set_num_threads(old)
-
-
 @pytest.mark.parametrize("n_images, n_parts", [(1, 1), (5, 2), (6, 3), (7, 7), (10, 4)])
 def test_image_ranges_cover_the_batch_evenly(n_images, n_parts):
     ranges = parallel.image_ranges(n_images, n_parts)
@@ -80,19 +68,6 @@ def test_winograd_batch_parallel_matches_serial(two_threads, algorithm):
     for two, one in zip(g2, cb.conv2d_backward(dy, x, weight, padding=1, algorithm=algorithm),
                         strict=True):
         assert_close(two, one, rtol=1e-12)
-
-
-def test_grouped_gemm_backward_worker_split_matches_serial(two_threads):
-    """Each worker returns its range's dWᵀ; their sum is transposed once."""
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((6, 6, 9, 8))
-    weight = rng.standard_normal((9, 2, 3, 3))  # 3 groups
-    dy = rng.standard_normal((6, 9, 5, 8))
-    kwargs = dict(stride=(2, 1), padding=1, groups=3, algorithm="gemm")
-    two = cb.conv2d_backward(dy, x, weight, **kwargs)
-    cb.set_num_threads(1)
-    for got, want in zip(two, cb.conv2d_backward(dy, x, weight, **kwargs), strict=True):
-        assert_close(got, want, rtol=1e-12)
 
 
 def test_worker_error_reaches_the_caller_and_blas_is_restored(two_threads):

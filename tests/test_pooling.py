@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import cnnblas as cb
 from cnnblas import reference
 from cnnblas._kernels import pooling as kernels
 from cnnblas.nn.gradcheck import numerical_gradient, relative_error
@@ -128,10 +127,7 @@ def test_max_pool_matches_the_reference_loops(case):
     np.testing.assert_array_equal(argmax, argmax_ref)
 
 
-def test_max_pool_across_worker_threads_matches_the_reference(monkeypatch):
-    if cb.threads.max_threads() < 2:
-        pytest.skip("needs 2 Numba threads")
-    monkeypatch.setattr(parallel, "SERIAL_FLOPS", 0)  # force the worker path
+def test_max_pool_across_worker_threads_matches_the_reference(monkeypatch, two_threads):
     ranges_seen = []
     split = parallel.image_ranges
     monkeypatch.setattr(parallel, "image_ranges",
@@ -139,23 +135,18 @@ def test_max_pool_across_worker_threads_matches_the_reference(monkeypatch):
     rng = np.random.default_rng(4)
     x = rng.integers(-3, 4, (3, 5, 8, 6)).astype(np.float32)
     x[1, 2, 3, 3] = np.nan
-    old = cb.get_num_threads()
-    cb.set_num_threads(2)
-    try:
-        for kernel, stride in [(2, 2), (3, 1)]:
-            y, argmax = max_pool2d(x, kernel, stride)
-            y_ref, argmax_ref = reference.max_pool2d_loops(x, kernel, stride)
-            np.testing.assert_array_equal(y, y_ref)
-            np.testing.assert_array_equal(argmax, argmax_ref)
-            dy = rng.standard_normal(y.shape).astype(np.float32)
-            dx = max_pool2d_backward(dy, argmax, x.shape)
-            dx_ref = np.zeros(x.size, np.float32).reshape(15, -1)
-            planes = zip(dy.reshape(15, -1), argmax.reshape(15, -1), strict=True)
-            for plane, (dy_plane, at_plane) in enumerate(planes):
-                np.add.at(dx_ref[plane], at_plane, dy_plane)
-            np.testing.assert_array_equal(dx, dx_ref.reshape(x.shape))
-    finally:
-        cb.set_num_threads(old)
+    for kernel, stride in [(2, 2), (3, 1)]:
+        y, argmax = max_pool2d(x, kernel, stride)
+        y_ref, argmax_ref = reference.max_pool2d_loops(x, kernel, stride)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(argmax, argmax_ref)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        dx = max_pool2d_backward(dy, argmax, x.shape)
+        dx_ref = np.zeros(x.size, np.float32).reshape(15, -1)
+        planes = zip(dy.reshape(15, -1), argmax.reshape(15, -1), strict=True)
+        for plane, (dy_plane, at_plane) in enumerate(planes):
+            np.add.at(dx_ref[plane], at_plane, dy_plane)
+        np.testing.assert_array_equal(dx, dx_ref.reshape(x.shape))
     assert ranges_seen and all(parts == 2 for parts in ranges_seen)
 
 
