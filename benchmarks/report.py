@@ -144,9 +144,10 @@ def _conv_records(shape, settings: dict, progress: _Progress) -> list[dict]:
             progress.done()
         progress.start(f"{shape.name} {PASS_LABELS[pass_name]}: {', '.join(functions)}")
         # The compiled implementations in alternation, so that the machine's slow
-        # phases hit them alike (see measure_interleaved).
+        # phases hit them alike (see measure_interleaved); the check call above was
+        # their warm-up.
         timings.update(measure_interleaved(functions, settings["budget"],
-                                           rounds=settings["rounds"],
+                                           rounds=settings["rounds"], warmups=0,
                                            min_repeats=settings["min_repeats"]))
         progress.done()
         for impl, timing in timings.items():

@@ -78,7 +78,7 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     """The current thread setting (all cores until :func:`set_num_threads` is called)."""
-    return _setting if _setting is not None else int(numba.config.NUMBA_NUM_THREADS)
+    return _setting if _setting is not None else max_threads()
 
 
 def apply_to_this_thread() -> None:

@@ -220,6 +220,7 @@ def _setup(args, world):
         shift = DEFAULTS["shift_augment"].get(args.data, 0)
     if shift < 0:
         raise ValueError(f"--shift-augment must be >= 0, got {shift}")
+    originals = len(x_train)  # before the shifted copies
     if shift:
         x_train, y_train = shifted_copies(x_train, y_train, shift)
     mean, std = 0.0, 1.0
@@ -265,7 +266,6 @@ def _setup(args, world):
     parallel = (f"{cnnblas.get_num_threads()} thread(s)" if world is None else
                 f"{world.size} MPI ranks x {cnnblas.get_num_threads()} thread(s), "
                 f"{-(-args.batch_size // world.size)} images per rank and step")
-    originals = len(x_train) // 5 if shift else len(x_train)
     header = (f"{args.model} on {args.data}: {originals} training and {len(x_test)} test "
               f"images {channels}x{height}x{width}"
               + (f" (+4 copies shifted by {shift} px)" if shift else "")

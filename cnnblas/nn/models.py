@@ -16,6 +16,15 @@ from cnnblas.nn.module import Sequential
 from cnnblas.ops._checks import as_pair
 
 
+def _axes(model: str, input_size, axis_rule):
+    """``axis_rule(size)`` (paddings and final size) for the height and the width
+    of ``input_size``, which must be at least 4 on each axis."""
+    height, width = as_pair(input_size, "input_size")
+    if min(height, width) < 4:
+        raise ValueError(f"{model} needs input_size of at least 4x4, got {height}x{width}")
+    return axis_rule(height), axis_rule(width)
+
+
 def _lenet_axis(size: int) -> tuple[int, int, int]:
     """Paddings of the two 5x5 convolutions along one axis, and the final size.
 
@@ -74,11 +83,7 @@ def lenet5(num_classes=10, in_channels=1, input_size=28, dtype=np.float32, rng=N
     ValueError
         ``input_size`` smaller than 4 on some axis.
     """
-    height, width = as_pair(input_size, "input_size")
-    if min(height, width) < 4:
-        raise ValueError(f"lenet5 needs input_size of at least 4x4, got {height}x{width}")
-    pad1_h, pad2_h, out_h = _lenet_axis(height)
-    pad1_w, pad2_w, out_w = _lenet_axis(width)
+    (pad1_h, pad2_h, out_h), (pad1_w, pad2_w, out_w) = _axes("lenet5", input_size, _lenet_axis)
     dtype = as_float_dtype(dtype)
     rng = as_rng(rng)
     return Sequential(
@@ -142,16 +147,13 @@ def tutorial_cnn(num_classes=10, in_channels=1, input_size=28, dtype=np.float32,
     -------
     Sequential
     """
-    height, width = as_pair(input_size, "input_size")
-    if min(height, width) < 4:
-        raise ValueError(f"tutorial_cnn needs input_size of at least 4x4, got {height}x{width}")
-    pad1_h, pad2_h, out_h = _tutorial_axis(height)
-    pad1_w, pad2_w, out_w = _tutorial_axis(width)
+    (pad1_h, pad2_h, out_h), (pad1_w, pad2_w, out_w) = _axes("tutorial_cnn", input_size,
+                                                             _tutorial_axis)
     dtype = as_float_dtype(dtype)
     rng = as_rng(rng)
     return Sequential(
         Conv2d(in_channels, 32, 3, padding=(pad1_h, pad1_w), dtype=dtype, rng=rng,
-                  input_grad=input_grad),
+               input_grad=input_grad),
         ReLU(),
         MaxPool2d(2),
         Conv2d(32, 64, 4, padding=(pad2_h, pad2_w), dtype=dtype, rng=rng),

@@ -395,13 +395,13 @@ def _gemm_forward(problem: _ConvProblem, bias, y: np.ndarray, start: int, stop: 
         count = chunk_stop - chunk_start
         y_chunk = y[chunk_start:chunk_stop].reshape(count, n_out, -1)
         # One image: the GEMM can write straight into NCHW. Several: (K, b*L) scratch.
-        direct = count == 1
-        out = y_chunk[0] if direct else workspace.scratch((n_out, cols.shape[2]), y.dtype, 2)
+        one_image = count == 1
+        out = y_chunk[0] if one_image else workspace.scratch((n_out, cols.shape[2]), y.dtype, 2)
         out_grouped = out.reshape(groups, -1, cols.shape[2])
         for g in range(groups):
             # Y = Wm @ cols
             np.matmul(w_grouped[g], cols[g], out=out_grouped[g])
-        if direct:
+        if one_image:
             if bias is not None:
                 out += bias[:, None]
         else:
