@@ -65,9 +65,11 @@ LABELS = {
     "torch": "PyTorch",
 }
 PASSES = ("forward", "forward_backward")
-PASS_LABELS = {"forward": "forward", "forward_backward": "forward+backward"}
-PASS_FLOP_FACTOR = {"forward": 1, "forward_backward": 3}
-OUTPUT_NAMES = {"forward": ("y",), "forward_backward": ("y", "dx", "dweight", "dbias")}
+PASS_LABELS = {"forward": "forward", "backward": "backward",
+               "forward_backward": "forward+backward"}
+PASS_FLOP_FACTOR = {"forward": 1, "backward": 2, "forward_backward": 3}
+OUTPUT_NAMES = {"forward": ("y",), "backward": ("dx", "dweight", "dbias"),
+                "forward_backward": ("y", "dx", "dweight", "dbias")}
 
 # Largest allowed max|actual - expected| / max|expected| for float32 outputs.
 TOLERANCE = 1e-4
@@ -229,6 +231,9 @@ def conv_function(impl: str, pass_name: str, shape: ConvShape, inputs: ConvInput
                   naive_channels: int = 2) -> Callable[[], tuple] | None:
     """A zero-argument callable running ``pass_name`` with ``impl``, or None if not offered.
 
+    ``pass_name`` is one of :data:`PASSES` (the report's tables) or
+    ``"backward"``: (dx, dweight, dbias) from the fixed ``dy`` alone.
+
     The callable returns the pass's outputs (numpy arrays, or torch tensors for
     ``torch``). All argument preparation (tensor wrapping, subsampling) happens
     here, outside the timed call.
@@ -248,6 +253,8 @@ def conv_function(impl: str, pass_name: str, shape: ConvShape, inputs: ConvInput
     if impl == "direct":
         if pass_name == "forward":
             return lambda: (reference.conv2d_direct(x, weight, bias, **geometry),)
+        if pass_name == "backward":
+            return lambda: reference.conv2d_backward_direct(dy, x, weight, **geometry)
 
         def direct_forward_backward():
             y = reference.conv2d_direct(x, weight, bias, **geometry)
@@ -257,6 +264,8 @@ def conv_function(impl: str, pass_name: str, shape: ConvShape, inputs: ConvInput
         args = (geometry["stride"], geometry["padding"], geometry["dilation"], geometry["groups"])
         if pass_name == "forward":
             return lambda: (cb.conv2d(x, weight, bias, *args),)
+        if pass_name == "backward":
+            return lambda: cb.conv2d_backward(dy, x, weight, *args)
 
         def gemm_forward_backward():
             y = cb.conv2d(x, weight, bias, *args)
@@ -281,16 +290,18 @@ def _torch_function(pass_name: str, shape: ConvShape, inputs: ConvInputs):
         with torch.no_grad():
             return (functional.conv2d(x, weight, bias, stride, padding, 1, groups),)
 
-    def forward_backward():
+    def backward():
+        # (dx, dweight, dbias) from dy, as cnnblas.conv2d_backward: no autograd graph.
         with torch.no_grad():
-            y = functional.conv2d(x, weight, bias, stride, padding, 1, groups)
-            # (dx, dweight, dbias) from dy, as cnnblas.conv2d_backward: no autograd graph.
-            grads = torch.ops.aten.convolution_backward(
+            return torch.ops.aten.convolution_backward(
                 dy, x, weight, [shape.out_channels], stride, padding, [1, 1], False, [0, 0],
                 groups, [True, True, True])
-        return (y, *grads)
 
-    return forward if pass_name == "forward" else forward_backward
+    def forward_backward():
+        return (*forward(), *backward())
+
+    return {"forward": forward, "backward": backward,
+            "forward_backward": forward_backward}[pass_name]
 
 
 # --------------------------------------------------------------------------- correctness

@@ -25,7 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import training
+from benchmarks import targets, training
+from benchmarks.bounds import measure_bounds
 from benchmarks.common import (
     BENCH_DIR,
     IMPLEMENTATIONS,
@@ -193,9 +194,12 @@ def run(args: argparse.Namespace) -> dict:
     do_training = not args.no_training and training.available()
 
     # Per shape: forward check, naive, the rest interleaved; forward+backward
-    # check and interleaved.
-    total = (1 + len(shapes) * 5
-             + (len(shapes) * (len(MEMORY_IMPLS) if has_torch else 1) if do_memory else 0)
+    # check and interleaved; the stage profile.
+    memory_impls = [impl for impl in MEMORY_IMPLS if impl != "torch" or has_torch]
+    do_memory_target = do_memory and any(s.name == targets.MEMORY_SHAPE for s in shapes)
+    total = (1 + len(shapes) * 6
+             + (len(shapes) * len(memory_impls) if do_memory else 0)
+             + (len(memory_impls) if do_memory_target else 0)
              + (2 if do_training else 0))
     progress = _Progress(total, args.quiet)
     started = time.perf_counter()
@@ -205,20 +209,32 @@ def run(args: argparse.Namespace) -> dict:
         sgemm = sgemm_rate(args.sgemm_size, settings["sgemm_repeats"])
         progress.done()
 
-        records = []
+        records, bounds = [], []
         for shape in shapes:
             records += _conv_records(shape, settings, progress)
+            progress.start(f"{shape.name}: stage profile")
+            # Half the budget per function: this section times eight of them.
+            bounds += measure_bounds(shape, make_inputs(shape), threads,
+                                     settings["budget"] / 2, settings["rounds"],
+                                     settings["min_repeats"])
+            progress.done()
         _derive(records, sgemm["gflops"])
 
         memory = []
         if do_memory:
             for shape in shapes:
-                for impl in MEMORY_IMPLS:
-                    if impl == "torch" and not has_torch:
-                        continue
+                for impl in memory_impls:
                     progress.start(f"{shape.name} memory: {impl}")
                     memory.append(measure_in_subprocess(shape.name, impl, threads, args.batch))
                     progress.done()
+        memory_target = []
+        if do_memory_target:
+            for impl in memory_impls:
+                progress.start(f"{targets.MEMORY_SHAPE} memory at batch "
+                               f"{targets.MEMORY_BATCH}: {impl}")
+                memory_target.append(measure_in_subprocess(
+                    targets.MEMORY_SHAPE, impl, threads, targets.MEMORY_BATCH))
+                progress.done()
 
         train = None
         if do_training:
@@ -252,7 +268,9 @@ def run(args: argparse.Namespace) -> dict:
                      algorithm=s.auto_algorithm())
                 for s in shapes],
         convolutions=records,
+        bounds=bounds,
         memory=memory,
+        memory_target=memory_target,
         memory_method=("peak RSS (VmHWM after resetting it via /proc/self/clear_refs) minus the "
                        "RSS before the pass, in a fresh subprocess per (shape, impl); "
                        "see benchmarks/memory.py"),
@@ -412,6 +430,89 @@ def _memory_section(results: dict) -> str:
               "invisible to it). See `benchmarks/memory.py`.")
 
 
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _bound_numbers(bound: dict, sgemm_gflops: float, threads: int) -> dict:
+    """Derived numbers of one stage-profile record (see benchmarks.bounds)."""
+    gemms = bound["gemms"]
+    rate = bound["gemm_flops"] / gemms / 1e9 if gemms else None
+    return dict(
+        other=_difference(bound["worker"], gemms if gemms is not None else 0.0),
+        split=_difference(bound["cnnblas"], bound["worker"]),
+        rate=rate, rate_fraction=rate / (sgemm_gflops / threads) if rate else None,
+        gemms_vs_torch=gemms / bound["torch"] if gemms and bound["torch"] else None)
+
+
+def _gap_sentence(bound: dict, numbers: dict) -> str:
+    """One pass of a shape that misses a target, in words and milliseconds."""
+    text = (f"{bound['shape']} {bound['pass_name']} ({bound['algorithm']}): cnnblas "
+            f"{_ms(bound['cnnblas'])} ms vs PyTorch {_ms(bound['torch'])} ms; one worker's "
+            f"{bound['worker_images']} images on one thread {_ms(bound['worker'])} ms, of which ")
+    if bound["gemms"] is not None:
+        text += (f"GEMMs {_ms(bound['gemms'])} ms ({numbers['gemms_vs_torch']:.0%} of "
+                 f"PyTorch's whole pass, at {numbers['rate']:.0f} GFLOP/s = "
+                 f"{numbers['rate_fraction']:.0%} of SGEMM per thread) and other stages "
+                 f"{_ms(numbers['other'])} ms")
+    else:
+        text += f"no GEMM (direct kernels {_ms(numbers['other'])} ms)"
+    return text + f"; split cost {_ms(numbers['split'])} ms."
+
+
+def _targets_section(results: dict) -> str:
+    sgemm, threads = results["sgemm"]["gflops"], results["machine"]["threads"]
+    rows, sentences = [], []
+    bounds = results.get("bounds", [])
+    for target in targets.evaluate(results):
+        met = {True: "**yes**", False: "no", None: "not measured"}[target["met"]]
+        rows.append([target["name"], target["measured"], met,
+                     ", ".join(target["gaps"]) if target["met"] is False else ""])
+    gap_shapes = {name for target in targets.evaluate(results) if target["met"] is False
+                  for name in target["gaps"]}
+    for bound in bounds:
+        if bound["shape"] in gap_shapes:
+            sentences.append("- " + _gap_sentence(bound, _bound_numbers(bound, sgemm, threads)))
+    text = ("## Targets (the performance issue), measured in this run\n\n"
+            + _table(["target", "measured (cnnblas / PyTorch time unless stated)", "met?",
+                      "shapes short of it"], rows, "llll"))
+    if sentences:
+        text += ("\n\nWhere the time of the shapes short of a target goes (stage profile, "
+                 "table *Where the time goes* below):\n\n" + "\n".join(sentences))
+    return text
+
+
+def _bounds_section(results: dict) -> str:
+    sgemm, threads = results["sgemm"]["gflops"], results["machine"]["threads"]
+    rows = []
+    for bound in results["bounds"]:
+        numbers = _bound_numbers(bound, sgemm, threads)
+        rate = ("—" if numbers["rate"] is None
+                else f"{numbers['rate']:.0f} ({numbers['rate_fraction']:.0%})")
+        rows.append([bound["shape"], bound["pass_name"], bound["algorithm"],
+                     _ms(bound["torch"]), _ms(bound["cnnblas"]),
+                     f"{_ms(bound['worker'])} ({bound['worker_images']})", _ms(bound["gemms"]),
+                     rate, _ms(numbers["other"]), _ms(numbers["split"]),
+                     "—" if numbers["gemms_vs_torch"] is None
+                     else _ratio(numbers["gemms_vs_torch"])])
+    return (f"## Where the time goes (stage profile, {threads} threads)\n\n"
+            + _table(["shape", "pass", "algorithm", "PyTorch ms", "cnnblas ms",
+                      "one worker ms (images)", "GEMMs alone ms", "GEMM GFLOP/s per thread "
+                      "(% of SGEMM per thread)", "other stages ms", "split cost ms",
+                      "GEMMs alone / PyTorch"], rows, "lll" + "r" * 8)
+            + "\n\n*one worker*: cnnblas on one thread, on the images one worker thread gets "
+              "when the batch is split: what the threads would take if splitting cost nothing. "
+              "*GEMMs alone*: that worker's BLAS products by themselves (`numpy.matmul` on "
+              "random operands of the algorithm's shapes, one thread). *other stages* = one "
+              "worker − GEMMs: im2col, col2im, Winograd transforms, reorders, or the whole "
+              "direct kernels. *split cost* = cnnblas − one worker: the hand-off to the worker "
+              "thread through the GIL and two cores sharing caches and memory. Where the GEMMs "
+              "alone take as long as PyTorch's whole pass (last column ≥ 1), no im2col or "
+              "Winograd bookkeeping can close the gap. Timed in alternation like the tables "
+              "above, at half their budget; backward = (dx, dweight, dbias) from a fixed dy. "
+              "See `benchmarks/bounds.py`.")
+
+
 def _training_section(results: dict) -> str:
     train = results["training"]
     by_impl = {r["impl"]: r for r in train["results"]}
@@ -440,10 +541,13 @@ def to_markdown(results: dict, charts: list[Path]) -> str:
         f"implementation's outputs were checked against {LABELS[settings['reference']]} "
         f"(max |difference| / max |value| ≤ {settings['tolerance']:g}): all agreed. "
         "See `benchmarks/NOTES.md` for the method and the column meanings.",
+        _targets_section(results),
         _machine_section(results),
         _shapes_section(results),
         *(_conv_section(results, pass_name) for pass_name in PASSES),
     ]
+    if results.get("bounds"):
+        parts.append(_bounds_section(results))
     if results["memory"]:
         parts.append(_memory_section(results))
     if results["training"]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from benchmarks import report
+from benchmarks import bounds, report, targets
 from benchmarks.common import (
     TOLERANCE,
     DisagreementError,
@@ -77,6 +78,20 @@ def test_quick_report_on_one_tiny_shape(tmp_path):
     assert len(_section_rows(markdown, "Forward+backward")) == len(impls) - 1
     assert results["machine"]["threads"] == 1
     assert "SGEMM 256³" in markdown and "| threads | 1 " in markdown
+
+    # The stage profile: lenet1 runs the direct kernels (no GEMM), one worker = the batch.
+    bounds = results["bounds"]
+    assert [b["pass_name"] for b in bounds] == ["forward", "backward"]
+    for bound in bounds:
+        assert bound["algorithm"] == "direct" and bound["worker_images"] == 2
+        assert bound["gemms"] is None and bound["gemm_flops"] == 0
+        assert bound["cnnblas"] > 0 and bound["worker"] > 0
+    assert [row[:3] for row in _section_rows(markdown, "Where the time goes (stage profile, "
+                                                       "1 threads)")] == [
+        ["lenet1", "forward", "direct"], ["lenet1", "backward", "direct"]]
+    target_rows = _section_rows(markdown, "Targets (the performance issue), measured in this run")
+    assert len(target_rows) == 5
+    assert target_rows[3][2] == target_rows[4][2] == "not measured"  # --no-training, --no-memory
     charts = {"gflops.png", "speedup.png"}
     try:
         import matplotlib  # noqa: F401
@@ -150,3 +165,48 @@ def test_measure_interleaved_caps_calls_per_round(monkeypatch):
                                   warmups=0, min_repeats=3, max_repeats=20)
     assert calls == (["a"] * 4 + ["b"] * 4 + ["b"] * 4 + ["a"] * 4) * 2 + ["a"] * 4 + ["b"] * 4
     assert timings["a"].repeats == timings["b"].repeats == 20
+
+
+def test_gemm_operands_count_the_algorithms_flops():
+    shapes = {shape.name: shape for shape in load_shapes()}
+    # The im2col GEMM does exactly the direct convolution's multiply-adds, grouped or not.
+    for shape in (shapes["res_s2"], shapes["pw1x1"],
+                  replace(shapes["pw1x1"], name="grouped", groups=4)):
+        forward = bounds.gemm_operands(shape, "gemm", shape.batch, "forward")
+        backward = bounds.gemm_operands(shape, "gemm", shape.batch, "backward")
+        assert bounds.gemm_flops(forward) == shape.flops("forward")
+        assert bounds.gemm_flops(backward) == 2 * shape.flops("forward")
+    # F(4x4, 3x3) on cifar2 (32 x 64 x 16 x 16 -> 64): 36 products of (64 x 64)(64 x T),
+    # T = 32 images * 4 tile rows * (4 + 1 junk) tiles.
+    cifar2 = shapes["cifar2"]
+    (a, b), = bounds.gemm_operands(cifar2, "winograd4x4", 32, "forward")
+    assert a == (36, 64, 64) and b == (36, 64, 32 * 4 * 5)
+    assert bounds.gemm_flops([(a, b)]) == 2 * 36 * 64 * 64 * 640
+    assert len(bounds.gemm_operands(cifar2, "winograd", 32, "backward")) == 2
+    assert bounds.gemm_operands(shapes["cifar1"], "direct", 32, "forward") == []
+
+
+def _fake_results(ratios, forward_fractions, step_ms, memory_mib):
+    records = [dict(shape=name, impl="gemm", time_vs_torch=ratio,
+                    sgemm_fraction=None, **{"pass": "forward_backward"})
+               for name, ratio in ratios.items()]
+    records += [dict(shape=name, impl="gemm", time_vs_torch=None, sgemm_fraction=fraction,
+                     **{"pass": "forward"}) for name, fraction in forward_fractions.items()]
+    return dict(convolutions=records,
+                training=dict(results=[dict(impl="gemm", seconds=step_ms[0] / 1e3),
+                                       dict(impl="torch", seconds=step_ms[1] / 1e3)]),
+                memory_target=[dict(impl="gemm", peak_rss_mib=memory_mib[0]),
+                               dict(impl="torch", peak_rss_mib=memory_mib[1])])
+
+
+def test_targets_are_evaluated_from_the_results():
+    results = _fake_results({"lenet1": 0.5, "res_s2": 1.25}, {"res56": 1.4, "res_s2": 0.7},
+                            (3.0, 3.3), (60.0, 120.0))
+    every_shape, mean, sgemm, step, memory = targets.evaluate(results)
+    assert every_shape["met"] is False and every_shape["gaps"] == ["res_s2"]
+    assert every_shape["measured"] == "lenet1 0.50, res_s2 1.25"
+    assert mean["measured"] == "0.79" and mean["met"] is True  # sqrt(0.5 * 1.25) = 0.79
+    assert sgemm["met"] is False and sgemm["gaps"] == ["res_s2"]
+    assert step["met"] is True and memory["met"] is True
+    slower = targets.evaluate(_fake_results({"a": 0.9}, {}, (3.4, 3.3), (130.0, 120.0)))
+    assert [t["met"] for t in slower] == [True, False, None, False, False]

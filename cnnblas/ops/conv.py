@@ -325,9 +325,9 @@ def _check_conv(x, weight, stride, padding, dilation, groups) -> _ConvProblem:
     return _ConvProblem(np.ascontiguousarray(x), np.ascontiguousarray(weight), geom, groups)
 
 
-def _per_group(image: np.ndarray, groups: int) -> np.ndarray:
-    """One image (channels, h, w) viewed as (groups, channels/groups, h*w)."""
-    return image.reshape(groups, image.shape[0] // groups, -1)
+def _per_batch_group(images: np.ndarray, groups: int) -> np.ndarray:
+    """Images (b, channels, h, w) viewed as (b, groups, channels/groups, h*w)."""
+    return images.reshape(images.shape[0], groups, images.shape[1] // groups, -1)
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
@@ -381,13 +381,16 @@ def _gemm_forward(problem: _ConvProblem, bias, y: np.ndarray, start: int, stop: 
     n_out = y.shape[1]
     w_grouped = problem.grouped_weight
     if geom.is_pointwise:
-        for n in range(start, stop):
-            y_n, x_n = _per_group(y[n], groups), _per_group(problem.x[n], groups)
-            for g in range(groups):
-                # Y = Wm @ X: the image already is its (C x H*W) column matrix.
-                np.matmul(w_grouped[g], x_n[g], out=y_n[g])
-            if bias is not None:
-                y[n] += bias[:, None, None]
+        # Y = Wm @ X: each image already is its (C x H*W) column matrix. One
+        # stacked matmul per group over the range, rather than one call per
+        # image, holds the GIL less often while the other worker runs (pw1x1
+        # forward 0.242 -> 0.230 ms at 2 threads; benchmarks/NOTES.md #38).
+        x_range = _per_batch_group(problem.x[start:stop], groups)
+        y_range = _per_batch_group(y[start:stop], groups)
+        for g in range(groups):
+            np.matmul(w_grouped[g], x_range[:, g], out=y_range[:, g])
+        if bias is not None:
+            y[start:stop] += bias[:, None, None]
         return
     for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1,
                                                   max_bytes=_FORWARD_CHUNK_BYTES):
@@ -453,15 +456,21 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
         # dW: GEMMs of transformed dY and input tiles; dX: a 3x3 correlation of dY.
         tile = _WINOGRAD_TILES[chosen]
         weight_plan = winograd.weight_grad_plan(problem.x, dy, geom.padding, tile)
-        dweight = weight_plan.finish(parallel.map_image_ranges(weight_plan.run, n_images,
-                                                               problem.flops))
-        if input_grad:
-            plan = winograd.input_grad_plan(dy, problem.weight, geom.padding, x.shape[2:],
-                                            tile)
-            parallel.map_image_ranges(
-                lambda start, stop, serial: plan.run(start, stop, dx, serial), n_images,
-                problem.flops)
-        dbias = dy.sum(axis=(0, 2, 3))
+        input_plan = (winograd.input_grad_plan(dy, problem.weight, geom.padding, x.shape[2:],
+                                               tile) if input_grad else None)
+
+        def winograd_backward(start, stop, serial):
+            """(dU, db) of images [start, stop), and their dx: one hand-off per call,
+            and db summed by the worker that owns the images."""
+            du = weight_plan.run(start, stop, serial)
+            if input_plan is not None:
+                input_plan.run(start, stop, dx, serial)
+            return du, dy[start:stop].sum(axis=(0, 2, 3))
+
+        partials = parallel.map_image_ranges(winograd_backward, n_images,
+                                             problem.flops * (2 if input_grad else 1))
+        dweight = weight_plan.finish([du for du, _ in partials])
+        dbias = np.sum([db for _, db in partials], axis=0)
     else:
         partials = parallel.map_image_ranges(
             lambda start, stop, serial: _gemm_backward(problem, dy, dx, start, stop, serial),
@@ -505,15 +514,17 @@ def _gemm_backward(problem: _ConvProblem, dy: np.ndarray, dx: np.ndarray | None,
             dweight_t[g] += np.matmul(columns, dy_g.T, out=product_t)
 
     if geom.is_pointwise:
-        for n in range(start, stop):
-            dy_n, x_n = _per_group(dy[n], groups), _per_group(problem.x[n], groups)
-            dx_n = None if dx is None else _per_group(dx[n], groups)
-            for g in range(groups):
-                add_weight_grad(g, n == start, x_n[g], dy_n[g])  # dWᵀ += X @ dYᵀ
-                if dx_n is not None:
-                    # dX = Wmᵀ @ dY (no col2im: the columns are the image)
-                    np.matmul(w_grouped[g].T, dy_n[g], out=dx_n[g])
-            dbias += dy[n].reshape(n_out, -1).sum(axis=1)
+        x_range = _per_batch_group(problem.x[start:stop], groups)
+        dy_range = _per_batch_group(dy[start:stop], groups)
+        for g in range(groups):
+            for image in range(stop - start):
+                # dWᵀ += X @ dYᵀ
+                add_weight_grad(g, image == 0, x_range[image, g], dy_range[image, g])
+            if dx is not None:
+                # dX = Wmᵀ @ dY (no col2im: the columns are the image), one stacked call.
+                np.matmul(w_grouped[g].T, dy_range[:, g],
+                          out=_per_batch_group(dx[start:stop], groups)[:, g])
+        dbias += dy[start:stop].reshape(stop - start, n_out, -1).sum(axis=(0, 2))
         return dweight_t, dbias
     for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1 if dx is None else 2):
         cols = problem.columns(chunk_start, chunk_stop, serial)
