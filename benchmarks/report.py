@@ -451,10 +451,11 @@ def _gap_sentence(bound: dict, numbers: dict) -> str:
             f"{_ms(bound['cnnblas'])} ms vs PyTorch {_ms(bound['torch'])} ms; one worker's "
             f"{bound['worker_images']} images on one thread {_ms(bound['worker'])} ms, of which ")
     if bound["gemms"] is not None:
-        text += (f"GEMMs {_ms(bound['gemms'])} ms ({numbers['gemms_vs_torch']:.0%} of "
-                 f"PyTorch's whole pass, at {numbers['rate']:.0f} GFLOP/s = "
-                 f"{numbers['rate_fraction']:.0%} of SGEMM per thread) and other stages "
-                 f"{_ms(numbers['other'])} ms")
+        versus = ("" if numbers["gemms_vs_torch"] is None
+                  else f"{numbers['gemms_vs_torch']:.0%} of PyTorch's whole pass, ")
+        text += (f"GEMMs {_ms(bound['gemms'])} ms ({versus}at {numbers['rate']:.0f} GFLOP/s = "
+                 f"{numbers['rate_fraction']:.0%} of the SGEMM rate / threads) and other "
+                 f"stages {_ms(numbers['other'])} ms")
     else:
         text += f"no GEMM (direct kernels {_ms(numbers['other'])} ms)"
     return text + f"; split cost {_ms(numbers['split'])} ms."
@@ -464,11 +465,12 @@ def _targets_section(results: dict) -> str:
     sgemm, threads = results["sgemm"]["gflops"], results["machine"]["threads"]
     rows, sentences = [], []
     bounds = results.get("bounds", [])
-    for target in targets.evaluate(results):
+    evaluated = targets.evaluate(results)
+    for target in evaluated:
         met = {True: "**yes**", False: "no", None: "not measured"}[target["met"]]
         rows.append([target["name"], target["measured"], met,
                      ", ".join(target["gaps"]) if target["met"] is False else ""])
-    gap_shapes = {name for target in targets.evaluate(results) if target["met"] is False
+    gap_shapes = {name for target in evaluated if target["met"] is False
                   for name in target["gaps"]}
     for bound in bounds:
         if bound["shape"] in gap_shapes:
@@ -495,19 +497,23 @@ def _bounds_section(results: dict) -> str:
                      rate, _ms(numbers["other"]), _ms(numbers["split"]),
                      "—" if numbers["gemms_vs_torch"] is None
                      else _ratio(numbers["gemms_vs_torch"])])
-    return (f"## Where the time goes (stage profile, {threads} threads)\n\n"
+    return (f"## Where the time goes (stage profile, {threads} thread(s))\n\n"
             + _table(["shape", "pass", "algorithm", "PyTorch ms", "cnnblas ms",
-                      "one worker ms (images)", "GEMMs alone ms", "GEMM GFLOP/s per thread "
-                      "(% of SGEMM per thread)", "other stages ms", "split cost ms",
+                      "one worker ms (images)", "GEMMs alone ms", "GEMM GFLOP/s on one thread "
+                      "(% of SGEMM rate / threads)", "other stages ms", "split cost ms",
                       "GEMMs alone / PyTorch"], rows, "lll" + "r" * 8)
             + "\n\n*one worker*: cnnblas on one thread, on the images one worker thread gets "
               "when the batch is split: what the threads would take if splitting cost nothing. "
               "*GEMMs alone*: that worker's BLAS products by themselves (`numpy.matmul` on "
-              "random operands of the algorithm's shapes, one thread). *other stages* = one "
+              "random operands of the algorithm's shapes, one thread), as one product per "
+              "stage over all its images: the engine's chunks are smaller, and their "
+              "products ran 8-18 % faster or slower than these. *other stages* = one "
               "worker − GEMMs: im2col, col2im, Winograd transforms, reorders, or the whole "
               "direct kernels. *split cost* = cnnblas − one worker: the hand-off to the worker "
               "thread through the GIL, the serial steps left in the calling thread (summing "
-              "the workers' weight gradients) and two cores sharing caches and memory. "
+              "the workers' weight gradients) and the cores sharing caches and memory (with "
+              "fewer images than threads the batch is not split, and this is the cost of "
+              "the other parallel path). "
               "Where the GEMMs "
               "alone take as long as PyTorch's whole pass (last column ≥ 1), no im2col or "
               "Winograd bookkeeping can close the gap. Timed in alternation like the tables "

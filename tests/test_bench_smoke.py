@@ -87,7 +87,7 @@ def test_quick_report_on_one_tiny_shape(tmp_path):
         assert bound["gemms"] is None and bound["gemm_flops"] == 0
         assert bound["cnnblas"] > 0 and bound["worker"] > 0
     assert [row[:3] for row in _section_rows(markdown, "Where the time goes (stage profile, "
-                                                       "1 threads)")] == [
+                                                       "1 thread(s))")] == [
         ["lenet1", "forward", "direct"], ["lenet1", "backward", "direct"]]
     target_rows = _section_rows(markdown, "Targets (the performance issue), measured in this run")
     assert len(target_rows) == 5
@@ -182,7 +182,11 @@ def test_gemm_operands_count_the_algorithms_flops():
     (a, b), = bounds.gemm_operands(cifar2, "winograd4x4", 32, "forward")
     assert a == (36, 64, 64) and b == (36, 64, 32 * 4 * 5)
     assert bounds.gemm_flops([(a, b)]) == 2 * 36 * 64 * 64 * 640
-    assert len(bounds.gemm_operands(cifar2, "winograd", 32, "backward")) == 2
+    # F(2x2, 3x3) unpadded: dW over the 14x14 output's tiles, dX over the 16x16 input's.
+    unpadded = replace(cifar2, pad=0)
+    (dw_a, dw_b), (dx_a, dx_b) = bounds.gemm_operands(unpadded, "winograd", 32, "backward")
+    assert dw_a == (16, 64, 32 * 7 * 8) and dw_b == (16, 32 * 7 * 8, 64)
+    assert dx_a == (16, 64, 64) and dx_b == (16, 64, 32 * 8 * 9)
     assert bounds.gemm_operands(shapes["cifar1"], "direct", 32, "forward") == []
 
 
@@ -206,7 +210,22 @@ def test_targets_are_evaluated_from_the_results():
     assert every_shape["met"] is False and every_shape["gaps"] == ["res_s2"]
     assert every_shape["measured"] == "lenet1 0.50, res_s2 1.25"
     assert mean["measured"] == "0.79" and mean["met"] is True  # sqrt(0.5 * 1.25) = 0.79
+    assert mean["gaps"] == ["res_s2"]  # the shapes above 0.8
     assert sgemm["met"] is False and sgemm["gaps"] == ["res_s2"]
     assert step["met"] is True and memory["met"] is True
     slower = targets.evaluate(_fake_results({"a": 0.9}, {}, (3.4, 3.3), (130.0, 120.0)))
     assert [t["met"] for t in slower] == [True, False, None, False, False]
+
+
+def test_targets_section_explains_each_gap_without_pytorch_too():
+    results = _fake_results({"res_s2": 1.2}, {"res_s2": 0.7}, (3.0, 3.3), (60.0, 120.0))
+    results.update(sgemm=dict(gflops=400.0), machine=dict(threads=2), bounds=[
+        dict(shape="res_s2", pass_name="forward", algorithm="gemm", worker_images=4,
+             gemm_flops=4e8, cnnblas=3e-3, torch=None, worker=2.5e-3, gemms=2e-3)])
+    markdown = report._targets_section(results)
+    # 4e8 flops in 2 ms = 200 GFLOP/s, 100 % of 400 / 2 threads; other 0.5 ms, split 0.5 ms.
+    assert ("res_s2 forward (gemm): cnnblas 3.00 ms vs PyTorch — ms; one worker's 4 images on "
+            "one thread 2.50 ms, of which GEMMs 2.00 ms (at 200 GFLOP/s = 100% of the SGEMM "
+            "rate / threads) and other stages 0.500 ms; split cost 0.500 ms.") in markdown
+    results["bounds"][0]["torch"] = 2.5e-3
+    assert "(80% of PyTorch's whole pass, at 200 GFLOP/s" in report._targets_section(results)

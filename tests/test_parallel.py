@@ -55,19 +55,36 @@ def test_two_threads_match_one_thread(case):
         assert_close(results[1][0], expected)
 
 
+@pytest.mark.parametrize("input_grad", [True, False])
 @pytest.mark.parametrize("algorithm", ["winograd", "winograd4x4"])
-def test_winograd_batch_parallel_matches_serial(two_threads, algorithm):
+def test_winograd_batch_parallel_matches_serial(two_threads, monkeypatch, algorithm, input_grad):
+    # The layer is below SERIAL_FLOPS: without this it would never reach the workers.
+    monkeypatch.setattr(parallel, "SERIAL_FLOPS", 0)
+    split = []
+    monkeypatch.setattr(parallel, "image_ranges",
+                        lambda n, parts, real=parallel.image_ranges: split.append(n)
+                        or real(n, parts))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 16, 9, 7))
     weight = rng.standard_normal((16, 16, 3, 3))
     dy = rng.standard_normal((5, 16, 9, 7))
     y2 = cb.conv2d(x, weight, padding=1, algorithm=algorithm)
-    g2 = cb.conv2d_backward(dy, x, weight, padding=1, algorithm=algorithm)
+    g2 = cb.conv2d_backward(dy, x, weight, padding=1, algorithm=algorithm,
+                            input_grad=input_grad)
+    assert split == [5, 5]  # the forward and the backward were split across workers
     cb.set_num_threads(1)
     assert_close(y2, cb.conv2d(x, weight, padding=1, algorithm=algorithm), rtol=1e-12)
-    for two, one in zip(g2, cb.conv2d_backward(dy, x, weight, padding=1, algorithm=algorithm),
-                        strict=True):
-        assert_close(two, one, rtol=1e-12)
+    g1 = cb.conv2d_backward(dy, x, weight, padding=1, algorithm=algorithm,
+                            input_grad=input_grad)
+    assert (g2[0] is None) == (not input_grad)
+    for two, one in zip(g2, g1, strict=True):
+        if one is not None:
+            assert_close(two, one, rtol=1e-12)
+    expected = reference.conv2d_backward_direct(dy, x, weight, stride=1, padding=1, dilation=1,
+                                                groups=1)
+    for two, want in zip(g2, expected, strict=True):
+        if two is not None:
+            assert_close(two, want)
 
 
 def test_worker_error_reaches_the_caller_and_blas_is_restored(two_threads):

@@ -326,8 +326,11 @@ def _check_conv(x, weight, stride, padding, dilation, groups) -> _ConvProblem:
 
 
 def _per_batch_group(images: np.ndarray, groups: int) -> np.ndarray:
-    """Images (b, channels, h, w) viewed as (b, groups, channels/groups, h*w)."""
-    return images.reshape(images.shape[0], groups, images.shape[1] // groups, -1)
+    """Images (b, channels, h, w) viewed as (b, groups, channels/groups, h*w); b may
+    be 0. The callers' arrays are C-contiguous, so this is a view, never a copy:
+    ``out=`` arguments are written through it."""
+    count, channels, height, width = images.shape
+    return images.reshape(count, groups, channels // groups, height * width)
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
@@ -384,7 +387,8 @@ def _gemm_forward(problem: _ConvProblem, bias, y: np.ndarray, start: int, stop: 
         # Y = Wm @ X: each image already is its (C x H*W) column matrix. One
         # stacked matmul per group over the range, rather than one call per
         # image, holds the GIL less often while the other worker runs (pw1x1
-        # forward 0.242 -> 0.230 ms at 2 threads; benchmarks/NOTES.md #38).
+        # forward 0.304 -> 0.294 ms, grouped 1x1 0.098 -> 0.056 ms at 2 threads;
+        # benchmarks/NOTES.md #38).
         x_range = _per_batch_group(problem.x[start:stop], groups)
         y_range = _per_batch_group(y[start:stop], groups)
         for g in range(groups):
@@ -524,7 +528,7 @@ def _gemm_backward(problem: _ConvProblem, dy: np.ndarray, dx: np.ndarray | None,
                 # dX = Wmᵀ @ dY (no col2im: the columns are the image), one stacked call.
                 np.matmul(w_grouped[g].T, dy_range[:, g],
                           out=_per_batch_group(dx[start:stop], groups)[:, g])
-        dbias += dy[start:stop].reshape(stop - start, n_out, -1).sum(axis=(0, 2))
+        dbias += dy_range.sum(axis=(0, 3)).reshape(n_out)
         return dweight_t, dbias
     for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1 if dx is None else 2):
         cols = problem.columns(chunk_start, chunk_stop, serial)
