@@ -42,13 +42,10 @@ from benchmarks.common import (
     set_threads,
     torch_available,
 )
+from cnnblas.ops._checks import ceil_div
+from cnnblas.ops.conv import WINOGRAD_TILES
 
 BOUND_PASSES = ("forward", "backward")
-_WINOGRAD_TILES = {"winograd": 2, "winograd4x4": 4}
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def gemm_operands(shape: ConvShape, algorithm: str, images: int,
@@ -74,12 +71,12 @@ def gemm_operands(shape: ConvShape, algorithm: str, images: int,
             return [((groups, n_out, rows), (groups, rows, columns))]
         return [((groups, rows, columns), (groups, columns, n_out)),
                 ((groups, rows, n_out), (groups, n_out, columns))]
-    if algorithm in _WINOGRAD_TILES:
-        tile = _WINOGRAD_TILES[algorithm]
+    if algorithm in WINOGRAD_TILES:
+        tile = WINOGRAD_TILES[algorithm]
         points = (tile + 2) ** 2
 
         def tiles(height: int, width: int) -> int:
-            return images * _ceil_div(height, tile) * (_ceil_div(width, tile) + 1)
+            return images * ceil_div(height, tile) * (ceil_div(width, tile) + 1)
 
         out_tiles = tiles(shape.out_h, shape.out_w)
         if pass_name == "forward":
@@ -113,7 +110,7 @@ def measure_bounds(shape: ConvShape, inputs: ConvInputs, threads: int, budget: f
     the module docstring, in seconds (None where not measured), plus
     ``worker_images`` and ``gemm_flops``. Leaves the thread setting at ``threads``."""
     algorithm = shape.auto_algorithm()
-    worker_images = _ceil_div(shape.batch, threads)
+    worker_images = ceil_div(shape.batch, threads)
     worker_shape = shape.with_batch(worker_images)
     worker_inputs = ConvInputs(np.ascontiguousarray(inputs.x[:worker_images]), inputs.weight,
                                inputs.bias, np.ascontiguousarray(inputs.dy[:worker_images]))

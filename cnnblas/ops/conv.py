@@ -241,8 +241,8 @@ _FORWARD_CHUNK_BYTES = 2 * 2**20
 
 ALGORITHMS = ("auto", "gemm", "winograd", "winograd4x4", "direct")
 
-# Winograd algorithm name -> output tile side (F(2x2, 3x3) or F(4x4, 3x3)).
-_WINOGRAD_TILES = {"winograd": 2, "winograd4x4": 4}
+#: Winograd algorithm name -> output tile side (F(2x2, 3x3) or F(4x4, 3x3)).
+WINOGRAD_TILES = {"winograd": 2, "winograd4x4": 4}
 
 # "auto" takes Winograd for 3x3 stride-1 layers only where it was measured to
 # pay (2 threads, forward+backward; benchmarks/NOTES.md #35): both channel
@@ -269,7 +269,7 @@ def check_algorithm(weight_shape, stride=1, dilation=1, groups: int = 1,
         raise TypeError(f"algorithm must be a str, one of {ALGORITHMS}; got {algorithm!r}")
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    if (algorithm in _WINOGRAD_TILES
+    if (algorithm in WINOGRAD_TILES
             and not winograd.winograd_supported(weight_shape, stride, dilation, groups)):
         raise ValueError(
             f"algorithm={algorithm!r} needs a 3x3 kernel, stride 1, dilation 1 and groups 1; got "
@@ -365,9 +365,9 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     chosen = choose_algorithm(x.shape, weight.shape, stride, dilation, groups, algorithm)
     if chosen == "direct":
         direct.forward(problem.x, problem.weight, bias, problem.geom, y, problem.flops)
-    elif chosen in _WINOGRAD_TILES:
+    elif chosen in WINOGRAD_TILES:
         plan = winograd.forward_plan(problem.x, problem.weight, bias, problem.geom.padding,
-                                     _WINOGRAD_TILES[chosen])
+                                     WINOGRAD_TILES[chosen])
         parallel.map_image_ranges(lambda start, stop, serial: plan.run(start, stop, y, serial),
                                   problem.n_images, problem.flops)
     else:
@@ -456,9 +456,9 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
         return direct.backward(dy, problem.x, problem.weight, geom, input_grad,
                                problem.flops * (2 if input_grad else 1))
     dx = np.empty_like(problem.x) if input_grad else None
-    if chosen in _WINOGRAD_TILES:
+    if chosen in WINOGRAD_TILES:
         # dW: GEMMs of transformed dY and input tiles; dX: a 3x3 correlation of dY.
-        tile = _WINOGRAD_TILES[chosen]
+        tile = WINOGRAD_TILES[chosen]
         weight_plan = winograd.weight_grad_plan(problem.x, dy, geom.padding, tile)
         input_plan = (winograd.input_grad_plan(dy, problem.weight, geom.padding, x.shape[2:],
                                                tile) if input_grad else None)
@@ -520,14 +520,14 @@ def _gemm_backward(problem: _ConvProblem, dy: np.ndarray, dx: np.ndarray | None,
     if geom.is_pointwise:
         x_range = _per_batch_group(problem.x[start:stop], groups)
         dy_range = _per_batch_group(dy[start:stop], groups)
+        dx_range = None if dx is None else _per_batch_group(dx[start:stop], groups)
         for g in range(groups):
             for image in range(stop - start):
                 # dWᵀ += X @ dYᵀ
                 add_weight_grad(g, image == 0, x_range[image, g], dy_range[image, g])
-            if dx is not None:
+            if dx_range is not None:
                 # dX = Wmᵀ @ dY (no col2im: the columns are the image), one stacked call.
-                np.matmul(w_grouped[g].T, dy_range[:, g],
-                          out=_per_batch_group(dx[start:stop], groups)[:, g])
+                np.matmul(w_grouped[g].T, dy_range[:, g], out=dx_range[:, g])
         dbias += dy_range.sum(axis=(0, 3)).reshape(n_out)
         return dweight_t, dbias
     for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1 if dx is None else 2):
