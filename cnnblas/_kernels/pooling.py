@@ -33,6 +33,14 @@ from numba import njit, prange
 
 
 @njit(cache=True, inline="always")
+def _window(position, stride, pad, kernel, size):
+    """[start, end) of output ``position``'s window along one axis, clipped to
+    the real input ``range(size)`` (empty when it lies wholly in the padding)."""
+    first = position * stride - pad
+    return max(first, 0), min(first + kernel, size)
+
+
+@njit(cache=True, inline="always")
 def _max_pool_plane(x, kernel, stride, padding, y, argmax, plane):
     """Any window geometry: one plane of :func:`max_pool2d_forward_planes`, element by element."""
     in_h, in_w = x.shape[1], x.shape[2]
@@ -41,13 +49,9 @@ def _max_pool_plane(x, kernel, stride, padding, y, argmax, plane):
     pad_top, pad_left = padding
     out_h, out_w = y.shape[1], y.shape[2]
     for oh in range(out_h):
-        top = oh * stride_h - pad_top
-        h_start = max(top, 0)
-        h_end = min(top + kernel_h, in_h)
+        h_start, h_end = _window(oh, stride_h, pad_top, kernel_h, in_h)
         for ow in range(out_w):
-            left = ow * stride_w - pad_left
-            w_start = max(left, 0)
-            w_end = min(left + kernel_w, in_w)
+            w_start, w_end = _window(ow, stride_w, pad_left, kernel_w, in_w)
             if h_start >= h_end or w_start >= w_end:
                 y[plane, oh, ow] = -np.inf
                 argmax[plane, oh, ow] = -1
@@ -190,13 +194,9 @@ def avg_pool2d_forward(x, kernel, stride, padding, out_size):
     y = np.empty((planes, out_h, out_w), dtype=x.dtype)
     for plane in prange(planes):
         for oh in range(out_h):
-            top = oh * stride_h - pad_top
-            h_start = max(top, 0)
-            h_end = min(top + kernel_h, in_h)
+            h_start, h_end = _window(oh, stride_h, pad_top, kernel_h, in_h)
             for ow in range(out_w):
-                left = ow * stride_w - pad_left
-                w_start = max(left, 0)
-                w_end = min(left + kernel_w, in_w)
+                w_start, w_end = _window(ow, stride_w, pad_left, kernel_w, in_w)
                 total = 0.0
                 for h in range(h_start, h_end):
                     for w in range(w_start, w_end):
@@ -230,13 +230,9 @@ def avg_pool2d_backward(dy, kernel, stride, padding, in_size):
     dx = np.zeros((planes, in_h, in_w), dtype=dy.dtype)
     for plane in prange(planes):
         for oh in range(out_h):
-            top = oh * stride_h - pad_top
-            h_start = max(top, 0)
-            h_end = min(top + kernel_h, in_h)
+            h_start, h_end = _window(oh, stride_h, pad_top, kernel_h, in_h)
             for ow in range(out_w):
-                left = ow * stride_w - pad_left
-                w_start = max(left, 0)
-                w_end = min(left + kernel_w, in_w)
+                w_start, w_end = _window(ow, stride_w, pad_left, kernel_w, in_w)
                 share = dy[plane, oh, ow] * inv_count
                 for h in range(h_start, h_end):
                     for w in range(w_start, w_end):
