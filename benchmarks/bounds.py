@@ -42,7 +42,7 @@ from benchmarks.common import (
     set_threads,
     torch_available,
 )
-from cnnblas.ops._checks import ceil_div
+from cnnblas.checks import ceil_div
 from cnnblas.ops.conv import WINOGRAD_TILES
 
 BOUND_PASSES = ("forward", "backward")

@@ -7,13 +7,14 @@ two kinds of pool take turns on the same cores rather than competing.
 
 from __future__ import annotations
 
-import numbers
 import os
 import threading
 from contextlib import contextmanager
 
 import numba
 from threadpoolctl import ThreadpoolController
+
+from cnnblas.checks import check_int
 
 _controller: ThreadpoolController | None = None
 # The one thread setting. Kept here because numba.set_num_threads only affects
@@ -64,9 +65,7 @@ def set_num_threads(n: int) -> None:
         1 <= n <= :func:`max_threads` (by default the number of cores).
     """
     global _setting
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"n must be an int, got {n!r}")
-    n = int(n)
+    n = check_int(n, "n")
     if not 1 <= n <= max_threads():
         raise ValueError(f"n must be between 1 and {max_threads()} (NUMBA_NUM_THREADS), got {n}")
     with _blas_lock:

@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import numbers
 import os
 import sys
 import time
@@ -52,6 +51,7 @@ import numpy as np
 
 from cnnblas import checkpoint as ckpt
 from cnnblas import distributed, nn, optim
+from cnnblas.checks import check_int
 from cnnblas.data import DataLoader
 
 __all__ = [
@@ -156,14 +156,6 @@ def _check_label_range(y: np.ndarray, num_outputs: int, name: str) -> None:
             f"{name} must lie in [0, {num_outputs - 1}] for the model's {num_outputs} outputs, "
             f"got labels up to {largest}"
         )
-
-
-def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-        raise TypeError(f"batch_size must be an int, got {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    return int(batch_size)
 
 
 def _isatty(stream) -> bool:
@@ -404,7 +396,7 @@ class Trainer:
         """
         x = _check_images(x, "x")
         y = _check_labels(y, len(x), "y", "x")
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
         if self.world is None:
             total_loss, correct = self._evaluate_sums(x, y, batch_size)
         else:
@@ -430,14 +422,14 @@ class Trainer:
     def predict_proba(self, x, batch_size: int = 256) -> np.ndarray:
         """Softmax probabilities, shape (N, num_classes), in eval mode."""
         x = _check_images(x, "x")
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
         with self._eval_mode():
             return np.concatenate([_softmax(logits) for _, logits in self._logits(x, batch_size)])
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """Predicted class indices (int64, shape (N,)), in eval mode."""
         x = _check_images(x, "x")
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
         with self._eval_mode():
             return np.concatenate([logits.argmax(axis=1).astype(np.int64)
                                    for _, logits in self._logits(x, batch_size)])
@@ -549,11 +541,8 @@ class Trainer:
         given as ``train`` is trained through a sharded copy whose position is
         copied back to it after every epoch.
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral):
-            raise TypeError(f"epochs must be an int >= 0, got {epochs!r}")
-        if epochs < 0:
-            raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
-        batch_size = _check_batch_size(batch_size)
+        epochs = check_int(epochs, "epochs", minimum=0)
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
         if resume and checkpoint is None:
             raise ValueError("resume=True needs a checkpoint path")
         if val is not None:

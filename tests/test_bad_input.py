@@ -36,8 +36,8 @@ CASES = {
     "groups not dividing C": (conv(weight=np.zeros((3, 4, 3, 3), np.float32), groups=3),
                               ValueError, "divisible by groups"),
     "groups not dividing K": (conv(weight=np.zeros((3, 2, 3, 3), np.float32), groups=2),
-                              ValueError, "weight out channels (3)"),
-    "groups zero": (conv(groups=0), ValueError, "groups must be >= 1"),
+                              ValueError, "output channels (3)"),
+    "groups zero": (conv(groups=0), ValueError, "groups must be an int >= 1"),
     "groups float": (conv(groups=1.0), TypeError, "groups must be an int"),
     # geometry
     "kernel larger than padded input": (conv(weight=np.zeros((3, 4, 7, 7), np.float32)),
@@ -86,7 +86,7 @@ CASES = {
     "threads 0": (lambda: cb.set_num_threads(0), ValueError, "n must be between 1"),
     "threads huge": (lambda: cb.set_num_threads(10_000), ValueError, "n must be between 1"),
     "threads float": (lambda: cb.set_num_threads(2.0), TypeError, "n must be an int"),
-    "workspace 0": (lambda: cb.set_workspace_limit(0), ValueError, "nbytes must be >= 1"),
+    "workspace 0": (lambda: cb.set_workspace_limit(0), ValueError, "nbytes must be an int >= 1"),
 }
 
 

@@ -311,8 +311,8 @@ def test_load_digits_deterministic_per_seed():
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"test_fraction": 1.0}, ValueError, r"test_fraction must be in \[0, 1\), got 1.0"),
     ({"test_fraction": -0.1}, ValueError, "got -0.1"),
-    ({"seed": -1}, ValueError, "seed must be a non-negative int, got -1"),
-    ({"seed": "0"}, TypeError, "seed must be a non-negative int, got '0'"),
+    ({"seed": -1}, ValueError, "seed must be an int >= 0, got -1"),
+    ({"seed": "0"}, TypeError, "seed must be an int >= 0, got '0'"),
 ])
 def test_load_digits_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
@@ -420,13 +420,13 @@ def test_loader_validation():
     x, y = arrays(10)
     with pytest.raises(ValueError, match=r"len\(x\)=10 and len\(y\)=9"):
         DataLoader(x, y[:9], batch_size=2)
-    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
         DataLoader(x, y, batch_size=0)
     with pytest.raises(TypeError, match="batch_size must be an int"):
         DataLoader(x, y, batch_size=2.0)
-    with pytest.raises(ValueError, match="seed must be None or a non-negative int, got -3"):
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got -3"):
         DataLoader(x, y, batch_size=2, seed=-3)
-    with pytest.raises(TypeError, match="seed must be None or a non-negative int, got 1.5"):
+    with pytest.raises(TypeError, match="seed must be an int >= 0, got 1.5"):
         DataLoader(x, y, batch_size=2, seed=1.5)
 
     state = DataLoader(x, y, batch_size=2, shuffle=True, seed=0).state_dict()

@@ -308,7 +308,7 @@ def test_linear_backward_without_dx():
 
 
 def test_layer_sizes_wrong_type_is_type_error_bad_value_is_value_error():
-    with pytest.raises(TypeError, match="in_channels must be a positive int, got 2.0"):
+    with pytest.raises(TypeError, match="in_channels must be an int >= 1, got 2.0"):
         nn.Conv2d(2.0, 2, 3)
-    with pytest.raises(ValueError, match="out_channels must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="out_channels must be an int >= 1, got 0"):
         nn.Conv2d(2, 0, 3)

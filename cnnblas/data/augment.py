@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnblas.checks import is_int
+
 
 def shifted_copies(images: np.ndarray, labels: np.ndarray, pixels: int = 1):
     """The images plus copies shifted by ``pixels`` up, down, left and right.
@@ -31,8 +33,7 @@ def shifted_copies(images: np.ndarray, labels: np.ndarray, pixels: int = 1):
         raise ValueError(f"images must have rank 4 (N, C, H, W), got shape {images.shape}")
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
-    if isinstance(pixels, bool) or not isinstance(pixels, (int, np.integer)) or not (
-            1 <= pixels < min(images.shape[2:])):
+    if not is_int(pixels) or not 1 <= pixels < min(images.shape[2:]):
         raise ValueError(f"pixels must be an int in [1, {min(images.shape[2:])}), got {pixels!r}")
     shifted = np.zeros((4, *images.shape), images.dtype)
     shifted[0, :, :, :-pixels] = images[:, :, pixels:]  # up

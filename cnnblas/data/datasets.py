@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import numbers
 import os
 import struct
 import zlib
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from cnnblas.checks import check_int, check_real
 
 __all__ = [
     "Dataset", "load_digits", "load_idx", "load_mnist", "load_cifar10",
@@ -125,14 +126,10 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     ValueError
         When ``test_fraction`` or ``seed`` is out of range.
     """
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real):
-        raise TypeError(f"test_fraction must be a real number, got {test_fraction!r}")
+    test_fraction = check_real(test_fraction, "test_fraction")
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be a non-negative int, got {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = check_int(seed, "seed", minimum=0)
     try:
         from sklearn.datasets import load_digits as sklearn_load_digits
     except ImportError as err:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator, Mapping
 
 import numpy as np
+
+from cnnblas.checks import check_int
 
 __all__ = ["DataLoader"]
 
@@ -77,15 +78,9 @@ class DataLoader:
             raise ValueError(
                 f"x and y must have the same length, got len(x)={len(x)} and len(y)={len(y)}"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-            raise TypeError(f"batch_size must be an int, got {batch_size!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-                raise TypeError(f"seed must be None or a non-negative int, got {seed!r}")
-            if seed < 0:
-                raise ValueError(f"seed must be None or a non-negative int, got {seed!r}")
+            seed = check_int(seed, "seed", minimum=0)
         for name, flag in (("shuffle", shuffle), ("drop_last", drop_last)):
             if not isinstance(flag, (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {flag!r}")

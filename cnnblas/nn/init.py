@@ -9,11 +9,10 @@ same bound for the bias.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
-from cnnblas.ops._checks import FLOAT_DTYPES
+from cnnblas.checks import FLOAT_DTYPES, is_int
 
 
 def as_rng(rng) -> np.random.Generator:
@@ -21,7 +20,7 @@ def as_rng(rng) -> np.random.Generator:
     None gives an unseeded one (different numbers every run)."""
     if isinstance(rng, np.random.Generator):
         return rng
-    if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, bool)):
+    if rng is None or is_int(rng):
         return np.random.default_rng(rng)
     raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {rng!r}")
 

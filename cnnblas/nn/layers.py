@@ -30,21 +30,20 @@ import numbers
 
 import numpy as np
 
+from cnnblas.checks import (
+    as_pair,
+    check_float_array,
+    check_groups,
+    check_int,
+    check_real,
+    check_shape,
+)
 from cnnblas.nn import init
 from cnnblas.nn.module import Module, Parameter
 from cnnblas.ops import activations as act
 from cnnblas.ops import pooling
-from cnnblas.ops._checks import as_pair, check_float_array, check_shape
 from cnnblas.ops.conv import check_algorithm, conv2d, conv2d_backward
 from cnnblas.ops.linear import linear, linear_backward
-
-
-def _positive_int(value, name: str) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 class _Layer(Module):
@@ -106,14 +105,9 @@ class Conv2d(_Layer):
                  algorithm="auto"):
         super().__init__()
         self.input_grad = bool(input_grad)
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
-        self.groups = _positive_int(groups, "groups")
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(
-                f"in_channels ({in_channels}) and out_channels ({out_channels}) must both be "
-                f"divisible by groups ({groups})"
-            )
+        self.in_channels = check_int(in_channels, "in_channels", minimum=1)
+        self.out_channels = check_int(out_channels, "out_channels", minimum=1)
+        self.groups = check_groups(groups, self.in_channels, self.out_channels)
         self.kernel_size = as_pair(kernel_size, "kernel_size")
         self.stride = as_pair(stride, "stride")
         self.dilation = as_pair(dilation, "dilation")
@@ -201,8 +195,8 @@ class Linear(_Layer):
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32, rng=None):
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features")
-        self.out_features = _positive_int(out_features, "out_features")
+        self.in_features = check_int(in_features, "in_features", minimum=1)
+        self.out_features = check_int(out_features, "out_features", minimum=1)
         dtype = init.as_float_dtype(dtype)
         rng = init.as_rng(rng)
         shape = (self.out_features, self.in_features)
@@ -272,9 +266,7 @@ class LeakyReLU(_Rectifier):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        if not isinstance(negative_slope, numbers.Real) or isinstance(negative_slope, bool):
-            raise TypeError(f"negative_slope must be a real number, got {negative_slope!r}")
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = check_real(negative_slope, "negative_slope")
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"
@@ -413,11 +405,9 @@ class Dropout(_Layer):
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
-        if not isinstance(p, numbers.Real) or isinstance(p, bool):
-            raise TypeError(f"Dropout probability p must be a real number in [0, 1], got {p!r}")
-        if not 0.0 <= p <= 1.0:
+        self.p = check_real(p, "Dropout probability p")
+        if not 0.0 <= self.p <= 1.0:
             raise ValueError(f"Dropout probability p must be in [0, 1], got {p!r}")
-        self.p = float(p)
         self.rng = init.as_rng(rng)
 
     def extra_repr(self) -> str:
@@ -473,7 +463,7 @@ class BatchNorm2d(_Layer):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
         super().__init__()
-        self.num_features = _positive_int(num_features, "num_features")
+        self.num_features = check_int(num_features, "num_features", minimum=1)
         if not isinstance(eps, numbers.Real) or eps <= 0:
             raise ValueError(f"eps must be a positive number, got {eps!r}")
         if momentum is not None and (not isinstance(momentum, numbers.Real)

@@ -12,8 +12,7 @@ Like every layer, a loss keeps its gradient only in training mode.
 
 from __future__ import annotations
 
-import numbers
-
+from cnnblas.checks import check_real
 from cnnblas.nn.module import Module
 from cnnblas.ops.losses import mse_loss, softmax_cross_entropy
 
@@ -32,8 +31,7 @@ class _Loss(Module):
         ndarray, shape and dtype of the predictions given to forward.
         """
         grad = self._saved_for_backward()["grad"]
-        if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
-            raise TypeError(f"scale must be a real number, got {scale!r}")
+        scale = check_real(scale, "scale")
         return grad if scale == 1.0 else grad * grad.dtype.type(scale)
 
 

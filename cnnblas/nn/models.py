@@ -10,10 +10,10 @@ from collections import OrderedDict
 
 import numpy as np
 
+from cnnblas.checks import as_pair
 from cnnblas.nn.init import as_float_dtype, as_rng
 from cnnblas.nn.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sigmoid
 from cnnblas.nn.module import Sequential
-from cnnblas.ops._checks import as_pair
 
 
 def _axes(model: str, input_size, axis_rule):

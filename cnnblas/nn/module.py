@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cnnblas.ops._checks import check_float_array, check_shape
+from cnnblas.checks import check_float_array, check_shape
 
 
 class Parameter:

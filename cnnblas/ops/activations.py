@@ -9,8 +9,6 @@ input ``x`` for the piecewise-linear activations (ReLU, leaky ReLU), the output
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from cnnblas._kernels.activations import (
@@ -19,7 +17,7 @@ from cnnblas._kernels.activations import (
     relu_forward_into,
     relu_gradient_into,
 )
-from cnnblas.ops._checks import check_float_array, check_shape
+from cnnblas.checks import check_float_array, check_real, check_shape
 
 
 def _check_grad(dy, other: np.ndarray, other_name: str) -> None:
@@ -28,9 +26,7 @@ def _check_grad(dy, other: np.ndarray, other_name: str) -> None:
 
 
 def _check_slope(negative_slope) -> float:
-    if not isinstance(negative_slope, numbers.Real) or isinstance(negative_slope, bool):
-        raise TypeError(f"negative_slope must be a real number, got {negative_slope!r}")
-    return float(negative_slope)
+    return check_real(negative_slope, "negative_slope")
 
 
 def relu(x):

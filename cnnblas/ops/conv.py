@@ -56,8 +56,7 @@ from cnnblas._kernels.im2col import (
     window_offsets,
 )
 from cnnblas._kernels.transpose import transpose_into
-from cnnblas.ops import direct, parallel, winograd, workspace
-from cnnblas.ops._checks import (
+from cnnblas.checks import (
     ConvGeometry,
     as_pair,
     check_float_array,
@@ -65,6 +64,7 @@ from cnnblas.ops._checks import (
     check_shape,
     conv_geometry,
 )
+from cnnblas.ops import direct, parallel, winograd, workspace
 
 
 def _kernel_args(geom: ConvGeometry):

@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from cnnblas._kernels.direct_conv import direct_backward, direct_forward
+from cnnblas.checks import ConvGeometry, as_pair
 from cnnblas.ops import parallel
-from cnnblas.ops._checks import ConvGeometry, as_pair
 
 #: ``algorithm="auto"`` takes the direct kernels for stride-1 layers with at
 #: most this many weight elements (K * C * kh * kw: a 16 -> 16 3x3 layer)...

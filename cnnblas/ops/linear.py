@@ -8,7 +8,7 @@ our ``weight.T``.
 
 from __future__ import annotations
 
-from cnnblas.ops._checks import check_float_array, check_shape
+from cnnblas.checks import check_float_array, check_shape
 
 
 def linear(x, weight, bias=None):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnblas.ops._checks import check_float_array, check_shape
+from cnnblas.checks import check_float_array, check_shape
 
 
 def log_softmax(logits, axis=-1):

@@ -19,14 +19,14 @@ import numbers
 import numpy as np
 
 from cnnblas._kernels import pooling as _kernels
-from cnnblas.ops import parallel
-from cnnblas.ops._checks import (
+from cnnblas.checks import (
     ConvGeometry,
     as_pair,
     check_float_array,
     check_shape,
     conv_geometry,
 )
+from cnnblas.ops import parallel
 
 
 def pool_window(kernel_size, stride=None, padding=0):

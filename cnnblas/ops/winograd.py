@@ -42,8 +42,8 @@ import numpy as np
 from cnnblas import threads
 from cnnblas._kernels import winograd as f2x2
 from cnnblas._kernels import winograd4 as f4x4
+from cnnblas.checks import Padding2d, as_pair, ceil_div, conv_geometry, normalize_padding
 from cnnblas.ops import workspace
-from cnnblas.ops._checks import Padding2d, as_pair, ceil_div, conv_geometry, normalize_padding
 
 # Slots 0-2 belong to the im2col GEMM path.
 _SLOT_V, _SLOT_M = 3, 4

@@ -11,6 +11,8 @@ import threading
 
 import numpy as np
 
+from cnnblas.checks import check_int
+
 _DEFAULT_LIMIT = 16 * 2**20
 _limit = _DEFAULT_LIMIT
 # Bumped by set_workspace_limit: every thread drops its buffers at its next scratch().
@@ -27,11 +29,7 @@ def set_workspace_limit(nbytes: int) -> None:
     Every thread releases the buffers it holds at its next convolution.
     """
     global _limit, _generation
-    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)):
-        raise TypeError(f"nbytes must be an int, got {nbytes!r}")
-    if nbytes < 1:
-        raise ValueError(f"nbytes must be >= 1, got {nbytes}")
-    _limit = int(nbytes)
+    _limit = check_int(nbytes, "nbytes", minimum=1)
     _generation += 1
     _local.buffers = {}
 

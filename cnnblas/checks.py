@@ -1,8 +1,10 @@
-"""Argument normalisation and validation shared by every functional op.
+"""Argument normalisation and validation, shared by every package of cnnblas.
 
-All checking happens at the functional boundary (DESIGN.md, "Bad input"): the
-Numba kernels below assume validated, C-contiguous arrays and in-range sizes.
-Every error names the argument, what was expected and what was received.
+The functional ops check every array and window argument here before any
+Numba kernel runs (the kernels assume validated, C-contiguous arrays and
+in-range sizes); layers, optimizers, data loaders and the trainer check their
+scalar arguments with the same helpers. Every error names the argument, what
+was expected and what was received.
 """
 
 from __future__ import annotations
@@ -18,8 +20,31 @@ Pair = tuple[int, int]
 Padding2d = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right))
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """True for a Python or NumPy integer that is not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(value, name: str, minimum: int | None = None) -> int:
+    """Return ``value`` as an int, checking that it is an integer (not a bool)
+    and, when ``minimum`` is given, at least ``minimum``.
+
+    Raises TypeError for a non-integer and ValueError for a value below
+    ``minimum``; both messages name the argument and show what was received.
+    """
+    expected = "an int" if minimum is None else f"an int >= {minimum}"
+    if not is_int(value):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return int(value)
+
+
+def check_real(value, name: str) -> float:
+    """Return ``value`` as a float, checking that it is a real number (not a bool)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    return float(value)
 
 
 def as_pair(value, name: str, minimum: int = 1) -> Pair:
@@ -28,9 +53,9 @@ def as_pair(value, name: str, minimum: int = 1) -> Pair:
     Accepts an int or a length-2 sequence of ints. Raises TypeError for other
     types and ValueError for values below ``minimum``.
     """
-    if _is_int(value):
+    if is_int(value):
         pair = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_int, value)):
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(map(is_int, value)):
         pair = (int(value[0]), int(value[1]))
     else:
         raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
@@ -40,9 +65,9 @@ def as_pair(value, name: str, minimum: int = 1) -> Pair:
 
 
 def _axis_padding(value, name: str) -> tuple[int, int]:
-    if _is_int(value):
+    if is_int(value):
         return int(value), int(value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_int, value)):
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(map(is_int, value)):
         return int(value[0]), int(value[1])
     raise TypeError(
         f"{name} must be an int, (h, w), ((top, bottom), (left, right)), 'valid' or 'same'; "
@@ -78,10 +103,10 @@ def normalize_padding(
                 same_padding(in_size[a], kernel[a], stride[a], dilation[a]) for a in range(2)
             )
         raise ValueError(f"{name} must be 'valid' or 'same' when a string, got {padding!r}")
-    if _is_int(padding):
+    if is_int(padding):
         result = ((int(padding),) * 2, (int(padding),) * 2)
     elif isinstance(padding, (tuple, list)) and len(padding) == 2:
-        if all(map(_is_int, padding)):
+        if all(map(is_int, padding)):
             result = ((int(padding[0]),) * 2, (int(padding[1]),) * 2)
         else:
             result = (_axis_padding(padding[0], name), _axis_padding(padding[1], name))
@@ -192,20 +217,18 @@ def check_shape(array: np.ndarray, expected: tuple[int, ...], name: str) -> None
         raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(array.shape)}")
 
 
-def check_groups(groups, in_channels: int, out_channels: int, weight_in_channels: int) -> int:
-    """Validate ``groups`` against the input channels and the weight's shape."""
-    if not _is_int(groups):
-        raise TypeError(f"groups must be an int, got {groups!r}")
-    groups = int(groups)
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups}")
+def check_groups(groups, in_channels: int, out_channels: int,
+                 weight_in_channels: int | None = None) -> int:
+    """Validate ``groups`` against the input and output channel counts and, when
+    given, the weight's input channels per group (``weight.shape[1]``)."""
+    groups = check_int(groups, "groups", minimum=1)
     if in_channels % groups:
         raise ValueError(f"input channels ({in_channels}) must be divisible by groups ({groups})")
     if out_channels % groups:
         raise ValueError(
-            f"weight out channels ({out_channels}) must be divisible by groups ({groups})"
+            f"output channels ({out_channels}) must be divisible by groups ({groups})"
         )
-    if weight_in_channels * groups != in_channels:
+    if weight_in_channels is not None and weight_in_channels * groups != in_channels:
         raise ValueError(
             f"weight has {weight_in_channels} input channels per group, so with groups={groups} "
             f"it expects x with {weight_in_channels * groups} channels; x has {in_channels}"
@@ -214,10 +237,12 @@ def check_groups(groups, in_channels: int, out_channels: int, weight_in_channels
 
 
 def ceil_div(a: int, b: int) -> int:
+    """ceil(a / b) for ints."""
     return -(-a // b)
 
 
 __all__ = [
-    "ConvGeometry", "as_pair", "normalize_padding", "same_padding", "output_size",
-    "conv_geometry", "check_float_array", "check_shape", "check_groups", "ceil_div",
+    "is_int", "check_int", "check_real", "ConvGeometry", "as_pair", "normalize_padding",
+    "same_padding", "output_size", "conv_geometry", "check_float_array", "check_shape",
+    "check_groups", "ceil_div",
 ]
