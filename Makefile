@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # the CPU itself; `cnnblas info` shows which kernels are in use.
 unexport OPENBLAS_CORETYPE
 # Idle OpenBLAS threads sleep at once instead of spinning for 2**28 cycles and
-# taking a core from cnnblas's worker threads (benchmarks/NOTES.md #29).
+# taking a core from cnnblas's worker threads (benchmarks/LOG.md).
 OPENBLAS_THREAD_TIMEOUT ?= 4
 export OPENBLAS_THREAD_TIMEOUT
 

@@ -37,6 +37,14 @@ def _grouped_bars(axis, shape_names, series, value_key, label_fmt=None):
     axis.set_xticks(range(len(shape_names)), shape_names)
 
 
+def _save(plt, figure, path: Path) -> Path:
+    """Lay out, write (120 dpi) and close one figure; returns its path."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def write_charts(results: dict, out_dir: Path) -> list[Path]:
     """Write the charts into ``out_dir``; returns their paths ([] without matplotlib)."""
     try:
@@ -74,11 +82,7 @@ def write_charts(results: dict, out_dir: Path) -> list[Path]:
     axes[0][0].set_ylabel("GFLOP/s (higher is better)")
     axes[0][0].legend(loc="upper left", fontsize=8, ncols=2)
     figure.suptitle(f"float32 convolution throughput, {threads} thread(s)")
-    figure.tight_layout()
-    path = Path(out_dir) / "gflops.png"
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    written.append(path)
+    written.append(_save(plt, figure, Path(out_dir) / "gflops.png"))
 
     naive = _records(results, "forward", "naive")
     if naive:
@@ -95,15 +99,12 @@ def write_charts(results: dict, out_dir: Path) -> list[Path]:
         axis.set_yscale("log")
         axis.set_ylabel("speed-up over naive Python loops (log scale)")
         axis.set_title(f"Forward pass: speed-up over the naive loops, {threads} thread(s)\n"
-                       "(naive time estimated from a subsample, see NOTES.md)", fontsize=10)
+                       "(naive time estimated from a subsample, see benchmarks/README.md)",
+                       fontsize=10)
         axis.tick_params(axis="x", labelrotation=30)
         axis.grid(axis="y", which="both", alpha=0.3)
         axis.legend(fontsize=8, loc="upper left")
         top = max([1.0] + [v["speedup"] for _, recs in series for v in recs.values()])
         axis.set_ylim(1, top * 8)
-        figure.tight_layout()
-        path = Path(out_dir) / "speedup.png"
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(plt, figure, Path(out_dir) / "speedup.png"))
     return written

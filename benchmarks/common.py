@@ -39,8 +39,6 @@ from __future__ import annotations
 import csv
 import datetime
 import gc
-import os
-import platform
 import statistics
 import subprocess
 import time
@@ -51,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 import cnnblas as cb
-from cnnblas.info import cpu_model
+from cnnblas.info import environment
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -450,17 +448,24 @@ def _timing(samples: list[float]) -> Timing:
     return Timing(statistics.median(samples), min(samples), q1, q3, len(samples))
 
 
+def sgemm_operands(size: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random float32 ``size`` x ``size`` matrices a and b and an output buffer for
+    ``numpy.matmul(a, b, out=out)``, already run once (the warm-up call)."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    out = np.empty((size, size), np.float32)
+    np.matmul(a, b, out=out)
+    return a, b, out
+
+
 def sgemm_rate(size: int = 2048, repeats: int = 5) -> dict:
     """The machine's own limit: GFLOP/s of a ``size``^3 float32 ``numpy.matmul``.
 
     Best of ``repeats`` calls (the median is returned too), after one warm-up
     call, with NumPy's BLAS at the current thread setting.
     """
-    rng = np.random.default_rng(1)
-    a = rng.standard_normal((size, size), dtype=np.float32)
-    b = rng.standard_normal((size, size), dtype=np.float32)
-    out = np.empty((size, size), np.float32)
-    np.matmul(a, b, out=out)
+    a, b, out = sgemm_operands(size)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -491,26 +496,11 @@ def _torch_sgemm_gflops(a: np.ndarray, b: np.ndarray, repeats: int) -> float:
 
 # --------------------------------------------------------------------------- the machine
 
-def _cache_sizes() -> dict[str, str]:
-    """L1d/L2/L3 sizes of CPU 0 from sysfs (Linux), e.g. {'L2': '2048K'}."""
-    sizes = {}
-    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
-        try:
-            level = (index / "level").read_text().strip()
-            kind = (index / "type").read_text().strip()
-            size = (index / "size").read_text().strip()
-        except OSError:
-            continue
-        if kind != "Instruction":
-            sizes[f"L{level}" + ("d" if kind == "Data" else "")] = size
-    return sizes
-
-
 def _git_commit() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR,
                                 capture_output=True, text=True, timeout=10).stdout.strip()
-        # The report's own earlier output does not make the code "uncommitted".
+        # The report's own output in benchmarks/results does not make the code "uncommitted".
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
                                 ".", ":(exclude)benchmarks/results"],
                                cwd=REPO_DIR, capture_output=True, text=True,
@@ -520,52 +510,10 @@ def _git_commit() -> str:
     return (commit + (" (uncommitted changes)" if dirty else "")) if commit else "unknown"
 
 
-ENV_PREFIXES = ("OPENBLAS_", "OMP_", "GOMP_", "KMP_", "MKL_", "NUMBA_", "CNNBLAS_")
-
-
-def thread_environment() -> dict[str, str]:
-    """Environment variables that change threading or BLAS kernels (OPENBLAS_CORETYPE, ...)."""
-    return {name: value for name, value in sorted(os.environ.items())
-            if name.startswith(ENV_PREFIXES)}
-
-
-def machine_info(threads: int) -> dict:
-    """CPU, cores, caches, BLAS libraries, thread setting, library versions, date, commit."""
-    import numba
-    import scipy
-
-    from cnnblas.threads import blas_info
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        cores = os.cpu_count() or 1
-    blas = [
-        {key: lib.get(key) for key in
-         ("internal_api", "version", "threading_layer", "architecture", "num_threads", "filepath")}
-        for lib in blas_info()
-    ]
-    versions = {"python": platform.python_version(), "numpy": np.__version__,
-                "numba": numba.__version__, "scipy": scipy.__version__,
-                "cnnblas": cb.__version__, "torch": None}
-    if torch_available():
-        import torch
-
-        versions["torch"] = torch.__version__
-    return dict(
-        cpu=cpu_model(), cores=cores, logical_cpus=os.cpu_count(), caches=_cache_sizes(),
-        system=f"{platform.system()} {platform.release()}", blas=blas, threads=threads,
-        numba_threading_layer=_numba_threading_layer(), versions=versions,
-        environment=thread_environment(),
-        date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        commit=_git_commit(),
-    )
-
-
-def _numba_threading_layer() -> str:
-    import numba
-
-    try:
-        return numba.threading_layer()
-    except ValueError:  # no parallel kernel has run yet
-        return "not yet initialised"
+def machine_info() -> dict:
+    """:func:`cnnblas.info.environment` (CPU, caches, BLAS libraries, thread setting and
+    variables, versions), plus the run's date and the code's commit."""
+    machine = environment()
+    machine.update(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                   commit=_git_commit())
+    return machine

@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> dict:
         progress.close()
 
     return dict(
-        machine=machine_info(threads),
+        machine=machine_info(),
         settings=dict(mode=mode, tolerance=TOLERANCE, reference=REFERENCE_IMPL, **settings),
         command="python -m benchmarks.report " + " ".join(args.argv),
         load_average=dict(start=load_start, end=os.getloadavg()),
@@ -328,15 +328,15 @@ def _machine_section(results: dict) -> str:
     machine = results["machine"]
     caches = ", ".join(f"{level} {size}" for level, size in machine["caches"].items())
     blas = "; ".join(_blas_text(lib) for lib in machine["blas"])
-    versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items()
-                         if version)
-    env = ", ".join(f"`{k}={v}`" for k, v in machine["environment"].items()) or "none set"
+    versions = ", ".join([f"python {machine['python']}"]
+                         + [f"{name} {version}" for name, version in machine["versions"].items()])
+    env = ", ".join(f"`{k}={v}`" for k, v in machine["thread_variables"].items()) or "none set"
     sgemm = results["sgemm"]
     load = results["load_average"]
     rows = [
         ["CPU", f"{machine['cpu']}, {machine['cores']} cores available "
                 f"({machine['logical_cpus']} logical CPUs); {caches}"],
-        ["system", machine["system"]],
+        ["system", machine["platform"]],
         ["threads", f"{machine['threads']} (Numba `{machine['numba_threading_layer']}` layer, "
                     f"every BLAS pool, PyTorch)"],
         ["BLAS / OpenMP (threadpoolctl)", blas],
@@ -475,7 +475,7 @@ def _targets_section(results: dict) -> str:
     for bound in bounds:
         if bound["shape"] in gap_shapes:
             sentences.append("- " + _gap_sentence(bound, _bound_numbers(bound, sgemm, threads)))
-    text = ("## Targets (the performance issue), measured in this run\n\n"
+    text = ("## Targets, measured in this run\n\n"
             + _table(["target", "measured (cnnblas / PyTorch time unless stated)", "met?",
                       "shapes short of it"], rows, "llll"))
     if sentences:
@@ -548,7 +548,7 @@ def to_markdown(results: dict, charts: list[Path]) -> str:
         f"{results['wall_seconds'] / 60:.1f} min. All float32, NCHW. Before any timing every "
         f"implementation's outputs were checked against {LABELS[settings['reference']]} "
         f"(max |difference| / max |value| ≤ {settings['tolerance']:g}): all agreed. "
-        "See `benchmarks/NOTES.md` for the method and the column meanings.",
+        "See `benchmarks/README.md` for the method and the column meanings.",
         _targets_section(results),
         _machine_section(results),
         _shapes_section(results),

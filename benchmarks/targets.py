@@ -1,4 +1,4 @@
-"""The performance issue's targets, evaluated on one report's results.
+"""The performance targets, evaluated on one report's results.
 
 Each target becomes a dict ``name``, ``measured`` (text), ``met`` (True,
 False, or None when the run did not measure it) and ``gaps``: the shapes
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-#: The issue's numbers.
+#: The targets' thresholds and the shape and batch of the memory target.
 MAX_GEOMETRIC_MEAN = 0.8
 MIN_FORWARD_SGEMM_FRACTION = 0.85
 SGEMM_TARGET_SHAPES = ("res56", "cifar2", "res_s2")
@@ -25,7 +25,7 @@ def _ratios(results: dict) -> dict[str, float]:
 
 
 def evaluate(results: dict) -> list[dict]:
-    """The targets, in the issue's order (see the module docstring)."""
+    """The five targets, each a dict as the module docstring describes."""
     targets = []
     ratios = _ratios(results)
     slower = [name for name, ratio in ratios.items() if ratio > 1]

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks.common import sgemm_operands
+
 SIZE = 2048
 
 
 def test_sgemm_2048(benchmark):
-    rng = np.random.default_rng(1)
-    a = rng.standard_normal((SIZE, SIZE), dtype=np.float32)
-    b = rng.standard_normal((SIZE, SIZE), dtype=np.float32)
-    out = np.empty((SIZE, SIZE), np.float32)
-    np.matmul(a, b, out=out)  # warm-up
+    a, b, out = sgemm_operands(SIZE)
     benchmark.group = "sgemm"
     benchmark(np.matmul, a, b, out=out)
     flops = 2.0 * SIZE**3

@@ -10,7 +10,7 @@ import os as _os
 
 # Idle OpenBLAS pool threads spin for 2**28 cycles before they sleep, taking a
 # core from cnnblas's worker threads between BLAS calls (LeNet-5 step, 2
-# threads: 4.7 -> 3.8 ms, CPU time per step 9.5 -> 5.5 ms; benchmarks/NOTES.md
+# threads: 4.7 -> 3.8 ms, CPU time per step 9.5 -> 5.5 ms; benchmarks/LOG.md
 # #29). OpenBLAS reads the variable once, when NumPy loads it, so this only
 # counts when cnnblas is imported first (the command line is); `make` exports
 # it for everything it runs. A value the user set is kept.

@@ -7,6 +7,7 @@ import platform
 import sys
 import time
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 
@@ -42,6 +43,8 @@ def environment() -> dict:
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cores": threads.default_threads(),
+        "logical_cpus": os.cpu_count(),
+        "caches": cache_sizes(),
         "threads": threads.get_num_threads(),
         "numba_threading_layer": numba.config.THREADING_LAYER,
         "versions": {name: _version(name) for name in
@@ -54,8 +57,34 @@ def environment() -> dict:
         ],
         "kernel_cache": str(cache_dir()),
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "thread_variables": thread_variables(),
         "avx512": _cpu_has("avx512f"),
     }
+
+
+#: Prefixes of the environment variables that change threading or BLAS kernels.
+THREAD_VARIABLE_PREFIXES = ("OPENBLAS_", "OMP_", "GOMP_", "KMP_", "MKL_", "NUMBA_", "CNNBLAS_")
+
+
+def thread_variables() -> dict[str, str]:
+    """The set environment variables that change threading or BLAS kernels, sorted by name."""
+    return {name: value for name, value in sorted(os.environ.items())
+            if name.startswith(THREAD_VARIABLE_PREFIXES)}
+
+
+def cache_sizes() -> dict[str, str]:
+    """L1d/L2/L3 sizes of CPU 0 from sysfs (Linux; empty elsewhere), e.g. {'L2': '1024K'}."""
+    sizes = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level = (index / "level").read_text().strip()
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        if kind != "Instruction":
+            sizes[f"L{level}" + ("d" if kind == "Data" else "")] = size
+    return sizes
 
 
 def _cpu_has(flag: str) -> bool:

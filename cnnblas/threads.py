@@ -44,7 +44,7 @@ def _set_blas_threads(n: int) -> None:
     Calls each library's own setter directly: ``ThreadpoolController.limit``
     re-reads every library's state first and took 19 us per enter/exit pair of
     :func:`single_threaded_blas` against 4 us this way, paid on every
-    convolution call (benchmarks/NOTES.md #25).
+    convolution call (benchmarks/LOG.md).
     """
     _blas_controller()
     for library in _blas_libraries:

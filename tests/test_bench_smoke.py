@@ -35,7 +35,7 @@ def _section_rows(markdown: str, title: str) -> list[list[str]]:
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
 
 
-def test_shapes_file_has_the_issue_shapes():
+def test_shapes_file_has_the_benchmark_shapes():
     shapes = {shape.name: shape for shape in load_shapes()}
     assert list(shapes) == ["lenet1", "lenet2", "cifar1", "cifar2", "res56", "res_s2", "pw1x1",
                             "alex1"]
@@ -89,7 +89,7 @@ def test_quick_report_on_one_tiny_shape(tmp_path):
     assert [row[:3] for row in _section_rows(markdown, "Where the time goes (stage profile, "
                                                        "1 thread(s))")] == [
         ["lenet1", "forward", "direct"], ["lenet1", "backward", "direct"]]
-    target_rows = _section_rows(markdown, "Targets (the performance issue), measured in this run")
+    target_rows = _section_rows(markdown, "Targets, measured in this run")
     assert len(target_rows) == 5
     assert target_rows[3][2] == target_rows[4][2] == "not measured"  # --no-training, --no-memory
     charts = {"gflops.png", "speedup.png"}

@@ -67,7 +67,7 @@ def direct_forward(x, weight, bias, pad, y, start, stop):
                     # Up to 4 kernel columns per pass: each output element is loaded
                     # and stored once per 4 multiply-adds instead of once per one,
                     # which bounded the one-column loop (lenet1 forward 1.08 ->
-                    # 0.79 ms, cifar1 1.42 -> 0.95 ms; benchmarks/NOTES.md #30).
+                    # 0.79 ms, cifar1 1.42 -> 0.95 ms; benchmarks/LOG.md).
                     # Written out rather than in a helper: the inlined helper ran
                     # 25 % slower.
                     row = i * padded_w

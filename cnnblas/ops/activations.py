@@ -48,7 +48,7 @@ def rectify(x, negative_slope=None):
 
     One pass of a Numba kernel instead of ``numpy.maximum`` (or ``numpy.where``)
     plus ``x > 0``: ``where`` ran at about 4 ns per element here
-    (benchmarks/NOTES.md #19, #34).
+    (benchmarks/LOG.md).
 
     Parameters
     ----------
@@ -100,7 +100,7 @@ def masked_gradient(dy, positive, negative_slope=None):
 
     The backward pass of ReLU and leaky ReLU from a mask saved by the forward
     pass (one byte per element). Runs in a Numba kernel: ``numpy.where`` took
-    1.2 ms where this takes 0.03 ms (benchmarks/NOTES.md #19).
+    1.2 ms where this takes 0.03 ms (benchmarks/LOG.md).
 
     Parameters
     ----------

@@ -235,7 +235,7 @@ class _ConvProblem(NamedTuple):
 # The forward's columns and output of a chunk stay within this many bytes even
 # when the workspace budget is larger: the GEMM then reads columns im2col has
 # just written to L2. 2 MiB gave 10-12 % faster forwards than 16 MiB (lenet1,
-# lenet2, res_s2, alex1; benchmarks/NOTES.md #24). The backward passes keep the
+# lenet2, res_s2, alex1; benchmarks/LOG.md). The backward passes keep the
 # full budget: there smaller chunks were as often slower as faster.
 _FORWARD_CHUNK_BYTES = 2 * 2**20
 
@@ -245,7 +245,7 @@ ALGORITHMS = ("auto", "gemm", "winograd", "winograd4x4", "direct")
 WINOGRAD_TILES = {"winograd": 2, "winograd4x4": 4}
 
 # "auto" takes Winograd for 3x3 stride-1 layers only where it was measured to
-# pay (2 threads, forward+backward; benchmarks/NOTES.md #35): both channel
+# pay (2 threads, forward+backward; benchmarks/LOG.md): both channel
 # counts at least this large (with C = 3 the GEMMs are too thin and the
 # transforms dominate: the direct kernels win) ...
 _WINOGRAD_MIN_CHANNELS = 8
@@ -388,7 +388,7 @@ def _gemm_forward(problem: _ConvProblem, bias, y: np.ndarray, start: int, stop: 
         # stacked matmul per group over the range, rather than one call per
         # image, holds the GIL less often while the other worker runs (pw1x1
         # forward 0.304 -> 0.294 ms, grouped 1x1 0.098 -> 0.056 ms at 2 threads;
-        # benchmarks/NOTES.md #38).
+        # benchmarks/LOG.md).
         x_range = _per_batch_group(problem.x[start:stop], groups)
         y_range = _per_batch_group(y[start:stop], groups)
         for g in range(groups):

@@ -5,7 +5,7 @@ For a layer like LeNet-5's first (1 -> 6 channels, 5x5) the im2col GEMM is
 25 times the input. The kernels of :mod:`cnnblas._kernels.direct_conv` skip
 both: one long vectorised multiply-add per weight element over a whole image.
 They pay off while the weight is small and the image rows are long
-(benchmarks/NOTES.md #27, #30: forward+backward 0.32-0.64x the GEMM path's time
+(benchmarks/LOG.md: forward+backward 0.32-0.64x the GEMM path's time
 on 150-864 weights, 0.5x on a 16 -> 16 3x3 layer, where they also beat
 Winograd; but 1.24x on LeNet-5's second layer, 2,400 weights on 10-wide
 rows, 3x on 25,000 weights, and 1.2-1.3x on 1x1 layers, which the GEMM

@@ -11,7 +11,7 @@ With several threads, a convolution can be parallel in two ways:
   NumPy's BLAS calls.
 
 On the 2-core benchmark machine the second way was much faster (numbers in
-benchmarks/NOTES.md), so the engine uses it whenever the batch has at least
+benchmarks/LOG.md), so the engine uses it whenever the batch has at least
 as many images as there are threads, and falls back to the first otherwise
 (e.g. one image at inference). While workers run, every BLAS library is held
 at one thread so the cores are not oversubscribed. A call with less work than
