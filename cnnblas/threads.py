@@ -17,6 +17,8 @@ from threadpoolctl import ThreadpoolController
 from cnnblas.checks import check_int
 
 _controller: ThreadpoolController | None = None
+# The BLAS libraries' own controllers, filled by _blas_controller on first use.
+_blas_libraries: list = []
 # The one thread setting. Kept here because numba.set_num_threads only affects
 # the calling thread; the engine re-applies it in whichever thread runs a call.
 _setting: int | None = None
@@ -35,16 +37,13 @@ def _blas_controller() -> ThreadpoolController:
     return _controller
 
 
-_blas_libraries: list = []
-
-
 def _set_blas_threads(n: int) -> None:
     """Set every BLAS library's pool to ``n`` threads.
 
-    Calls each library's own setter directly: ``ThreadpoolController.limit``
-    re-reads every library's state first and took 19 us per enter/exit pair of
-    :func:`single_threaded_blas` against 4 us this way, paid on every
-    convolution call (benchmarks/LOG.md).
+    Calls each library's own setter directly rather than through
+    ``ThreadpoolController.limit``, which re-reads every library's state first
+    and is several times slower: :func:`single_threaded_blas` enters and exits
+    on every convolution call.
     """
     _blas_controller()
     for library in _blas_libraries:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cnnblas.optim import SGD, Adam, CosineAnnealingLR, StepLR
+from cnnblas.optim import SGD, Adam, CosineAnnealingLR, StepLR, adam_update, sgd_update
 
 
 class Param:
@@ -104,6 +104,27 @@ def test_none_grad_is_skipped_and_zero_grad():
     grad_array = a.grad
     opt.zero_grad()
     assert a.grad is grad_array and not a.grad.any() and b.grad is None
+
+
+def test_update_functions_are_the_optimizers_steps():
+    grads = grad_sequence(3)
+    params = make_params()
+    run(SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2), params, grads)
+    adam_params = make_params()
+    run(Adam(adam_params, lr=0.01, weight_decay=1e-2), adam_params, grads)
+    for index, data in enumerate(make_params()):
+        sgd_data, adam_data = data.data.copy(), data.data.copy()
+        sgd_state: dict = {}
+        adam_state = {"step": 0, "exp_avg": np.zeros_like(adam_data),
+                      "exp_avg_sq": np.zeros_like(adam_data)}
+        for step_grads in grads:
+            sgd_update(sgd_data, step_grads[index], sgd_state, lr=0.05, momentum=0.9,
+                       dampening=0.0, nesterov=True, weight_decay=1e-2)
+            adam_update(adam_data, step_grads[index], adam_state, lr=0.01, beta1=0.9,
+                        beta2=0.999, eps=1e-8, weight_decay=1e-2)
+        np.testing.assert_array_equal(sgd_data, params[index].data)
+        np.testing.assert_array_equal(adam_data, adam_params[index].data)
+        assert adam_state["step"] == 3
 
 
 # --------------------------------------------------------------------------- vs PyTorch
@@ -298,6 +319,13 @@ def test_load_state_dict_rejects_mismatches():
     sgd_state = SGD(make_params(), lr=0.1).state_dict()
     with pytest.raises(ValueError, match=r"unexpected keys \['momentum\.7'\]"):
         SGD(make_params(), lr=0.1).load_state_dict(dict(sgd_state, **{"momentum.7": 0.0}))
+
+    with pytest.raises(ValueError, match=r"'exp_avg_sq\.0'\] holds NaN or Inf"):
+        Adam(make_params()).load_state_dict(
+            dict(state, **{"exp_avg_sq.0": np.full(SHAPES[0], np.nan)}))
+
+    with pytest.raises(ValueError, match=r"'step'\] must be >= 0"):
+        Adam(make_params()).load_state_dict(dict(state, step=np.array([0, -1, 0])))
 
     # A failed load leaves the optimizer unchanged.
     target = Adam(make_params(), lr=0.5)

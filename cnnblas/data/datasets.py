@@ -266,24 +266,21 @@ def _check_directory(directory, what: str, expected: list[str]) -> Path:
     return directory
 
 
-def _idx_images(path: Path) -> np.ndarray:
-    images = load_idx(path)
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise ValueError(
-            f"{path}: expected uint8 images of shape (N, rows, cols) (IDX magic 2051), got "
-            f"{images.dtype} of shape {images.shape}"
-        )
-    return images
+# What load_mnist expects in each IDX file: rank, and the words of its error message.
+_MNIST_IMAGES = (3, "images of shape (N, rows, cols)", 2051)
+_MNIST_LABELS = (1, "labels of shape (N,)", 2049)
 
 
-def _idx_labels(path: Path) -> np.ndarray:
-    labels = load_idx(path)
-    if labels.dtype != np.uint8 or labels.ndim != 1:
+def _read_mnist_idx(path: Path, expected: tuple[int, str, int]) -> np.ndarray:
+    """:func:`load_idx` of ``path``, which must hold uint8 of the ``expected`` rank."""
+    ndim, what, magic = expected
+    array = load_idx(path)
+    if array.dtype != np.uint8 or array.ndim != ndim:
         raise ValueError(
-            f"{path}: expected uint8 labels of shape (N,) (IDX magic 2049), got "
-            f"{labels.dtype} of shape {labels.shape}"
+            f"{path}: expected uint8 {what} (IDX magic {magic}), got {array.dtype} of shape "
+            f"{array.shape}"
         )
-    return labels
+    return array
 
 
 def load_mnist(directory: str | os.PathLike) -> Dataset:
@@ -322,8 +319,8 @@ def load_mnist(directory: str | os.PathLike) -> Dataset:
              for key, name in MNIST_FILES.items()}
     splits = []
     for split in ("train", "test"):
-        images = _idx_images(paths[f"{split}_images"])
-        labels = _idx_labels(paths[f"{split}_labels"])
+        images = _read_mnist_idx(paths[f"{split}_images"], _MNIST_IMAGES)
+        labels = _read_mnist_idx(paths[f"{split}_labels"], _MNIST_LABELS)
         if len(images) != len(labels):
             raise ValueError(
                 f"{paths[f'{split}_images']} holds {len(images)} images but "

@@ -12,11 +12,10 @@
 """
 
 from cnnblas.nn import init
+from cnnblas.nn.dropout import Dropout
 from cnnblas.nn.layers import (
     AvgPool2d,
-    BatchNorm2d,
     Conv2d,
-    Dropout,
     Flatten,
     LeakyReLU,
     Linear,
@@ -34,6 +33,7 @@ from cnnblas.nn.models import (
     tutorial_toy_state_dict,
 )
 from cnnblas.nn.module import IncompatibleKeys, Module, Parameter, Sequential
+from cnnblas.nn.normalization import BatchNorm2d
 
 __all__ = [
     "Parameter", "Module", "Sequential", "IncompatibleKeys",

@@ -1,9 +1,11 @@
-"""Layers: each a :class:`~cnnblas.nn.Module` with its own forward and backward.
+"""Convolution, linear, activation, pooling and flatten layers: each a
+:class:`~cnnblas.nn.Module` with its own forward and backward.
 
 Every layer checks its input against its own configuration and raises errors
 that name the layer, e.g. ``"Linear(in_features=400, out_features=120)
 expects 400 input features, got 256 (input shape (8, 256))"``. The arithmetic
-is delegated to the functional ops in :mod:`cnnblas.ops`.
+is delegated to the functional ops in :mod:`cnnblas.ops`. Batch normalisation
+is in :mod:`cnnblas.nn.normalization`, dropout in :mod:`cnnblas.nn.dropout`.
 
 What each layer caches between forward and backward (training mode only):
 
@@ -19,14 +21,10 @@ Tanh           ``y``                              dtanh = 1 - tanh²
 MaxPool2d      ``argmax``, ``input_shape``        scatter target of each window
 AvgPool2d      ``input_shape``                    the gradient is spread uniformly
 Flatten        ``input_shape``                    reshape back
-Dropout        ``mask`` (scaled, dtype of x)      same units dropped in backward
-BatchNorm2d    ``x_hat``, ``inv_std``             the normalised input and 1/σ
 =============  =================================  ==================================
 """
 
 from __future__ import annotations
-
-import numbers
 
 import numpy as np
 
@@ -272,33 +270,48 @@ class LeakyReLU(_Rectifier):
         return f"negative_slope={self.negative_slope}"
 
 
-class Sigmoid(_Layer):
+class _SmoothActivation(_Layer):
+    """Sigmoid and tanh: forward saves the output ``y``, from which backward gets
+    the derivative (``σ (1 - σ)`` and ``1 - tanh²``)."""
+
+    _function = staticmethod(act.sigmoid)
+    _gradient = staticmethod(act.sigmoid_backward)
+
+    def forward(self, x):
+        """Parameters: x, any shape, float32/float64. Returns y, same shape and dtype."""
+        self._check_input(x)
+        y = self._function(x)
+        self._save_for_backward(y=y)
+        return y
+
+    def backward(self, dy):
+        return self._gradient(dy, self._saved_for_backward()["y"])
+
+
+class Sigmoid(_SmoothActivation):
     """Logistic function, computed without overflow; backward from the output."""
 
-    def forward(self, x):
-        self._check_input(x)
-        y = act.sigmoid(x)
-        self._save_for_backward(y=y)
-        return y
 
-    def backward(self, dy):
-        return act.sigmoid_backward(dy, self._saved_for_backward()["y"])
-
-
-class Tanh(_Layer):
+class Tanh(_SmoothActivation):
     """Hyperbolic tangent; backward from the output."""
 
-    def forward(self, x):
-        self._check_input(x)
-        y = act.tanh(x)
-        self._save_for_backward(y=y)
-        return y
-
-    def backward(self, dy):
-        return act.tanh_backward(dy, self._saved_for_backward()["y"])
+    _function = staticmethod(act.tanh)
+    _gradient = staticmethod(act.tanh_backward)
 
 
-class MaxPool2d(_Layer):
+class _Pool2d(_Layer):
+    """The pooling window (checked by :func:`cnnblas.ops.pooling.pool_window`)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = pooling.pool_window(
+            kernel_size, stride, padding)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxPool2d(_Pool2d):
     """2-D max pooling (tutorial Section 3.3).
 
     Parameters
@@ -315,14 +328,6 @@ class MaxPool2d(_Layer):
     gradient of a window goes to that one element (tutorial Table 3.32).
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
-        self.kernel_size, self.stride, self.padding = pooling.pool_window(
-            kernel_size, stride, padding)
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
-
     def forward(self, x):
         """Parameters: x (N, C, H, W). Returns (N, C, out_h, out_w)."""
         self._check_input(x, 4)
@@ -335,7 +340,7 @@ class MaxPool2d(_Layer):
         return pooling.max_pool2d_backward(dy, cache["argmax"], cache["input_shape"])
 
 
-class AvgPool2d(_Layer):
+class AvgPool2d(_Pool2d):
     """2-D average pooling with zero padding counted in the divisor.
 
     Parameters
@@ -347,14 +352,6 @@ class AvgPool2d(_Layer):
         At most half the kernel; every window is divided by ``kh * kw``
         (PyTorch's default ``count_include_pad=True``).
     """
-
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
-        self.kernel_size, self.stride, self.padding = pooling.pool_window(
-            kernel_size, stride, padding)
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
     def forward(self, x):
         """Parameters: x (N, C, H, W). Returns (N, C, out_h, out_w)."""
@@ -392,191 +389,7 @@ class Flatten(_Layer):
         return dy.reshape(input_shape)
 
 
-class Dropout(_Layer):
-    """Inverted dropout: zero each element with probability ``p`` in training
-    and scale the survivors by ``1 / (1 - p)``; the identity in eval mode.
-
-    Parameters
-    ----------
-    p : float in [0, 1], default 0.5
-    rng : None, int or numpy.random.Generator
-        An int seed makes the sequence of masks reproducible.
-    """
-
-    def __init__(self, p=0.5, rng=None):
-        super().__init__()
-        self.p = check_real(p, "Dropout probability p")
-        if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"Dropout probability p must be in [0, 1], got {p!r}")
-        self.rng = init.as_rng(rng)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-    def forward(self, x):
-        """Parameters: x, any shape. Returns x * mask (train) or x itself (eval)."""
-        self._check_input(x)
-        if not self.training:
-            return x
-        if self.p == 1.0:
-            mask = np.zeros_like(x)  # everything dropped; avoid dividing by 0
-        else:
-            keep = self.rng.random(x.shape, dtype=x.dtype) >= x.dtype.type(self.p)
-            mask = keep * x.dtype.type(1.0 / (1.0 - self.p))
-        self._save_for_backward(mask=mask)
-        return x * mask
-
-    def backward(self, dy):
-        mask = self._saved_for_backward()["mask"]
-        self._check_grad(dy, mask.shape, mask.dtype)
-        return dy * mask
-
-
-class BatchNorm2d(_Layer):
-    """Batch normalisation over (N, H, W) for each channel of NCHW input.
-
-    Parameters
-    ----------
-    num_features : int
-        Number of channels C.
-    eps : float, default 1e-5
-    momentum : float or None, default 0.1
-        Running statistics follow ``r = (1 - momentum) * r + momentum * batch``;
-        None uses the cumulative average ``momentum = 1 / num_batches_tracked``.
-    affine : bool, default True
-        Learn a per-channel scale ``weight`` (init 1) and shift ``bias`` (init 0).
-    dtype : float32 or float64, default float32
-
-    Attributes
-    ----------
-    weight, bias : Parameter, shape (C,), or None when not affine
-    running_mean, running_var : ndarray, shape (C,), buffers
-    num_batches_tracked : ndarray, shape (), int64, buffer
-
-    Notes
-    -----
-    As ``torch.nn.BatchNorm2d``: training normalises with the batch mean and
-    biased variance, and stores the *unbiased* variance (``m / (m - 1)``,
-    ``m = N*H*W``) in ``running_var``; eval mode uses the running statistics.
-    The batch statistics are accumulated in float64.
-    """
-
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
-        super().__init__()
-        self.num_features = check_int(num_features, "num_features", minimum=1)
-        if not isinstance(eps, numbers.Real) or eps <= 0:
-            raise ValueError(f"eps must be a positive number, got {eps!r}")
-        if momentum is not None and (not isinstance(momentum, numbers.Real)
-                                     or not 0.0 <= momentum <= 1.0):
-            raise ValueError(f"momentum must be None or in [0, 1], got {momentum!r}")
-        self.eps = float(eps)
-        self.momentum = None if momentum is None else float(momentum)
-        self.affine = bool(affine)
-        dtype = init.as_float_dtype(dtype)
-        c = self.num_features
-        self.weight = Parameter(np.ones(c, dtype)) if self.affine else None
-        self.bias = Parameter(np.zeros(c, dtype)) if self.affine else None
-        self.register_buffer("running_mean", np.zeros(c, dtype))
-        self.register_buffer("running_var", np.ones(c, dtype))
-        self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.running_mean.dtype
-
-    def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}")
-
-    def _per_channel(self, values: np.ndarray) -> np.ndarray:
-        """(C,) viewed as (1, C, 1, 1) in the layer's dtype, to broadcast over NCHW."""
-        return values.astype(self.dtype, copy=False).reshape(1, -1, 1, 1)
-
-    def _checked_affine(self, x):
-        """Check ``x`` (N, num_features, H, W); return (gamma, beta), ones/zeros
-        when the layer has no affine parameters."""
-        self._check_input(x, 4, self.dtype)
-        c = x.shape[1]
-        if c != self.num_features:
-            raise ValueError(
-                f"{self._describe()} expects {self.num_features} channels, got {c} "
-                f"(input shape {x.shape})"
-            )
-        if self.affine:
-            return self.weight.data, self.bias.data
-        return np.ones(c, self.dtype), np.zeros(c, self.dtype)
-
-    def forward(self, x):
-        """Parameters: x (N, C, H, W). Returns the normalised (N, C, H, W)."""
-        gamma, beta = self._checked_affine(x)
-        n, c, h, w = x.shape
-        if not self.training:
-            # y = x * scale + shift with the running statistics: one pass, no cache.
-            scale = gamma / np.sqrt(self.running_var + self.dtype.type(self.eps))
-            shift = beta - self.running_mean * scale
-            return x * self._per_channel(scale) + self._per_channel(shift)
-
-        count = n * h * w
-        if count < 2:
-            raise ValueError(
-                f"{self._describe()} needs more than 1 value per channel in training mode, "
-                f"got input shape {x.shape}"
-            )
-        mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
-        centered = x - self._per_channel(mean)
-        var = np.square(centered).mean(axis=(0, 2, 3), dtype=np.float64)  # biased
-        y, x_hat, inv_std = self._normalize_and_track(centered, mean, var, count, gamma, beta)
-        self._save_for_backward(x_hat=x_hat, inv_std=inv_std)
-        return y
-
-    def _normalize_and_track(self, centered, mean, var, count, gamma, beta):
-        """Training-mode output from batch statistics over ``count`` values per channel.
-
-        ``mean`` and the biased ``var`` are float64 per channel and ``centered`` is
-        ``x - mean``. Updates the running statistics (with the unbiased variance,
-        as PyTorch does). Returns (y, x_hat, inv_std).
-        """
-        inv_std = 1.0 / np.sqrt(var + self.eps)
-        x_hat = centered * self._per_channel(inv_std)
-        y = x_hat * self._per_channel(gamma) + self._per_channel(beta)
-        self.num_batches_tracked += 1
-        factor = (self.momentum if self.momentum is not None
-                  else 1.0 / float(self.num_batches_tracked))
-        self.running_mean[...] = (1 - factor) * self.running_mean + factor * mean
-        self.running_var[...] = (1 - factor) * self.running_var + factor * var * (
-            count / (count - 1))
-        return y, x_hat, inv_std
-
-    def backward(self, dy):
-        """Return dx; accumulate dweight = Σ dy·x̂ and dbias = Σ dy per channel.
-
-        With m = N*H*W: ``dx = weight * inv_std / m * (m*dy - Σdy - x̂ Σ(dy·x̂))``.
-        """
-        cache = self._saved_for_backward()
-        x_hat = cache["x_hat"]
-        self._check_grad(dy, x_hat.shape)
-        dbias = dy.sum(axis=(0, 2, 3), dtype=np.float64)
-        dweight = (dy * x_hat).sum(axis=(0, 2, 3), dtype=np.float64)
-        if self.affine:
-            self.weight.accumulate_grad(dweight.astype(self.dtype))
-            self.bias.accumulate_grad(dbias.astype(self.dtype))
-        n, _, h, w = x_hat.shape
-        return self._input_grad(dy, x_hat, cache["inv_std"], n * h * w, dbias, dweight)
-
-    def _input_grad(self, dy, x_hat, inv_std, count, dbias, dweight):
-        """dx from the per-channel sums Σdy (``dbias``) and Σdy·x̂ (``dweight``) over
-        the ``count`` values the batch statistics came from."""
-        gamma = self.weight.data if self.affine else np.ones(x_hat.shape[1], self.dtype)
-        coeff = gamma * inv_std / count
-        dx = self._per_channel(coeff) * (
-            dy * self.dtype.type(count)
-            - self._per_channel(dbias)
-            - x_hat * self._per_channel(dweight)
-        )
-        return dx.astype(self.dtype, copy=False)
-
-
 __all__ = [
     "Conv2d", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d",
-    "Flatten", "Dropout", "BatchNorm2d",
+    "Flatten",
 ]
