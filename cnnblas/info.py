@@ -72,7 +72,8 @@ def warm_up() -> float:
     Returns the seconds it took. Run once after installation so that the first
     convolution of every later process only loads cached machine code.
     """
-    from cnnblas.ops.conv import ALGORITHMS, conv2d, conv2d_backward
+    from cnnblas.ops.algorithms import ALGORITHMS
+    from cnnblas.ops.conv import conv2d, conv2d_backward
     from cnnblas.threads import get_num_threads
 
     def convolve(x, n_out, algorithms, stride=1):
@@ -93,7 +94,7 @@ def warm_up() -> float:
         if get_num_threads() > 1:
             # One image of 19 MFLOP: parallel inside each step (Numba prange kernels).
             image = np.ones((1, 32, 32, 32), dtype)
-            convolve(image, 32, ["gemm", "winograd", "winograd4x4"])
+            convolve(image, 32, ["gemm", "winograd2x2", "winograd4x4"])
             convolve(image, 32, ["gemm"], stride=2)  # the parallel scatter
     for extra in _extra_warmups():
         extra()

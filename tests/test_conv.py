@@ -269,11 +269,11 @@ def winograd_cases(draw) -> ConvCase:
                     draw(st.integers(1, 5)), (3, 3), (1, 1), padding, (1, 1), 1)
 
 
-@pytest.mark.parametrize("algorithm", ["winograd", "winograd4x4"])
+@pytest.mark.parametrize("algorithm", ["winograd2x2", "winograd4x4"])
 @settings(max_examples=40, deadline=None)
 @given(case=winograd_cases())
 def test_forced_winograd_matches_references(algorithm, case):
-    """conv2d / conv2d_backward with algorithm='winograd' (F(2x2, 3x3)) or
+    """conv2d / conv2d_backward with algorithm='winograd2x2' (F(2x2, 3x3)) or
     'winograd4x4' (F(4x4, 3x3)) (float64, 1e-10 relative)."""
     x, weight, bias, dy = case.arrays()
     y = cb.conv2d(x, weight, bias, **case.kwargs(), algorithm=algorithm)
@@ -364,11 +364,11 @@ def test_direct_float32_and_worker_threads(two_threads):
 
 
 def test_auto_algorithm_choice():
-    from cnnblas.ops.conv import choose_algorithm as choose
+    from cnnblas.ops.algorithms import choose_algorithm as choose
 
     assert choose((8, 64, 56, 56), (64, 64, 3, 3)) == "winograd4x4"
     assert choose((8, 128, 28, 28), (128, 128, 3, 3)) == "winograd4x4"  # K*C = 128**2
-    assert choose((8, 128, 28, 28), (256, 128, 3, 3)) == "winograd"  # K*C above 128**2
+    assert choose((8, 128, 28, 28), (256, 128, 3, 3)) == "winograd2x2"  # K*C above 128**2
     assert choose((8, 64, 7, 56), (64, 64, 3, 3)) == "gemm"  # images under 8x8
     assert choose((8, 3, 32, 32), (32, 3, 3, 3)) == "direct"  # 3 channels; 864 weights
     assert choose((8, 7, 32, 32), (32, 7, 3, 3)) == "direct"  # 7 channels
@@ -392,7 +392,7 @@ def test_auto_uses_winograd_on_wide_3x3_layers_within_float32_tolerance():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 16, 9, 10))
     weight = rng.standard_normal((32, 16, 3, 3))
-    assert cb.ops.conv.choose_algorithm(x.shape, weight.shape) == "winograd4x4"
+    assert cb.choose_algorithm(x.shape, weight.shape) == "winograd4x4"
     expected = reference.conv2d_direct(x, weight, None, stride=1, padding=1, dilation=1,
                                        groups=1)
     y32 = cb.conv2d(x.astype(np.float32), weight.astype(np.float32), padding=1)
@@ -405,7 +405,7 @@ def test_winograd4x4_float32_on_the_widest_layer_auto_gives_it():
     rng = np.random.default_rng(7)
     x, weight, dy = (rng.standard_normal(shape).astype(np.float32)
                      for shape in ((2, 128, 8, 8), (128, 128, 3, 3), (2, 128, 8, 8)))
-    assert cb.ops.conv.choose_algorithm(x.shape, weight.shape) == "winograd4x4"
+    assert cb.choose_algorithm(x.shape, weight.shape) == "winograd4x4"
     wide = dict(stride=1, padding=1, dilation=1, groups=1)
     expected = [reference.conv2d_direct(x.astype(float), weight.astype(float), None, **wide),
                 *reference.conv2d_backward_direct(dy.astype(float), x.astype(float),
@@ -418,7 +418,7 @@ def test_winograd4x4_float32_on_the_widest_layer_auto_gives_it():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(algorithm="fft"), "algorithm must be one of"),
-    (dict(algorithm="winograd", stride=2), "algorithm='winograd' needs a 3x3 kernel"),
+    (dict(algorithm="winograd2x2", stride=2), "algorithm='winograd2x2' needs a 3x3 kernel"),
     (dict(algorithm="winograd4x4", stride=2), "algorithm='winograd4x4' needs a 3x3 kernel"),
     (dict(algorithm="direct", stride=2), "algorithm='direct' needs stride 1"),
 ])
@@ -436,7 +436,7 @@ def test_bad_algorithm(kwargs, message):
     (dict(dilation=2), (2, 2, 3, 3)),
     (dict(), (2, 2, 5, 5)),
 ])
-@pytest.mark.parametrize("algorithm", ["winograd", "winograd4x4"])
+@pytest.mark.parametrize("algorithm", ["winograd2x2", "winograd4x4"])
 def test_forced_winograd_refuses_what_it_cannot_compute(kwargs, weight_shape, algorithm):
     with pytest.raises(ValueError, match=f"algorithm='{algorithm}' needs a 3x3 kernel"):
         cb.conv2d(np.zeros((1, 2, 9, 9)), np.zeros(weight_shape), algorithm=algorithm,
@@ -445,7 +445,7 @@ def test_forced_winograd_refuses_what_it_cannot_compute(kwargs, weight_shape, al
 
 def test_check_algorithm_needs_no_input():
     """What a layer checks when it is built, before any image size is known."""
-    from cnnblas.ops.conv import ALGORITHMS, check_algorithm
+    from cnnblas.ops.algorithms import ALGORITHMS, check_algorithm
 
     for algorithm in ALGORITHMS:
         assert check_algorithm((64, 64, 3, 3), algorithm=algorithm) is None
