@@ -18,10 +18,12 @@ from tests.conftest import EDGE_CASES, ConvCase, assert_close, conv_cases
 
 FORWARD_REFERENCES = {
     "loops": reference.conv2d_loops,
+    "im2col": reference.conv2d_im2col,
     "direct": reference.conv2d_direct,
     "scipy": reference.conv2d_scipy,
 }
 BACKWARD_REFERENCES = {
+    "im2col": reference.conv2d_backward_im2col,
     "direct": reference.conv2d_backward_direct,
     "scipy": reference.conv2d_backward_scipy,
 }
@@ -186,7 +188,8 @@ def test_valid_padding_is_zero_padding():
 @pytest.mark.parametrize("limit", [1, 5_000])
 def test_grouped_weight_grad_over_chunks(case, limit):
     """dW is summed transposed over chunks (the first chunk writes, the others add)
-    and transposed once per group: every group's gradient must match the reference."""
+    and transposed once per group: every group's gradient must match the plain GEMMs
+    (dW = Σ dY @ colsᵀ, dX = col2im(Wmᵀ @ dY)) of the reference twin."""
     x, weight, _, dy = case.arrays()
     old = cb.get_workspace_limit()
     try:
@@ -194,7 +197,7 @@ def test_grouped_weight_grad_over_chunks(case, limit):
         dx, dweight, dbias = cb.conv2d_backward(dy, x, weight, **case.kwargs(), algorithm="gemm")
     finally:
         cb.set_workspace_limit(old)
-    expected = reference.conv2d_backward_direct(dy, x, weight, **case.kwargs())
+    expected = reference.conv2d_backward_im2col(dy, x, weight, **case.kwargs())
     for got, want in zip((dx, dweight, dbias), expected, strict=True):
         assert_close(got, want)
 
@@ -460,3 +463,25 @@ def test_check_algorithm_needs_no_input():
 def test_algorithm_must_be_a_string():
     with pytest.raises(TypeError, match="algorithm must be a str"):
         cb.conv2d(np.zeros((1, 2, 6, 6)), np.zeros((2, 2, 3, 3)), algorithm=None)
+
+
+def test_choose_algorithm_is_public():
+    """A user can ask what conv2d will run, from the package or cnnblas.functional."""
+    import cnnblas.functional as F
+    from cnnblas.ops import algorithms
+
+    assert cb.choose_algorithm is F.choose_algorithm is algorithms.choose_algorithm
+    assert "choose_algorithm" in cb.__all__ and "choose_algorithm" in F.__all__
+    assert cb.choose_algorithm((8, 64, 56, 56), (64, 64, 3, 3)) == "winograd4x4"
+    assert cb.choose_algorithm((8, 64, 56, 56), (64, 64, 3, 3), algorithm="gemm") == "gemm"
+    assert "Examples" in cb.choose_algorithm.__doc__
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        cb.choose_algorithm((8, 64, 56, 56), (64, 64, 3, 3), algorithm="winograd")
+
+
+def test_choose_algorithm_docstring_examples():
+    import doctest
+
+    from cnnblas.ops import algorithms
+
+    assert doctest.testmod(algorithms, raise_on_error=True).failed == 0
