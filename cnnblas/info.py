@@ -102,12 +102,10 @@ def warm_up() -> float:
 
 
 def _extra_warmups():
-    """Warm-up calls for optional kernel families (pooling, direct reference)."""
+    """Warm-up calls for the pooling and activation kernels."""
+    from cnnblas.ops import activations, pooling
+
     calls = []
-    try:
-        from cnnblas.ops import activations, pooling
-    except ImportError:  # pragma: no cover - pooling lands with the layers issue
-        return calls
     for dtype in (np.float32, np.float64):
         x = np.ones((1, 1, 4, 4), dtype)
 

@@ -234,19 +234,8 @@ def conv2d_im2col(x, weight, bias=None, *, stride=1, padding=0, dilation=1, grou
 
     The plain twin of the engine's GEMM path (:mod:`cnnblas.ops.gemm`): per
     image and group, ``Y = Wm @ cols`` with ``Wm = weight.reshape(K, -1)`` and
-    ``cols`` the group's rows of ``im2col_loops(x)``, plus the bias. Computed in
-    float64.
-
-    Parameters
-    ----------
-    x : ndarray, shape (N, C, H, W)
-    weight : ndarray, shape (K, C/groups, kernel_h, kernel_w)
-    bias : ndarray, shape (K,), optional
-    stride, padding, dilation, groups : see the module docstring.
-
-    Returns
-    -------
-    ndarray, shape (N, K, out_h, out_w), dtype of ``x``
+    ``cols`` the group's rows of ``im2col_loops(x)``, plus the bias. Same
+    contract as :func:`conv2d_loops`; computed in float64.
     """
     x, weight, bias, geo, groups = _conv_setup(x, weight, bias, stride, padding, dilation,
                                                groups)
@@ -289,9 +278,9 @@ def conv2d_backward_im2col(dy, x, weight, *, stride=1, padding=0, dilation=1, gr
         for g in range(groups):
             dweight[g] += dy_grouped[n, g] @ cols[n, g].T  # dW = Σ dY @ colsᵀ
             dcols[n, g] = wm[g].T @ dy_grouped[n, g]  # dcols = Wmᵀ @ dY
+    # dX = col2im(dcols)
     dx = col2im_loops(dcols.reshape(n_images, -1, cols.shape[3]), x.shape[2:],
-                      weight.shape[2:], stride=stride, padding=padding,
-                      dilation=dilation)  # dX = col2im(dcols)
+                      weight.shape[2:], stride=stride, padding=padding, dilation=dilation)
     dbias = dy.sum(axis=(0, 2, 3))
     dweight = dweight.reshape(weight.shape)
     return dx.astype(x.dtype), dweight.astype(x.dtype), dbias.astype(x.dtype)
