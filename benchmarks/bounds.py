@@ -43,7 +43,7 @@ from benchmarks.common import (
     torch_available,
 )
 from cnnblas.checks import ceil_div
-from cnnblas.ops.conv import WINOGRAD_TILES
+from cnnblas.ops.algorithms import WINOGRAD_TILES
 
 BOUND_PASSES = ("forward", "backward")
 
@@ -56,7 +56,7 @@ def gemm_operands(shape: ConvShape, algorithm: str, images: int,
     - "gemm": per group g, forward (K/g × CRS/g)·(CRS/g × n·L); backward
       dWᵀ = cols·dYᵀ, (CRS/g × n·L)·(n·L × K/g), and dcols = Wᵀ·dY,
       (CRS/g × K/g)·(K/g × n·L); CRS = C·kh·kw, L = out_h·out_w.
-    - "winograd"/"winograd4x4" (tile m, P = (m + 2)² points, T tiles with one
+    - "winograd2x2"/"winograd4x4" (tile m, P = (m + 2)² points, T tiles with one
       junk tile per tile row): forward (P, K, C)·(P, C, T); backward
       dUᵀ = V·dMᵀ, (P, C, T)·(P, T, K), and dX, a forward with K and C
       swapped over the input's tiles.

@@ -119,7 +119,7 @@ class ConvShape:
 
     def auto_algorithm(self) -> str:
         """What ``cnnblas.conv2d(..., algorithm="auto")`` runs for this shape."""
-        from cnnblas.ops.conv import choose_algorithm
+        from cnnblas.ops.algorithms import choose_algorithm
 
         return choose_algorithm(
             (self.batch, self.in_channels, self.height, self.width),

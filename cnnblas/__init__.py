@@ -9,21 +9,22 @@
 import os as _os
 
 # Idle OpenBLAS pool threads spin for 2**28 cycles before they sleep, taking a
-# core from cnnblas's worker threads between BLAS calls (LeNet-5 step, 2
-# threads: 4.7 -> 3.8 ms, CPU time per step 9.5 -> 5.5 ms; benchmarks/LOG.md
-# #29). OpenBLAS reads the variable once, when NumPy loads it, so this only
-# counts when cnnblas is imported first (the command line is); `make` exports
-# it for everything it runs. A value the user set is kept.
+# core from cnnblas's worker threads between BLAS calls and nearly doubling the
+# CPU time of a two-thread training step (see benchmarks/LOG.md). OpenBLAS
+# reads the variable once, when NumPy loads it, so this only counts when
+# cnnblas is imported first (the command line is); `make` exports it for
+# everything it runs. A value the user set is kept.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from cnnblas import data, functional, nn, optim  # noqa: E402
 from cnnblas._version import __version__  # noqa: E402
+from cnnblas.ops.algorithms import choose_algorithm  # noqa: E402
 from cnnblas.ops.conv import col2im, conv2d, conv2d_backward, im2col  # noqa: E402
 from cnnblas.ops.workspace import get_workspace_limit, set_workspace_limit  # noqa: E402
 from cnnblas.threads import get_num_threads, set_num_threads  # noqa: E402
 
 __all__ = [
-    "im2col", "col2im", "conv2d", "conv2d_backward",
+    "im2col", "col2im", "conv2d", "conv2d_backward", "choose_algorithm",
     "set_num_threads", "get_num_threads", "set_workspace_limit", "get_workspace_limit",
     "nn", "optim", "data", "functional", "__version__",
 ]

@@ -101,7 +101,8 @@ def warm_up() -> float:
     Returns the seconds it took. Run once after installation so that the first
     convolution of every later process only loads cached machine code.
     """
-    from cnnblas.ops.conv import ALGORITHMS, conv2d, conv2d_backward
+    from cnnblas.ops.algorithms import ALGORITHMS
+    from cnnblas.ops.conv import conv2d, conv2d_backward
     from cnnblas.threads import get_num_threads
 
     def convolve(x, n_out, algorithms, stride=1):
@@ -122,7 +123,7 @@ def warm_up() -> float:
         if get_num_threads() > 1:
             # One image of 19 MFLOP: parallel inside each step (Numba prange kernels).
             image = np.ones((1, 32, 32, 32), dtype)
-            convolve(image, 32, ["gemm", "winograd", "winograd4x4"])
+            convolve(image, 32, ["gemm", "winograd2x2", "winograd4x4"])
             convolve(image, 32, ["gemm"], stride=2)  # the parallel scatter
     for extra in _extra_warmups():
         extra()
@@ -130,12 +131,10 @@ def warm_up() -> float:
 
 
 def _extra_warmups():
-    """Warm-up calls for optional kernel families (pooling, direct reference)."""
+    """Warm-up calls for the pooling and activation kernels."""
+    from cnnblas.ops import activations, pooling
+
     calls = []
-    try:
-        from cnnblas.ops import activations, pooling
-    except ImportError:  # pragma: no cover - pooling lands with the layers issue
-        return calls
     for dtype in (np.float32, np.float64):
         x = np.ones((1, 1, 4, 4), dtype)
 

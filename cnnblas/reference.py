@@ -1,14 +1,20 @@
 """Slow, obviously-correct twins of the convolution ops.
 
-Three independent ways of computing the same 2-D convolution, used by the
-tests to check the im2col + GEMM path, by the notebooks, and as the naive side
-of the benchmarks. None of them imports :mod:`cnnblas.ops`.
+Four independent ways of computing the same 2-D convolution, used by the
+tests to check the engine's backends, by the notebooks, and as the naive side
+of the benchmarks. None of them imports :mod:`cnnblas.ops`; arguments are
+checked with :mod:`cnnblas.checks`.
 
 * ``*_loops``: plain Python nested loops, the tutorial's Algorithm 3.1
   ("A beginner tutorial for CNN") generalised to batches, channels, groups,
   stride, padding and dilation. Also ``im2col_loops``/``col2im_loops``.
+* ``*_im2col``: those columns and ``@``, a few lines per image: the three
+  GEMMs of the engine's im2col path (forward ``Y = Wm @ cols``, weight
+  gradient ``dW = Σ dY @ colsᵀ``, input gradient ``dX = col2im(Wmᵀ @ dY)``)
+  written plainly.
 * ``*_direct``: the same loops compiled with Numba
-  (:mod:`cnnblas._kernels.direct`); the "Numba direct loop" benchmark baseline.
+  (:mod:`cnnblas._kernels.reference_direct`); the "Numba direct loop"
+  benchmark baseline.
 * ``*_scipy``: the formulas of the derivations ("Convolutional Neural Networks
   backpropagation: from intuition to derivation"; "Backpropagation In
   Convolutional Neural Networks") written with :mod:`scipy.signal`: forward =
@@ -32,10 +38,11 @@ with ``g = k // (K/groups)`` and ``xpad`` the input zero-padded by
 Geometry arguments are already normalised: ``stride=(stride_h, stride_w)``,
 ``padding=((top, bottom), (left, right))``, ``dilation=(dilation_h,
 dilation_w)``, ``groups=int``. For convenience an int means the same value on
-every axis and side, and ``padding=(pad_h, pad_w)`` means symmetric padding.
+every axis and side, ``padding=(pad_h, pad_w)`` means symmetric padding, and
+``"valid"``/``"same"`` mean what they mean to :func:`cnnblas.conv2d`.
 
 Every function accepts float32 or float64 and returns the input's dtype. The
-loop and scipy versions compute in float64 internally; the direct version
+loop, im2col and scipy versions compute in float64 internally; the direct version
 computes in the input's dtype (weight gradients accumulate in float64).
 Validation is minimal (these are test tools), but a wrong rank or inconsistent
 channel counts raise ``ValueError`` rather than returning garbage.
@@ -43,121 +50,65 @@ channel counts raise ``ValueError`` rather than returning garbage.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from scipy import signal
 
-from cnnblas._kernels import direct as _direct
+from cnnblas._kernels import reference_direct as _direct
+from cnnblas.checks import (
+    as_pair,
+    check_float_array,
+    check_groups,
+    check_shape,
+    conv_geometry,
+)
 
 __all__ = [
     "conv2d_loops", "im2col_loops", "col2im_loops",
+    "conv2d_im2col", "conv2d_backward_im2col",
     "conv2d_direct", "conv2d_backward_direct",
     "conv2d_scipy", "conv2d_backward_scipy",
     "max_pool2d_loops",
 ]
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-# --------------------------------------------------------------------------- geometry helpers
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _pair(value, name: str, minimum: int) -> tuple[int, int]:
-    if _is_int(value):
-        pair = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_int, value)):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"{name} must be an int or an (h, w) pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum} on every axis, got {value!r}")
-    return pair
-
-
-def _padding(value) -> tuple[tuple[int, int], tuple[int, int]]:
-    """``p``, ``(pad_h, pad_w)`` or ``((top, bottom), (left, right))`` -> the last form."""
-    if _is_int(value):
-        result = ((int(value),) * 2, (int(value),) * 2)
-    elif isinstance(value, (tuple, list)) and len(value) == 2:
-        if all(map(_is_int, value)):
-            result = ((int(value[0]),) * 2, (int(value[1]),) * 2)
-        else:
-            result = (_pair(value[0], "padding[0]", 0), _pair(value[1], "padding[1]", 0))
-    else:
-        raise TypeError(
-            f"padding must be an int, (h, w) or ((top, bottom), (left, right)), got {value!r}"
-        )
-    if min(result[0] + result[1]) < 0:
-        raise ValueError(f"padding must be non-negative, got {value!r}")
-    return result
-
+# --------------------------------------------------------------------------- argument checks
 
 def _float_array(array, name: str, ndim: int) -> np.ndarray:
-    array = np.asarray(array)
-    if array.dtype not in _FLOATS:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
-    if array.ndim != ndim:
-        raise ValueError(f"{name} must have rank {ndim}, got shape {array.shape}")
-    return array
-
-
-class _Geometry:
-    """Normalised window geometry of one convolution (plain ints)."""
-
-    def __init__(self, in_size, kernel_size, stride, padding, dilation):
-        self.in_h, self.in_w = in_size
-        self.kernel_h, self.kernel_w = _pair(kernel_size, "kernel_size", 1)
-        self.stride_h, self.stride_w = _pair(stride, "stride", 1)
-        (self.pad_top, self.pad_bottom), (self.pad_left, self.pad_right) = _padding(padding)
-        self.dilation_h, self.dilation_w = _pair(dilation, "dilation", 1)
-        self.padded_h = self.in_h + self.pad_top + self.pad_bottom
-        self.padded_w = self.in_w + self.pad_left + self.pad_right
-        self.extent_h = self.dilation_h * (self.kernel_h - 1) + 1
-        self.extent_w = self.dilation_w * (self.kernel_w - 1) + 1
-        if self.extent_h > self.padded_h or self.extent_w > self.padded_w:
-            raise ValueError(
-                f"dilated kernel {self.extent_h}x{self.extent_w} is larger than the padded "
-                f"input {self.padded_h}x{self.padded_w}"
-            )
-        self.out_h = (self.padded_h - self.extent_h) // self.stride_h + 1
-        self.out_w = (self.padded_w - self.extent_w) // self.stride_w + 1
-
-    @property
-    def padding(self):
-        return (self.pad_top, self.pad_bottom), (self.pad_left, self.pad_right)
+    """``array`` (any array-like) as a float32 or float64 ndarray of rank ``ndim``."""
+    return check_float_array(np.asarray(array), name, ndim=ndim)
 
 
 def _conv_setup(x, weight, bias, stride, padding, dilation, groups):
     """Check a convolution's arrays; return (x, weight, bias or None, geometry, groups)."""
     x = _float_array(x, "x", 4)
     weight = _float_array(weight, "weight", 4)
-    if not _is_int(groups) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
-    groups = int(groups)
-    out_channels, group_channels = weight.shape[:2]
-    if out_channels % groups or group_channels * groups != x.shape[1]:
-        raise ValueError(
-            f"weight {weight.shape} with groups={groups} does not fit x with "
-            f"{x.shape[1]} channels"
-        )
+    groups = check_groups(groups, x.shape[1], weight.shape[0], weight.shape[1])
     if bias is not None:
         bias = _float_array(bias, "bias", 1)
-        if bias.shape[0] != out_channels:
-            raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
-    geometry = _Geometry(x.shape[2:], weight.shape[2:], stride, padding, dilation)
+        check_shape(bias, weight.shape[:1], "bias")
+    geometry = conv_geometry(x.shape[2:], weight.shape[2:], stride, padding, dilation)
     return x, weight, bias, geometry, groups
 
 
 def _check_dy(dy, x, weight, geometry):
     dy = _float_array(dy, "dy", 4)
-    expected = (x.shape[0], weight.shape[0], geometry.out_h, geometry.out_w)
-    if dy.shape != expected:
-        raise ValueError(f"dy must have shape {expected}, got {dy.shape}")
+    check_shape(dy, (x.shape[0], weight.shape[0], geometry.out_h, geometry.out_w), "dy")
     return dy
+
+
+def _taps(geo):
+    """(row, position, h, w) for every window tap that reads an input pixel:
+    ``cols[row, position]`` of one channel holds ``x[h, w]``, with ``row = i*kw + j``
+    for tap (i, j) and ``position = oh*out_w + ow``; taps in the padding are skipped."""
+    for i in range(geo.kernel_h):
+        for j in range(geo.kernel_w):
+            for oh in range(geo.out_h):
+                h = oh * geo.stride_h + i * geo.dilation_h - geo.pad_top
+                if not 0 <= h < geo.in_h:
+                    continue
+                for ow in range(geo.out_w):
+                    w = ow * geo.stride_w + j * geo.dilation_w - geo.pad_left
+                    if 0 <= w < geo.in_w:
+                        yield i * geo.kernel_w + j, oh * geo.out_w + ow, h, w
 
 
 # --------------------------------------------------------------------------- plain loops
@@ -228,21 +179,14 @@ def im2col_loops(x, kernel_size, *, stride=1, padding=0, dilation=1):
     ndarray, shape (N, C*kernel_h*kernel_w, out_h*out_w), dtype of ``x``
     """
     x = _float_array(x, "x", 4)
-    n_images, channels, in_h, in_w = x.shape
-    geo = _Geometry((in_h, in_w), kernel_size, stride, padding, dilation)
-    kh, kw = geo.kernel_h, geo.kernel_w
-    cols = np.zeros((n_images, channels * kh * kw, geo.out_h * geo.out_w), dtype=x.dtype)
+    n_images, channels = x.shape[:2]
+    geo = conv_geometry(x.shape[2:], kernel_size, stride, padding, dilation)
+    window = geo.kernel_h * geo.kernel_w
+    cols = np.zeros((n_images, channels * window, geo.out_h * geo.out_w), dtype=x.dtype)
     for n in range(n_images):
         for c in range(channels):
-            for i in range(kh):
-                for j in range(kw):
-                    row = (c * kh + i) * kw + j
-                    for oh in range(geo.out_h):
-                        for ow in range(geo.out_w):
-                            h = oh * geo.stride_h + i * geo.dilation_h - geo.pad_top
-                            w = ow * geo.stride_w + j * geo.dilation_w - geo.pad_left
-                            if 0 <= h < in_h and 0 <= w < in_w:
-                                cols[n, row, oh * geo.out_w + ow] = x[n, c, h, w]
+            for row, position, h, w in _taps(geo):
+                cols[n, c * window + row, position] = x[n, c, h, w]
     return cols
 
 
@@ -265,29 +209,89 @@ def col2im_loops(cols, output_size, kernel_size, *, stride=1, padding=0, dilatio
     ndarray, shape (N, C, H, W), dtype of ``cols``
     """
     cols = _float_array(cols, "cols", 3)
-    in_h, in_w = _pair(output_size, "output_size", 1)
-    geo = _Geometry((in_h, in_w), kernel_size, stride, padding, dilation)
-    kh, kw = geo.kernel_h, geo.kernel_w
+    in_h, in_w = as_pair(output_size, "output_size")
+    geo = conv_geometry((in_h, in_w), kernel_size, stride, padding, dilation)
+    window = geo.kernel_h * geo.kernel_w
     n_images, rows, positions = cols.shape
-    if rows % (kh * kw) or positions != geo.out_h * geo.out_w:
+    if rows % window or positions != geo.out_h * geo.out_w:
         raise ValueError(
-            f"cols must have shape (N, C*{kh}*{kw}, {geo.out_h * geo.out_w}), got {cols.shape}"
+            f"cols must have shape (N, C*{geo.kernel_h}*{geo.kernel_w}, "
+            f"{geo.out_h * geo.out_w}), got {cols.shape}"
         )
-    channels = rows // (kh * kw)
     source = cols.astype(np.float64)
-    image = np.zeros((n_images, channels, in_h, in_w))
+    image = np.zeros((n_images, rows // window, in_h, in_w))
     for n in range(n_images):
-        for c in range(channels):
-            for i in range(kh):
-                for j in range(kw):
-                    row = (c * kh + i) * kw + j
-                    for oh in range(geo.out_h):
-                        for ow in range(geo.out_w):
-                            h = oh * geo.stride_h + i * geo.dilation_h - geo.pad_top
-                            w = ow * geo.stride_w + j * geo.dilation_w - geo.pad_left
-                            if 0 <= h < in_h and 0 <= w < in_w:
-                                image[n, c, h, w] += source[n, row, oh * geo.out_w + ow]
+        for c in range(rows // window):
+            for row, position, h, w in _taps(geo):
+                image[n, c, h, w] += source[n, c * window + row, position]
     return image.astype(cols.dtype)
+
+
+# --------------------------------------------------------------------------- im2col and @
+
+def conv2d_im2col(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution as a matrix product over :func:`im2col_loops` columns.
+
+    The plain twin of the engine's GEMM path (:mod:`cnnblas.ops.gemm`): per
+    image and group, ``Y = Wm @ cols`` with ``Wm = weight.reshape(K, -1)`` and
+    ``cols`` the group's rows of ``im2col_loops(x)``, plus the bias. Same
+    contract as :func:`conv2d_loops`; computed in float64.
+    """
+    x, weight, bias, geo, groups = _conv_setup(x, weight, bias, stride, padding, dilation,
+                                               groups)
+    cols = _grouped_columns(x, geo, groups)  # (N, groups, C/groups*kh*kw, L)
+    wm = weight.astype(np.float64).reshape(groups, -1, cols.shape[2])
+    y = np.empty((x.shape[0], groups, wm.shape[1], cols.shape[3]))
+    for n in range(x.shape[0]):
+        for g in range(groups):
+            y[n, g] = wm[g] @ cols[n, g]  # Y = Wm @ cols
+    y = y.reshape(x.shape[0], weight.shape[0], geo.out_h, geo.out_w)
+    if bias is not None:
+        y += bias.astype(np.float64)[:, None, None]
+    return y.astype(x.dtype)
+
+
+def conv2d_backward_im2col(dy, x, weight, *, stride=1, padding=0, dilation=1, groups=1):
+    """Gradients of a convolution by matrix products over :func:`im2col_loops` columns.
+
+    Per image and group, with ``dY`` the (K/groups, L) error and ``cols`` as in
+    :func:`conv2d_im2col`: ``dW = Σ dY @ colsᵀ`` over the images and
+    ``dX = col2im(Wmᵀ @ dY)`` (:func:`col2im_loops`); ``db`` sums ``dy``.
+    Computed in float64.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+    dweight : ndarray, shape (K, C/groups, kernel_h, kernel_w)
+    dbias : ndarray, shape (K,)
+    All in the dtype of ``x``.
+    """
+    x, weight, _, geo, groups = _conv_setup(x, weight, None, stride, padding, dilation, groups)
+    dy = _check_dy(dy, x, weight, geo).astype(np.float64)
+    n_images = x.shape[0]
+    cols = _grouped_columns(x, geo, groups)  # (N, groups, C/groups*kh*kw, L)
+    wm = weight.astype(np.float64).reshape(groups, -1, cols.shape[2])
+    dy_grouped = dy.reshape(n_images, groups, -1, cols.shape[3])  # (N, groups, K/groups, L)
+    dweight = np.zeros(wm.shape)
+    dcols = np.empty(cols.shape)
+    for n in range(n_images):
+        for g in range(groups):
+            dweight[g] += dy_grouped[n, g] @ cols[n, g].T  # dW = Σ dY @ colsᵀ
+            dcols[n, g] = wm[g].T @ dy_grouped[n, g]  # dcols = Wmᵀ @ dY
+    # dX = col2im(dcols)
+    dx = col2im_loops(dcols.reshape(n_images, -1, cols.shape[3]), x.shape[2:],
+                      weight.shape[2:], stride=stride, padding=padding, dilation=dilation)
+    dbias = dy.sum(axis=(0, 2, 3))
+    dweight = dweight.reshape(weight.shape)
+    return dx.astype(x.dtype), dweight.astype(x.dtype), dbias.astype(x.dtype)
+
+
+def _grouped_columns(x, geo, groups):
+    """:func:`im2col_loops` of ``x`` in float64, viewed as (N, groups, C/groups*kh*kw, L)."""
+    cols = im2col_loops(x.astype(np.float64), (geo.kernel_h, geo.kernel_w),
+                        stride=(geo.stride_h, geo.stride_w), padding=geo.padding,
+                        dilation=(geo.dilation_h, geo.dilation_w))
+    return cols.reshape(x.shape[0], groups, -1, cols.shape[2])
 
 
 # --------------------------------------------------------------------------- Numba direct loops
@@ -301,7 +305,7 @@ def conv2d_direct(x, weight, bias=None, *, stride, padding, dilation, groups):
     """2-D convolution by direct loops compiled with Numba (no im2col, no GEMM).
 
     Same contract as :func:`conv2d_loops`; computes in the dtype of ``x``
-    (``weight`` and ``bias`` are cast to it). See :mod:`cnnblas._kernels.direct`.
+    (``weight`` and ``bias`` are cast to it). See :mod:`cnnblas._kernels.reference_direct`.
 
     Returns
     -------
@@ -370,7 +374,9 @@ def _upsample(err, geo):
     windows skipped, including any trailing rows/columns when
     ``padded - extent`` is not a multiple of the stride, stay 0.
     """
-    grid = np.zeros((geo.padded_h - geo.extent_h + 1, geo.padded_w - geo.extent_w + 1))
+    grid_h = geo.in_h + geo.pad_top + geo.pad_bottom - geo.dilation_h * (geo.kernel_h - 1)
+    grid_w = geo.in_w + geo.pad_left + geo.pad_right - geo.dilation_w * (geo.kernel_w - 1)
+    grid = np.zeros((grid_h, grid_w))
     grid[::geo.stride_h, ::geo.stride_w] = err
     return grid
 
@@ -467,9 +473,9 @@ def max_pool2d_loops(x, kernel_size, stride=None, padding=0):
         (PyTorch's rule).
     """
     x = _float_array(x, "x", 4)
-    kernel_h, kernel_w = _pair(kernel_size, "kernel_size", 1)
-    stride_h, stride_w = _pair(kernel_size if stride is None else stride, "stride", 1)
-    pad_h, pad_w = _pair(padding, "padding", 0)
+    kernel_h, kernel_w = as_pair(kernel_size, "kernel_size")
+    stride_h, stride_w = as_pair(kernel_size if stride is None else stride, "stride")
+    pad_h, pad_w = as_pair(padding, "padding", minimum=0)
     n_images, channels, height, width = x.shape
     out_h = (height + 2 * pad_h - kernel_h) // stride_h + 1
     out_w = (width + 2 * pad_w - kernel_w) // stride_w + 1

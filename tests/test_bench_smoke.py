@@ -184,7 +184,7 @@ def test_gemm_operands_count_the_algorithms_flops():
     assert bounds.gemm_flops([(a, b)]) == 2 * 36 * 64 * 64 * 640
     # F(2x2, 3x3) unpadded: dW over the 14x14 output's tiles, dX over the 16x16 input's.
     unpadded = replace(cifar2, pad=0)
-    (dw_a, dw_b), (dx_a, dx_b) = bounds.gemm_operands(unpadded, "winograd", 32, "backward")
+    (dw_a, dw_b), (dx_a, dx_b) = bounds.gemm_operands(unpadded, "winograd2x2", 32, "backward")
     assert dw_a == (16, 64, 32 * 7 * 8) and dw_b == (16, 32 * 7 * 8, 64)
     assert dx_a == (16, 64, 64) and dx_b == (16, 64, 32 * 8 * 9)
     assert bounds.gemm_operands(shapes["cifar1"], "direct", 32, "forward") == []

@@ -18,10 +18,12 @@ from tests.conftest import EDGE_CASES, ConvCase, assert_close, conv_cases
 
 FORWARD_REFERENCES = {
     "loops": reference.conv2d_loops,
+    "im2col": reference.conv2d_im2col,
     "direct": reference.conv2d_direct,
     "scipy": reference.conv2d_scipy,
 }
 BACKWARD_REFERENCES = {
+    "im2col": reference.conv2d_backward_im2col,
     "direct": reference.conv2d_backward_direct,
     "scipy": reference.conv2d_backward_scipy,
 }
@@ -186,7 +188,8 @@ def test_valid_padding_is_zero_padding():
 @pytest.mark.parametrize("limit", [1, 5_000])
 def test_grouped_weight_grad_over_chunks(case, limit):
     """dW is summed transposed over chunks (the first chunk writes, the others add)
-    and transposed once per group: every group's gradient must match the reference."""
+    and transposed once per group: every group's gradient must match the plain GEMMs
+    (dW = Σ dY @ colsᵀ, dX = col2im(Wmᵀ @ dY)) of the reference twin."""
     x, weight, _, dy = case.arrays()
     old = cb.get_workspace_limit()
     try:
@@ -194,7 +197,7 @@ def test_grouped_weight_grad_over_chunks(case, limit):
         dx, dweight, dbias = cb.conv2d_backward(dy, x, weight, **case.kwargs(), algorithm="gemm")
     finally:
         cb.set_workspace_limit(old)
-    expected = reference.conv2d_backward_direct(dy, x, weight, **case.kwargs())
+    expected = reference.conv2d_backward_im2col(dy, x, weight, **case.kwargs())
     for got, want in zip((dx, dweight, dbias), expected, strict=True):
         assert_close(got, want)
 
@@ -269,11 +272,11 @@ def winograd_cases(draw) -> ConvCase:
                     draw(st.integers(1, 5)), (3, 3), (1, 1), padding, (1, 1), 1)
 
 
-@pytest.mark.parametrize("algorithm", ["winograd", "winograd4x4"])
+@pytest.mark.parametrize("algorithm", ["winograd2x2", "winograd4x4"])
 @settings(max_examples=40, deadline=None)
 @given(case=winograd_cases())
 def test_forced_winograd_matches_references(algorithm, case):
-    """conv2d / conv2d_backward with algorithm='winograd' (F(2x2, 3x3)) or
+    """conv2d / conv2d_backward with algorithm='winograd2x2' (F(2x2, 3x3)) or
     'winograd4x4' (F(4x4, 3x3)) (float64, 1e-10 relative)."""
     x, weight, bias, dy = case.arrays()
     y = cb.conv2d(x, weight, bias, **case.kwargs(), algorithm=algorithm)
@@ -364,11 +367,11 @@ def test_direct_float32_and_worker_threads(two_threads):
 
 
 def test_auto_algorithm_choice():
-    from cnnblas.ops.conv import choose_algorithm as choose
+    from cnnblas.ops.algorithms import choose_algorithm as choose
 
     assert choose((8, 64, 56, 56), (64, 64, 3, 3)) == "winograd4x4"
     assert choose((8, 128, 28, 28), (128, 128, 3, 3)) == "winograd4x4"  # K*C = 128**2
-    assert choose((8, 128, 28, 28), (256, 128, 3, 3)) == "winograd"  # K*C above 128**2
+    assert choose((8, 128, 28, 28), (256, 128, 3, 3)) == "winograd2x2"  # K*C above 128**2
     assert choose((8, 64, 7, 56), (64, 64, 3, 3)) == "gemm"  # images under 8x8
     assert choose((8, 3, 32, 32), (32, 3, 3, 3)) == "direct"  # 3 channels; 864 weights
     assert choose((8, 7, 32, 32), (32, 7, 3, 3)) == "direct"  # 7 channels
@@ -392,7 +395,7 @@ def test_auto_uses_winograd_on_wide_3x3_layers_within_float32_tolerance():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 16, 9, 10))
     weight = rng.standard_normal((32, 16, 3, 3))
-    assert cb.ops.conv.choose_algorithm(x.shape, weight.shape) == "winograd4x4"
+    assert cb.choose_algorithm(x.shape, weight.shape) == "winograd4x4"
     expected = reference.conv2d_direct(x, weight, None, stride=1, padding=1, dilation=1,
                                        groups=1)
     y32 = cb.conv2d(x.astype(np.float32), weight.astype(np.float32), padding=1)
@@ -405,7 +408,7 @@ def test_winograd4x4_float32_on_the_widest_layer_auto_gives_it():
     rng = np.random.default_rng(7)
     x, weight, dy = (rng.standard_normal(shape).astype(np.float32)
                      for shape in ((2, 128, 8, 8), (128, 128, 3, 3), (2, 128, 8, 8)))
-    assert cb.ops.conv.choose_algorithm(x.shape, weight.shape) == "winograd4x4"
+    assert cb.choose_algorithm(x.shape, weight.shape) == "winograd4x4"
     wide = dict(stride=1, padding=1, dilation=1, groups=1)
     expected = [reference.conv2d_direct(x.astype(float), weight.astype(float), None, **wide),
                 *reference.conv2d_backward_direct(dy.astype(float), x.astype(float),
@@ -418,7 +421,7 @@ def test_winograd4x4_float32_on_the_widest_layer_auto_gives_it():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(algorithm="fft"), "algorithm must be one of"),
-    (dict(algorithm="winograd", stride=2), "algorithm='winograd' needs a 3x3 kernel"),
+    (dict(algorithm="winograd2x2", stride=2), "algorithm='winograd2x2' needs a 3x3 kernel"),
     (dict(algorithm="winograd4x4", stride=2), "algorithm='winograd4x4' needs a 3x3 kernel"),
     (dict(algorithm="direct", stride=2), "algorithm='direct' needs stride 1"),
 ])
@@ -436,7 +439,7 @@ def test_bad_algorithm(kwargs, message):
     (dict(dilation=2), (2, 2, 3, 3)),
     (dict(), (2, 2, 5, 5)),
 ])
-@pytest.mark.parametrize("algorithm", ["winograd", "winograd4x4"])
+@pytest.mark.parametrize("algorithm", ["winograd2x2", "winograd4x4"])
 def test_forced_winograd_refuses_what_it_cannot_compute(kwargs, weight_shape, algorithm):
     with pytest.raises(ValueError, match=f"algorithm='{algorithm}' needs a 3x3 kernel"):
         cb.conv2d(np.zeros((1, 2, 9, 9)), np.zeros(weight_shape), algorithm=algorithm,
@@ -445,7 +448,7 @@ def test_forced_winograd_refuses_what_it_cannot_compute(kwargs, weight_shape, al
 
 def test_check_algorithm_needs_no_input():
     """What a layer checks when it is built, before any image size is known."""
-    from cnnblas.ops.conv import ALGORITHMS, check_algorithm
+    from cnnblas.ops.algorithms import ALGORITHMS, check_algorithm
 
     for algorithm in ALGORITHMS:
         assert check_algorithm((64, 64, 3, 3), algorithm=algorithm) is None
@@ -460,3 +463,25 @@ def test_check_algorithm_needs_no_input():
 def test_algorithm_must_be_a_string():
     with pytest.raises(TypeError, match="algorithm must be a str"):
         cb.conv2d(np.zeros((1, 2, 6, 6)), np.zeros((2, 2, 3, 3)), algorithm=None)
+
+
+def test_choose_algorithm_is_public():
+    """A user can ask what conv2d will run, from the package or cnnblas.functional."""
+    import cnnblas.functional as F
+    from cnnblas.ops import algorithms
+
+    assert cb.choose_algorithm is F.choose_algorithm is algorithms.choose_algorithm
+    assert "choose_algorithm" in cb.__all__ and "choose_algorithm" in F.__all__
+    assert cb.choose_algorithm((8, 64, 56, 56), (64, 64, 3, 3)) == "winograd4x4"
+    assert cb.choose_algorithm((8, 64, 56, 56), (64, 64, 3, 3), algorithm="gemm") == "gemm"
+    assert "Examples" in cb.choose_algorithm.__doc__
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        cb.choose_algorithm((8, 64, 56, 56), (64, 64, 3, 3), algorithm="winograd")
+
+
+def test_choose_algorithm_docstring_examples():
+    import doctest
+
+    from cnnblas.ops import algorithms
+
+    assert doctest.testmod(algorithms, raise_on_error=True).failed == 0

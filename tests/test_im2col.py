@@ -72,7 +72,7 @@ def test_both_col2im_kernels_match_the_reference_loops(case):
 
     The engine picks one by row width (``_COL2IM_MIN_ROW``); here each is forced."""
     from cnnblas import reference
-    from cnnblas.ops import conv
+    from cnnblas.ops import problem
 
     x, *_ = case.arrays()
     cols = np.random.default_rng(2).standard_normal(
@@ -82,7 +82,7 @@ def test_both_col2im_kernels_match_the_reference_loops(case):
     for dtype, rtol in ((np.float64, 1e-12), (np.float32, 1e-5)):
         for min_row in (0, 10**9):  # rows whenever unit stride / always scatter
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(conv, "_COL2IM_MIN_ROW", min_row)
+                patch.setattr(problem, "_COL2IM_MIN_ROW", min_row)
                 back = cb.col2im(cols.astype(dtype), (case.h, case.w), case.kernel, case.stride,
                                  case.padding, case.dilation)
             assert back.dtype == dtype

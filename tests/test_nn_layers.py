@@ -279,10 +279,10 @@ def test_conv2d_without_input_grad_returns_none_and_same_parameter_grads():
 
 
 def test_conv2d_checks_its_algorithm_when_built():
-    layer = nn.Conv2d(16, 16, 3, padding=1, algorithm="winograd", rng=0)
-    assert "algorithm='winograd'" in repr(layer)
-    with pytest.raises(ValueError, match="algorithm='winograd' needs a 3x3 kernel"):
-        nn.Conv2d(2, 2, 3, stride=2, algorithm="winograd")
+    layer = nn.Conv2d(16, 16, 3, padding=1, algorithm="winograd2x2", rng=0)
+    assert "algorithm='winograd2x2'" in repr(layer)
+    with pytest.raises(ValueError, match="algorithm='winograd2x2' needs a 3x3 kernel"):
+        nn.Conv2d(2, 2, 3, stride=2, algorithm="winograd2x2")
     with pytest.raises(ValueError, match="algorithm must be one of"):
         nn.Conv2d(2, 2, 3, algorithm="fft")
 
@@ -302,7 +302,7 @@ def test_linear_backward_without_dx():
     rng = np.random.default_rng(0)
     x, weight, dy = rng.random((4, 3)), rng.random((2, 3)), rng.random((4, 2))
     full = linear_backward(dy, x, weight)
-    partial = linear_backward(dy, x, weight, need_dx=False)
+    partial = linear_backward(dy, x, weight, input_grad=False)
     assert partial[0] is None
     np.testing.assert_array_equal(partial[1], full[1])  # the values: test_linear_gradients
 

@@ -56,7 +56,7 @@ def test_two_threads_match_one_thread(case):
 
 
 @pytest.mark.parametrize("input_grad", [True, False])
-@pytest.mark.parametrize("algorithm", ["winograd", "winograd4x4"])
+@pytest.mark.parametrize("algorithm", ["winograd2x2", "winograd4x4"])
 def test_winograd_batch_parallel_matches_serial(two_threads, monkeypatch, algorithm, input_grad):
     # The layer is below SERIAL_FLOPS: without this it would never reach the workers.
     monkeypatch.setattr(parallel, "SERIAL_FLOPS", 0)

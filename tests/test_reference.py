@@ -1,7 +1,7 @@
 """The reference convolutions check each other, PyTorch and the tutorial's tables.
 
-Three independent implementations (plain loops, Numba direct loops, the
-scipy.signal formulas of the derivations) are compared on Hypothesis-drawn
+Four independent implementations (plain loops, im2col columns and ``@``, Numba
+direct loops, the scipy.signal formulas of the derivations) are compared on Hypothesis-drawn
 geometries: rectangular kernels, stride 1..3, dilation 1..2, asymmetric
 padding, groups up to depthwise, and sizes where ``padded - extent`` is not a
 multiple of the stride. PyTorch (when installed) is a fourth, external oracle;
@@ -101,6 +101,8 @@ def test_forward_references_agree(case):
         ref.conv2d_direct(case.x, case.weight, case.bias, **case.geometry), loops, **F64)
     np.testing.assert_allclose(
         ref.conv2d_scipy(case.x, case.weight, case.bias, **case.geometry), loops, **F64)
+    np.testing.assert_allclose(
+        ref.conv2d_im2col(case.x, case.weight, case.bias, **case.geometry), loops, **F64)
 
 
 @pytest.mark.torch
@@ -120,7 +122,8 @@ def test_forward_and_gradients_match_torch(torch, case):
 
     np.testing.assert_allclose(
         ref.conv2d_loops(case.x, case.weight, case.bias, **g), y.detach().numpy(), **F64)
-    for backward in (ref.conv2d_backward_direct, ref.conv2d_backward_scipy):
+    for backward in (ref.conv2d_backward_direct, ref.conv2d_backward_scipy,
+                     ref.conv2d_backward_im2col):
         got = backward(case.dy, case.x, case.weight, **g)
         for name, a, b in zip(("dx", "dweight", "dbias"), got, expected, strict=True):
             np.testing.assert_allclose(a, b, **F64, err_msg=f"{backward.__name__} {name}")
@@ -135,9 +138,10 @@ def test_forward_and_gradients_match_torch(torch, case):
 def test_backward_references_agree_and_are_adjoint_to_loops(case):
     g = case.geometry
     dx, dweight, dbias = ref.conv2d_backward_direct(case.dy, case.x, case.weight, **g)
-    for a, b in zip((dx, dweight, dbias),
-                    ref.conv2d_backward_scipy(case.dy, case.x, case.weight, **g), strict=True):
-        np.testing.assert_allclose(a, b, **F64)
+    for other in (ref.conv2d_backward_scipy, ref.conv2d_backward_im2col):
+        for a, b in zip((dx, dweight, dbias), other(case.dy, case.x, case.weight, **g),
+                        strict=True):
+            np.testing.assert_allclose(a, b, **F64, err_msg=other.__name__)
     assert dx.shape == case.x.shape and dweight.shape == case.weight.shape
     # The convolution is bilinear in (x, w) and affine in b, so the gradients are
     # determined by the loops' forward: <y(x, w), dy> = <x, dx> = <w, dweight>.
@@ -149,7 +153,8 @@ def test_backward_references_agree_and_are_adjoint_to_loops(case):
     np.testing.assert_allclose(np.vdot(case.bias, dbias), np.vdot(y_bias - y, case.dy), **F64)
 
 
-@pytest.mark.parametrize("backward", [ref.conv2d_backward_direct, ref.conv2d_backward_scipy])
+@pytest.mark.parametrize("backward", [ref.conv2d_backward_direct, ref.conv2d_backward_scipy,
+                                      ref.conv2d_backward_im2col])
 def test_pixels_no_window_reads_get_zero_gradient(backward):
     # 8 rows, kernel 3, stride 3: windows start at rows 0 and 3 and never reach rows 6, 7.
     x = np.ones((1, 1, 8, 8))
@@ -256,8 +261,8 @@ KERNELS3 = np.array([[[[0, -1], [1, 0]], [[5, 4], [3, 2]], [[16, 24], [68, -2]]]
                      [[[60, 22], [32, 18]], [[35, 46], [7, 23]], [[78, 81], [20, 42]]]],
                     dtype=np.float64)
 VALID = dict(stride=1, padding=0, dilation=1, groups=1)
-FORWARDS = [ref.conv2d_loops, ref.conv2d_direct, ref.conv2d_scipy]
-BACKWARDS = [ref.conv2d_backward_direct, ref.conv2d_backward_scipy]
+FORWARDS = [ref.conv2d_loops, ref.conv2d_im2col, ref.conv2d_direct, ref.conv2d_scipy]
+BACKWARDS = [ref.conv2d_backward_im2col, ref.conv2d_backward_direct, ref.conv2d_backward_scipy]
 
 
 @pytest.mark.parametrize("conv", FORWARDS)
@@ -312,7 +317,7 @@ def test_tutorial_backward_tables(backward):
 
 # --------------------------------------------------------------------------- dtypes and arguments
 
-@pytest.mark.parametrize("name", ["loops", "direct", "scipy"])
+@pytest.mark.parametrize("name", ["loops", "im2col", "direct", "scipy"])
 def test_float32_in_float32_out(name):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 4, 6, 7)).astype(np.float32)
@@ -383,3 +388,23 @@ def test_bad_im2col_arguments_raise_value_error():
         ref.col2im_loops(np.zeros((1, 10, 9)), (5, 5), 3)
     with pytest.raises(ValueError, match="rank"):
         ref.col2im_loops(np.zeros((10, 9)), (5, 5), 3)
+
+
+def test_im2col_twin_writes_out_the_three_gemms():
+    """conv2d_im2col / conv2d_backward_im2col are, per image and group, the GEMMs
+    of DESIGN.md over im2col_loops columns (here one group, one image, by hand)."""
+    rng = np.random.default_rng(8)
+    x, weight = rng.standard_normal((1, 2, 5, 6)), rng.standard_normal((3, 2, 2, 3))
+    g = dict(stride=(2, 1), padding=((1, 0), (0, 1)), dilation=(1, 2), groups=1)
+    window = {k: v for k, v in g.items() if k != "groups"}
+    cols = ref.im2col_loops(x, (2, 3), **window)[0]
+    wm = weight.reshape(3, -1)
+    y = ref.conv2d_im2col(x, weight, **g)
+    np.testing.assert_allclose(y.reshape(3, -1), wm @ cols, **F64)
+    dy = rng.standard_normal(y.shape)
+    dx, dweight, dbias = ref.conv2d_backward_im2col(dy, x, weight, **g)
+    dy_matrix = dy.reshape(3, -1)
+    np.testing.assert_allclose(dweight.reshape(3, -1), dy_matrix @ cols.T, **F64)
+    np.testing.assert_allclose(
+        dx, ref.col2im_loops((wm.T @ dy_matrix)[None], (5, 6), (2, 3), **window), **F64)
+    np.testing.assert_allclose(dbias, dy.sum(axis=(0, 2, 3)), **F64)

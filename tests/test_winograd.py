@@ -14,15 +14,13 @@ from hypothesis import strategies as st
 
 import cnnblas as cb
 from cnnblas import reference
-from cnnblas._kernels.winograd import winograd_grad_transform, winograd_grad_transform_serial
-from cnnblas._kernels.winograd4 import winograd4_grad_transform, winograd4_grad_transform_serial
+from cnnblas._kernels import winograd_f2, winograd_f4
 from cnnblas.ops import winograd, workspace
 from cnnblas.ops.winograd import (
     weight_grad_plan,
     winograd_conv2d,
     winograd_conv2d_input_grad,
     winograd_conv2d_weight_grad,
-    winograd_supported,
 )
 from tests.conftest import assert_close
 
@@ -186,14 +184,14 @@ def test_padding_forms(tile):
 
 
 def test_supported_predicate():
-    assert winograd_supported((8, 4, 3, 3))
-    assert winograd_supported((8, 4, 3, 3), stride=(1, 1), dilation=1, groups=1)
-    assert not winograd_supported((8, 4, 3, 5))
-    assert not winograd_supported((8, 4, 5, 5))
-    assert not winograd_supported((8, 4, 3, 3), stride=2)
-    assert not winograd_supported((8, 4, 3, 3), stride=(1, 2))
-    assert not winograd_supported((8, 4, 3, 3), dilation=2)
-    assert not winograd_supported((8, 2, 3, 3), groups=2)
+    assert winograd.supports((8, 4, 3, 3))
+    assert winograd.supports((8, 4, 3, 3), stride=(1, 1), dilation=1, groups=1)
+    assert not winograd.supports((8, 4, 3, 5))
+    assert not winograd.supports((8, 4, 5, 5))
+    assert not winograd.supports((8, 4, 3, 3), stride=2)
+    assert not winograd.supports((8, 4, 3, 3), stride=(1, 2))
+    assert not winograd.supports((8, 4, 3, 3), dilation=2)
+    assert not winograd.supports((8, 2, 3, 3), groups=2)
 
 
 def test_bad_input():
@@ -305,8 +303,8 @@ LIFTS = {
     4: np.array([[1.0, 0, 0, 0], [1, 1, 1, 1], [1, -1, 1, -1], [1, 2, 4, 8], [1, -2, 4, -8],
                  [0, 0, 0, 1]]),
 }
-GRAD_KERNELS = [(2, winograd_grad_transform), (2, winograd_grad_transform_serial),
-                (4, winograd4_grad_transform), (4, winograd4_grad_transform_serial)]
+GRAD_KERNELS = [(2, winograd_f2.grad_transform), (2, winograd_f2.grad_transform_serial),
+                (4, winograd_f4.grad_transform), (4, winograd_f4.grad_transform_serial)]
 
 
 @pytest.mark.parametrize("out_size", [(1, 1), (3, 2), (4, 5), (7, 7), (6, 8), (9, 5)])

@@ -87,7 +87,7 @@ def _im2col_task(x, offsets, pad, padded, plane, cols, task):
         dst = cols[c * n_offsets + r, n]
         at = offsets[r]
         # ``at`` is unsigned: no negative-index wraparound, so LLVM emits a
-        # plain gather (lenet2's im2col 3.4 -> 0.68 ms; benchmarks/LOG.md).
+        # plain gather, about 5x faster than with signed offsets (see benchmarks/LOG.md).
         for l in range(n_positions):
             dst[l] = source[at[l]]
 
@@ -236,7 +236,7 @@ def col2im_scatter_into(cols, offsets, pad, padded, x):
 
     A scalar scatter-add per column element: slower than the row copies of
     :func:`col2im_into` on long unit-stride rows, several times faster on
-    short or strided ones (lenet2: 6.3 -> 1.1 ms; benchmarks/LOG.md).
+    short or strided ones (see benchmarks/LOG.md).
     Parallel over the N*C image planes.
     """
     for task in prange(x.shape[0] * x.shape[1]):

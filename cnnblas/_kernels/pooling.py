@@ -78,7 +78,7 @@ def _max_pool_plane_2x2(x, y, argmax, plane):
     returns True when the plane holds a NaN (the caller then redoes the plane
     with :func:`_max_pool_plane`). The window offsets are int32 on purpose:
     mixing them with 64-bit arithmetic stopped LLVM from vectorising the row
-    loop (0.06 vs 0.25 ms for LeNet's first pooling layer; benchmarks/LOG.md).
+    loop (4x slower on LeNet's first pooling layer; see benchmarks/LOG.md).
     """
     in_w = x.shape[2]
     out_h, out_w = y.shape[1], y.shape[2]

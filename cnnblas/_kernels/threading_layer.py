@@ -6,7 +6,7 @@ col2im, transforms) with OpenBLAS GEMMs whose threads spin too, so on a
 machine without spare cores the two pools fight over the same cores at every
 hand-over. Measured on 2 cores (res56 forward, 2 threads): 32 ms with OpenMP,
 7.8 ms with the ``workqueue`` layer, whose workers sleep when idle (1 thread:
-16 ms); details in benchmarks/LOG.md.
+16 ms); see benchmarks/LOG.md.
 
 The workqueue layer's one restriction, no two parallel launches at once,
 cannot be hit by cnnblas: its kernels hold the GIL. A layer the user chose

@@ -40,7 +40,8 @@ from cnnblas.nn import init
 from cnnblas.nn.module import Module, Parameter
 from cnnblas.ops import activations as act
 from cnnblas.ops import pooling
-from cnnblas.ops.conv import check_algorithm, conv2d, conv2d_backward
+from cnnblas.ops.algorithms import check_algorithm
+from cnnblas.ops.conv import conv2d, conv2d_backward
 from cnnblas.ops.linear import linear, linear_backward
 
 
@@ -78,9 +79,9 @@ class Conv2d(_Layer):
     dtype : float32 or float64, default float32
     rng : None, int or numpy.random.Generator
         Source of the initial weights.
-    algorithm : {"auto", "gemm", "winograd", "winograd4x4", "direct"}, default "auto"
-        Convolution algorithm (:func:`cnnblas.ops.conv.choose_algorithm`; checked
-        at construction by :func:`cnnblas.ops.conv.check_algorithm`).
+    algorithm : {"auto", "gemm", "winograd2x2", "winograd4x4", "direct"}, default "auto"
+        Convolution algorithm (:func:`cnnblas.choose_algorithm`; checked
+        at construction by :func:`cnnblas.ops.algorithms.check_algorithm`).
     input_grad : bool, default True
         When False, :meth:`backward` skips the input gradient and returns None:
         the first layer of a network, whose input is data, needs none (this

@@ -46,7 +46,7 @@ def linear(x, weight, bias=None):
     return y
 
 
-def linear_backward(dy, x, weight, need_dx=True):
+def linear_backward(dy, x, weight, input_grad=True):
     """Gradients of :func:`linear`.
 
     Parameters
@@ -55,12 +55,12 @@ def linear_backward(dy, x, weight, need_dx=True):
     x : ndarray, shape (N, in_features), float32 or float64
         The forward input.
     weight : ndarray, shape (out_features, in_features)
-    need_dx : bool, default True
+    input_grad : bool, default True
         False skips the input-gradient GEMM (first layer of a network).
 
     Returns
     -------
-    dx : ndarray, shape (N, in_features), or None when ``need_dx`` is False
+    dx : ndarray, shape (N, in_features), or None when ``input_grad`` is False
         ``dy @ weight``.
     dweight : ndarray, shape (out_features, in_features)
         ``dy.T @ x``, summed over the batch by the GEMM.
@@ -76,7 +76,7 @@ def linear_backward(dy, x, weight, need_dx=True):
             f"x has {x.shape[1]} features but weight {weight.shape} expects "
             f"in_features={weight.shape[1]}"
         )
-    dx = dy @ weight if need_dx else None  # dX = dY . W
+    dx = dy @ weight if input_grad else None  # dX = dY . W
     dweight = dy.T @ x  # dW = dYᵀ . X
     dbias = dy.sum(axis=0)  # db = Σ_n dY
     return dx, dweight, dbias

@@ -13,11 +13,17 @@ import numpy as np
 from cnnblas.checks import check_float_array, check_shape
 
 
+def _shifted(logits, axis) -> np.ndarray:
+    """``logits - max(logits)`` along ``axis``: the largest exponent becomes 0, so
+    no ``exp`` overflows and at least one term of every sum is 1."""
+    check_float_array(logits, "logits")
+    return logits - logits.max(axis=axis, keepdims=True)
+
+
 def log_softmax(logits, axis=-1):
     """Numerically stable ``log(softmax(logits))`` along ``axis``.
 
-    Computed as ``z - max(z) - log(sum(exp(z - max(z))))``: the largest
-    exponent is 0, so nothing overflows and at least one term of the sum is 1.
+    Computed as ``z - max(z) - log(sum(exp(z - max(z))))``.
 
     Parameters
     ----------
@@ -28,25 +34,15 @@ def log_softmax(logits, axis=-1):
     -------
     ndarray, shape and dtype of ``logits``
     """
-    check_float_array(logits, "logits")
-    shifted = logits - logits.max(axis=axis, keepdims=True)
+    shifted = _shifted(logits, axis)
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 def softmax(logits, axis=-1):
-    """Numerically stable softmax along ``axis`` (see :func:`log_softmax`).
-
-    Parameters
-    ----------
-    logits : ndarray, any shape, float32 or float64
-    axis : int, default -1
-
-    Returns
-    -------
-    ndarray, shape and dtype of ``logits``; sums to 1 along ``axis``.
-    """
-    check_float_array(logits, "logits")
-    e = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    """Numerically stable softmax along ``axis``: ``exp(z - max(z))``, normalised;
+    ``logits`` and ``axis`` as in :func:`log_softmax`. Returns an array of the
+    shape and dtype of ``logits`` that sums to 1 along ``axis``."""
+    e = np.exp(_shifted(logits, axis))
     return e / e.sum(axis=axis, keepdims=True)
 
 

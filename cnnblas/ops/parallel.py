@@ -10,7 +10,7 @@ With several threads, a convolution can be parallel in two ways:
   workspace, with the GIL released by both the Numba kernels (``nogil``) and
   NumPy's BLAS calls.
 
-On the 2-core benchmark machine the second way was much faster (numbers in
+On the 2-core benchmark machine the second way was much faster (see
 benchmarks/LOG.md), so the engine uses it whenever the batch has at least
 as many images as there are threads, and falls back to the first otherwise
 (e.g. one image at inference). While workers run, every BLAS library is held

@@ -1,7 +1,7 @@
 """Winograd convolution for 3x3, stride-1, dilation-1, ungrouped layers.
 
-Two tile sizes: F(2x2, 3x3) (``tile=2``, :mod:`cnnblas._kernels.winograd`)
-and F(4x4, 3x3) (``tile=4``, :mod:`cnnblas._kernels.winograd4`). With
+Two tile sizes: F(2x2, 3x3) (``tile=2``, :mod:`cnnblas._kernels.winograd_f2`)
+and F(4x4, 3x3) (``tile=4``, :mod:`cnnblas._kernels.winograd_f4`). With
 ``m = tile`` and ``P = (m + 2)**2`` transform points, the (K x 9C)·(9C x L)
 im2col GEMM becomes P GEMMs (K x C)·(C x T) over the m x m output tiles,
 ``T = N * ceil(out_h/m) * (ceil(out_w/m) + 1)`` (one junk tile per tile row
@@ -10,8 +10,8 @@ and an output transform; that is 9m²/P = 2.25x (m = 2) or 4x (m = 4) fewer
 multiplies, the larger tile trading some float32 precision for it::
 
     U[xi] = (G g Gᵀ)[xi]            (P, K, C)   weights, once per call
-    V[xi] = (Bᵀ d B)[xi]            (P, C, T)   input tiles        (slot 3)
-    M[xi] = U[xi] @ V[xi]           (P, K, T)   P BLAS GEMMs       (slot 4)
+    V[xi] = (Bᵀ d B)[xi]            (P, C, T)   input tiles        (Slot.WINOGRAD_V)
+    M[xi] = U[xi] @ V[xi]           (P, K, T)   P BLAS GEMMs       (Slot.WINOGRAD_M)
     y     = Aᵀ M A (+ bias)         (N, K, out_h, out_w)
 
 The batch is processed in chunks of images whose ``V`` and ``M`` fit the
@@ -25,12 +25,16 @@ through the same machinery.
 
 The weight gradient runs the forward backwards, with the same ``V``::
 
-    dM[xi] = (A dY Aᵀ)[xi]           (P, K, T)   output-gradient tiles (slot 4)
+    dM[xi] = (A dY Aᵀ)[xi]           (P, K, T)   output-gradient tiles (Slot.WINOGRAD_M)
     dU[xi] = sum_T dM[xi] V[xi]ᵀ      (P, K, C)   P BLAS GEMMs per chunk, summed
     dW     = Gᵀ dU G                 (K, C, 3, 3) once, in :meth:`WeightGradPlan.finish`
 
-Inputs are assumed validated by the caller (:func:`cnnblas.conv2d`'s checks),
-except for what only Winograd needs: a 3x3 kernel and matching shapes.
+:func:`forward` and :func:`backward` are the backend :func:`cnnblas.conv2d`
+dispatches to (batch split across worker threads by
+:func:`cnnblas.ops.parallel.map_image_ranges`); ``winograd_conv2d*`` run one
+pass on their own. Inputs are assumed validated by the caller
+(:func:`cnnblas.conv2d`'s checks), except for what only Winograd needs: a 3x3
+kernel and matching shapes.
 """
 
 from __future__ import annotations
@@ -40,19 +44,17 @@ from typing import NamedTuple
 import numpy as np
 
 from cnnblas import threads
-from cnnblas._kernels import winograd as f2x2
-from cnnblas._kernels import winograd4 as f4x4
+from cnnblas._kernels import winograd_f2, winograd_f4
 from cnnblas.checks import Padding2d, as_pair, ceil_div, conv_geometry, normalize_padding
-from cnnblas.ops import workspace
+from cnnblas.ops import parallel, workspace
+from cnnblas.ops.problem import ConvProblem
+from cnnblas.ops.workspace import Slot
 
-# Slots 0-2 belong to the im2col GEMM path.
-_SLOT_V, _SLOT_M = 3, 4
 # V and M of a chunk stay within this many bytes even when the workspace budget
 # is larger: then they stay in L2/L3 between the transforms and the GEMMs. On
 # the 2-core EPYC (2 MiB L2 per core, 32 MiB L3), 2-4 MiB chunks ran 10-40%
 # faster than 16 MiB ones (cifar and ResNet-56 layers, 1 thread).
 _CHUNK_BYTES = 4 * 2**20
-
 
 
 class _Variant(NamedTuple):
@@ -77,16 +79,16 @@ _G2 = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1
 _G4 = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
                 [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
 
-VARIANTS = {
-    2: _Variant(2, f2x2.winograd_input_transform, f2x2.winograd_input_transform_serial,
-                f2x2.winograd_output_transform, f2x2.winograd_output_transform_serial,
-                f2x2.winograd_grad_transform, f2x2.winograd_grad_transform_serial,
-                np.kron(_G2, _G2)),
-    4: _Variant(4, f4x4.winograd4_input_transform, f4x4.winograd4_input_transform_serial,
-                f4x4.winograd4_output_transform, f4x4.winograd4_output_transform_serial,
-                f4x4.winograd4_grad_transform, f4x4.winograd4_grad_transform_serial,
-                np.kron(_G4, _G4)),
-}
+
+
+def _variant_of(tile: int, kernels, g: np.ndarray) -> _Variant:
+    """The variant whose transforms are ``kernels``' (a kernel module) and whose G is ``g``."""
+    return _Variant(tile, kernels.input_transform, kernels.input_transform_serial,
+                    kernels.output_transform, kernels.output_transform_serial,
+                    kernels.grad_transform, kernels.grad_transform_serial, np.kron(g, g))
+
+
+VARIANTS = {2: _variant_of(2, winograd_f2, _G2), 4: _variant_of(4, winograd_f4, _G4)}
 
 
 def _variant(tile) -> _Variant:
@@ -96,7 +98,7 @@ def _variant(tile) -> _Variant:
     return VARIANTS[tile]
 
 
-def winograd_supported(weight_shape, stride=1, dilation=1, groups: int = 1) -> bool:
+def supports(weight_shape, stride=1, dilation=1, groups: int = 1) -> bool:
     """True when :func:`winograd_conv2d` can compute this convolution.
 
     That is a (K, C, 3, 3) weight, stride 1, dilation 1 and one group; any
@@ -181,8 +183,8 @@ class WinogradPlan(NamedTuple):
             count = (chunk_stop - chunk_start) * tiles_per_image
             v_rows = _operand_rows(channels * count, itemsize)
             m_rows = _operand_rows(n_out * count, itemsize)
-            v = workspace.scratch((points, v_rows), self.x.dtype, slot=_SLOT_V)
-            m = workspace.scratch((points, m_rows), self.x.dtype, slot=_SLOT_M)
+            v = workspace.scratch((points, v_rows), self.x.dtype, Slot.WINOGRAD_V)
+            m = workspace.scratch((points, m_rows), self.x.dtype, Slot.WINOGRAD_M)
             input_transform(self.x[chunk_start:chunk_stop], self.pad, tiles, v)
             # M[xi] = U[xi] @ V[xi] for every xi: one stacked matmul, which numpy runs
             # as P BLAS GEMMs without P Python calls (10-25% faster for short rows).
@@ -332,8 +334,8 @@ class WeightGradPlan(NamedTuple):
             count = (chunk_stop - chunk_start) * tiles_per_image
             v_rows = _operand_rows(channels * count, dtype.itemsize)
             m_rows = _operand_rows(n_out * count, dtype.itemsize)
-            v = workspace.scratch((points, v_rows), dtype, slot=_SLOT_V)
-            dm = workspace.scratch((points, m_rows), dtype, slot=_SLOT_M)
+            v = workspace.scratch((points, v_rows), dtype, Slot.WINOGRAD_V)
+            dm = workspace.scratch((points, m_rows), dtype, Slot.WINOGRAD_M)
             input_transform(self.x[chunk_start:chunk_stop], self.pad, tiles, v)
             grad_transform(self.dy[chunk_start:chunk_stop], tiles, dm)
             # dU[xi] += dM[xi] @ V[xi]ᵀ, computed as dUᵀ[xi] += V[xi] @ dM[xi]ᵀ, as one
@@ -394,3 +396,38 @@ def winograd_conv2d_weight_grad(dy: np.ndarray, x: np.ndarray, padding=((1, 1), 
     """
     plan = weight_grad_plan(x, dy, padding, tile)
     return plan.finish([plan.run(0, x.shape[0])])
+
+
+# --------------------------------------------------------------------------- the backend
+
+def forward(problem: ConvProblem, bias: np.ndarray | None, y: np.ndarray, tile: int) -> None:
+    """Fill ``y`` (N, K, out_h, out_w) with the convolution of ``problem``, plus ``bias``,
+    by F(tile x tile, 3x3); the worker threads share one weight transform."""
+    plan = forward_plan(problem.x, problem.weight, bias, problem.geom.padding, tile)
+    parallel.map_image_ranges(lambda start, stop, serial: plan.run(start, stop, y, serial),
+                              problem.n_images, problem.flops)
+
+
+def backward(problem: ConvProblem, dy: np.ndarray, input_grad: bool, tile: int):
+    """(dx or None, dweight, dbias) of ``problem`` for a C-contiguous ``dy``, by
+    F(tile x tile, 3x3): dW from GEMMs of transformed dY and input tiles, dX as a
+    3x3 correlation of dY (:func:`input_grad_plan`)."""
+    geom = problem.geom
+    weight_plan = weight_grad_plan(problem.x, dy, geom.padding, tile)
+    input_plan = (input_grad_plan(dy, problem.weight, geom.padding, problem.x.shape[2:], tile)
+                  if input_grad else None)
+    dx = np.empty_like(problem.x) if input_grad else None
+
+    def images_backward(start, stop, serial):
+        """(dU, db) of images [start, stop), and their dx: one hand-off per call,
+        and db summed by the worker that owns the images."""
+        du = weight_plan.run(start, stop, serial)
+        if input_plan is not None:
+            input_plan.run(start, stop, dx, serial)
+        return du, dy[start:stop].sum(axis=(0, 2, 3))
+
+    partials = parallel.map_image_ranges(images_backward, problem.n_images,
+                                         problem.backward_flops(input_grad))
+    dweight = weight_plan.finish([du for du, _ in partials])
+    dbias = np.sum([db for _, db in partials], axis=0)
+    return dx, dweight, dbias

@@ -8,10 +8,22 @@ between calls (one per thread and dtype), so a training loop allocates it once.
 from __future__ import annotations
 
 import threading
+from enum import IntEnum
 
 import numpy as np
 
 from cnnblas.checks import check_int
+
+
+class Slot(IntEnum):
+    """The scratch buffers a convolution may hold at the same time."""
+
+    COLUMNS = 0  # im2col columns of a chunk, (C*kh*kw, b*L)
+    COLUMN_GRADS = 1  # their gradient before col2im
+    REORDER = 2  # the chunk's output or dy as a (K, b*L) matrix
+    WINOGRAD_V = 3  # Winograd's transformed input tiles
+    WINOGRAD_M = 4  # Winograd's GEMM products (or transformed output gradients)
+
 
 _DEFAULT_LIMIT = 16 * 2**20
 _limit = _DEFAULT_LIMIT
@@ -44,7 +56,7 @@ def images_per_chunk(n_images: int, bytes_per_image: int) -> int:
     return max(1, min(n_images, _limit // max(bytes_per_image, 1)))
 
 
-def scratch(shape: tuple[int, ...], dtype, slot: int = 0) -> np.ndarray:
+def scratch(shape: tuple[int, ...], dtype, slot: Slot) -> np.ndarray:
     """A C-contiguous array of ``shape`` backed by a reused buffer.
 
     ``slot`` distinguishes buffers needed at the same time (e.g. the columns

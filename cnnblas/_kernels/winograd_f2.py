@@ -19,7 +19,7 @@ here fill ``V`` and turn ``M`` into the output.
 The weight gradient runs the output transform backwards: ``dM = A dY Aᵀ``
 per 2x2 output-gradient tile fills ``dM`` in the layout of ``M``, then
 ``dU[xi] = dM[xi] @ V[xi]ᵀ`` (16 GEMMs) and ``dW = Gᵀ dU G``
-(:func:`winograd_grad_transform`).
+(:func:`grad_transform`).
 
 Tile layout: ``V`` and ``M`` are passed as (16, row_length) arrays whose row
 ``xi`` starts with the (channels, N*T) GEMM operand. Each image has
@@ -120,7 +120,7 @@ def _input_task(x, pad, tiles, v, task):
 
 
 @numba.njit(cache=True, parallel=True)
-def winograd_input_transform(x, pad, tiles, v):
+def input_transform(x, pad, tiles, v):
     """Fill ``v`` (16, >= C*N*T) with ``Bᵀ d B`` of every tile of ``x`` (N, C, H, W).
 
     The plane is zero-padded into a buffer with its rows split by parity, each
@@ -135,8 +135,8 @@ def winograd_input_transform(x, pad, tiles, v):
 
 
 @numba.njit(cache=True, nogil=True)
-def winograd_input_transform_serial(x, pad, tiles, v):
-    """:func:`winograd_input_transform` in the calling thread, without the GIL."""
+def input_transform_serial(x, pad, tiles, v):
+    """:func:`input_transform` in the calling thread, without the GIL."""
     for task in range(x.shape[1] * x.shape[0]):
         _input_task(x, pad, tiles, v, task)
 
@@ -185,10 +185,10 @@ def _output_task(m, tiles, bias, y, task):
 
 
 @numba.njit(cache=True, parallel=True)
-def winograd_output_transform(m, tiles, bias, y):
+def output_transform(m, tiles, bias, y):
     """Write ``Aᵀ m A + bias`` of every tile into ``y`` (N, K, out_h, out_w).
 
-    ``m`` is (16, >= K*N*T), laid out as ``v`` in :func:`winograd_input_transform`
+    ``m`` is (16, >= K*N*T), laid out as ``v`` in :func:`input_transform`
     with output channels in place of input channels. First the row
     combination ``Aᵀ m``, then the column combination ``(Aᵀ m) A`` into two
     planes of output rows (even and odd), which are copied into ``y`` cropped
@@ -201,8 +201,8 @@ def winograd_output_transform(m, tiles, bias, y):
 
 
 @numba.njit(cache=True, nogil=True)
-def winograd_output_transform_serial(m, tiles, bias, y):
-    """:func:`winograd_output_transform` in the calling thread, without the GIL."""
+def output_transform_serial(m, tiles, bias, y):
+    """:func:`output_transform` in the calling thread, without the GIL."""
     for task in range(y.shape[1] * y.shape[0]):
         _output_task(m, tiles, bias, y, task)
 
@@ -255,11 +255,11 @@ def _grad_task(dy, tiles, m, task):
 
 
 @numba.njit(cache=True, parallel=True)
-def winograd_grad_transform(dy, tiles, m):
+def grad_transform(dy, tiles, m):
     """Fill ``m`` (16, >= K*N*T) with ``dM = A dY Aᵀ`` of every 2x2 tile of ``dy``.
 
     ``dy`` is (N, K, out_h, out_w), the gradient of the forward output; ``m``
-    gets the layout of ``M`` in :func:`winograd_output_transform` (this is its
+    gets the layout of ``M`` in :func:`output_transform` (this is its
     adjoint, bias aside)::
 
         A = [[1, 0], [1, 1], [1, -1], [0, -1]]
@@ -276,7 +276,7 @@ def winograd_grad_transform(dy, tiles, m):
 
 
 @numba.njit(cache=True, nogil=True)
-def winograd_grad_transform_serial(dy, tiles, m):
-    """:func:`winograd_grad_transform` in the calling thread, without the GIL."""
+def grad_transform_serial(dy, tiles, m):
+    """:func:`grad_transform` in the calling thread, without the GIL."""
     for task in range(dy.shape[1] * dy.shape[0]):
         _grad_task(dy, tiles, m, task)

@@ -66,8 +66,8 @@ def direct_forward(x, weight, bias, pad, y, start, stop):
                 for i in range(kernel_h):
                     # Up to 4 kernel columns per pass: each output element is loaded
                     # and stored once per 4 multiply-adds instead of once per one,
-                    # which bounded the one-column loop (lenet1 forward 1.08 ->
-                    # 0.79 ms, cifar1 1.42 -> 0.95 ms; benchmarks/LOG.md).
+                    # which bounded the one-column loop (about 1.4x faster on
+                    # 5x5 and 3x3 kernels; see benchmarks/LOG.md).
                     # Written out rather than in a helper: the inlined helper ran
                     # 25 % slower.
                     row = i * padded_w
@@ -131,15 +131,15 @@ def _sum(a, length):
 
 
 @njit(cache=True, nogil=True)
-def direct_backward(x, weight, dy, pad, dx, want_dx, start, stop):
-    """Weight gradient (returned) and, when ``want_dx``, input gradient of images [start, stop).
+def direct_backward(x, weight, dy, pad, dx, input_grad, start, stop):
+    """Weight gradient (returned) and, when ``input_grad``, input gradient of images [start, stop).
 
     Parameters
     ----------
     x, weight, pad : as in :func:`direct_forward`
     dy : ndarray, (N, K, out_h, out_w), dtype of ``x``
-    dx : ndarray, shape of ``x``, written for images [start, stop) when ``want_dx``
-    want_dx : bool
+    dx : ndarray, shape of ``x``, written for images [start, stop) when ``input_grad``
+    input_grad : bool
     start, stop : int
 
     Returns
@@ -179,7 +179,7 @@ def direct_backward(x, weight, dy, pad, dx, want_dx, start, stop):
                         shift = i * padded_w + j
                         dweight[k, c, i, j] += _dot(grad, xp[c, shift : shift + span], span,
                                                     zero)
-        if want_dx:
+        if input_grad:
             dxp[:, :] = 0
             for c in range(channels):
                 # Four output channels per pass, for the reason the forward takes

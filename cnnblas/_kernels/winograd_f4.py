@@ -1,6 +1,6 @@
 """Winograd F(4x4, 3x3) input, output and gradient transforms (Numba).
 
-The larger sibling of :mod:`cnnblas._kernels.winograd` (F(2x2, 3x3)): 6x6
+The larger sibling of :mod:`cnnblas._kernels.winograd_f2` (F(2x2, 3x3)): 6x6
 input tiles that overlap by two pixels give 4x4 output tiles, with the
 interpolation points 0, ±1, ±2 and ∞ (Lavin & Gray, "Fast Algorithms for
 Convolutional Neural Networks", 2016)::
@@ -23,7 +23,7 @@ F(2x2, 3x3)'s error in float32 (3e-6 to 1e-5 relative to the largest output
 on 16- to 128-channel layers, against 2e-7 to 6e-7; still well inside the
 1e-4 of ``tests/test_winograd.py``).
 
-Layout: as in :mod:`cnnblas._kernels.winograd`, with 36 rows (``xi = 6*a + b``)
+Layout: as in :mod:`cnnblas._kernels.winograd_f2`, with 36 rows (``xi = 6*a + b``)
 and ``T = tiles_h * (tiles_w + 1)`` columns per image (one junk tile per tile
 row, so that every stage is one long loop over the plane). Tile (th, tw)
 reads the zero-padded input rows ``4*th .. 4*th + 5`` and columns
@@ -48,7 +48,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from cnnblas._kernels.winograd import _clamped
+from cnnblas._kernels.winograd_f2 import _clamped
 
 
 @numba.njit(cache=True, inline="always")
@@ -169,7 +169,7 @@ def _input_task(x, pad, tiles, v, c):
 
 
 @numba.njit(cache=True, parallel=True)
-def winograd4_input_transform(x, pad, tiles, v):
+def input_transform(x, pad, tiles, v):
     """Fill ``v`` (36, >= C*N*T) with ``Bᵀ d B`` of every 6x6 tile of ``x`` (N, C, H, W).
 
     Parallel over the C input channels; each writes its own columns of ``v``.
@@ -179,8 +179,8 @@ def winograd4_input_transform(x, pad, tiles, v):
 
 
 @numba.njit(cache=True, nogil=True)
-def winograd4_input_transform_serial(x, pad, tiles, v):
-    """:func:`winograd4_input_transform` in the calling thread, without the GIL."""
+def input_transform_serial(x, pad, tiles, v):
+    """:func:`input_transform` in the calling thread, without the GIL."""
     for c in range(x.shape[1]):
         _input_task(x, pad, tiles, v, c)
 
@@ -240,11 +240,11 @@ def _output_task(m, tiles, bias, y, k):
 
 
 @numba.njit(cache=True, parallel=True)
-def winograd4_output_transform(m, tiles, bias, y):
+def output_transform(m, tiles, bias, y):
     """Write ``Aᵀ m A + bias`` of every tile into ``y`` (N, K, out_h, out_w).
 
     ``m`` is (36, >= K*N*T), laid out as ``v`` in
-    :func:`winograd4_input_transform` with output channels in place of input
+    :func:`input_transform` with output channels in place of input
     channels. Junk tiles and the outputs past ``out_h`` x ``out_w`` are
     dropped. Parallel over the K output channels.
     """
@@ -253,8 +253,8 @@ def winograd4_output_transform(m, tiles, bias, y):
 
 
 @numba.njit(cache=True, nogil=True)
-def winograd4_output_transform_serial(m, tiles, bias, y):
-    """:func:`winograd4_output_transform` in the calling thread, without the GIL."""
+def output_transform_serial(m, tiles, bias, y):
+    """:func:`output_transform` in the calling thread, without the GIL."""
     for k in range(y.shape[1]):
         _output_task(m, tiles, bias, y, k)
 
@@ -310,10 +310,10 @@ def _grad_task(dy, tiles, m, k):
 
 
 @numba.njit(cache=True, parallel=True)
-def winograd4_grad_transform(dy, tiles, m):
+def grad_transform(dy, tiles, m):
     """Fill ``m`` (36, >= K*N*T) with ``dM = A dY Aᵀ`` of every 4x4 tile of ``dy``.
 
-    The adjoint of :func:`winograd4_output_transform` (bias aside), with
+    The adjoint of :func:`output_transform` (bias aside), with
     ``A = Aᵀᵀ`` (6 x 4). Junk tiles and the missing pixels of partial last
     tiles are zero, so they add nothing to ``dU[xi] = dM[xi] @ V[xi]ᵀ``.
     Parallel over the K output channels.
@@ -323,7 +323,7 @@ def winograd4_grad_transform(dy, tiles, m):
 
 
 @numba.njit(cache=True, nogil=True)
-def winograd4_grad_transform_serial(dy, tiles, m):
-    """:func:`winograd4_grad_transform` in the calling thread, without the GIL."""
+def grad_transform_serial(dy, tiles, m):
+    """:func:`grad_transform` in the calling thread, without the GIL."""
     for k in range(dy.shape[1]):
         _grad_task(dy, tiles, m, k)

@@ -1,0 +1,232 @@
+"""The im2col + GEMM backend: each pass of a convolution is one GEMM per group.
+
+With ``cols = im2col(x)`` of a chunk of ``b`` images, (C*kh*kw, b*L) per group,
+and ``Wm = weight.reshape(K, -1)``:
+
+====================  ==================================  ===========================
+pass                  GEMM (per group)                    function
+====================  ==================================  ===========================
+forward               ``Y = Wm @ cols`` (+ bias)          :func:`forward_gemm`
+weight gradient       ``dWᵀ += cols @ dYᵀ``               :func:`weight_gemm`
+input gradient        ``dX = col2im(Wmᵀ @ dY)``           :func:`input_gemm`
+====================  ==================================  ===========================
+
+Stride, padding and dilation live entirely in im2col/col2im; the GEMMs never
+change. The columns of the ``b`` images of a chunk sit side by side, so each
+pass is one large GEMM rather than ``b`` small ones; only the (much smaller)
+output and ``dy`` are reordered between (b, K, L) and (K, b*L). A 1x1,
+stride-1, unpadded convolution skips im2col: each image already is its
+(C, H*W) column matrix. The batch is split across worker threads by
+:func:`cnnblas.ops.parallel.map_image_ranges`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnblas._kernels.transpose import transpose_into
+from cnnblas.ops import parallel, workspace
+from cnnblas.ops.problem import ConvProblem, fold_columns
+from cnnblas.ops.workspace import Slot
+
+# The forward's columns and output of a chunk stay within this many bytes even
+# when the workspace budget is larger: the GEMM then reads the columns im2col
+# has just written from L2, which made forwards 10-12 % faster than 16 MiB
+# chunks (see benchmarks/LOG.md). The backward passes keep the full budget:
+# there smaller chunks were as often slower as faster.
+_FORWARD_CHUNK_BYTES = 2 * 2**20
+
+
+def supports(weight_shape, stride=1, dilation=1, groups: int = 1) -> bool:
+    """Always True: im2col handles every kernel size, stride, dilation and grouping."""
+    return True
+
+
+def forward(problem: ConvProblem, bias: np.ndarray | None, y: np.ndarray) -> None:
+    """Fill ``y`` (N, K, out_h, out_w) with the convolution of ``problem``, plus ``bias``."""
+    parallel.map_image_ranges(
+        lambda start, stop, serial: _forward_images(problem, bias, y, start, stop, serial),
+        problem.n_images, problem.flops)
+
+
+def backward(problem: ConvProblem, dy: np.ndarray, input_grad: bool):
+    """(dx or None, dweight, dbias) of ``problem`` for a C-contiguous ``dy``.
+
+    Each worker sums its images' dWᵀ; the total is transposed once, blocked,
+    from (groups, CRS/g, K/g) to (groups, K/g, CRS/g).
+    """
+    dx = np.empty_like(problem.x) if input_grad else None
+    partials = parallel.map_image_ranges(
+        lambda start, stop, serial: _backward_images(problem, dy, dx, start, stop, serial),
+        problem.n_images, problem.backward_flops(input_grad))
+    dweight_t, dbias = partials[0]
+    for other_dweight_t, other_dbias in partials[1:]:
+        dweight_t += other_dweight_t
+        dbias += other_dbias
+    dweight = np.empty(dweight_t.shape[:1] + dweight_t.shape[:0:-1], dy.dtype)
+    for g in range(problem.groups):
+        transpose_into(dweight_t[g], dweight[g])
+    return dx, dweight.reshape(problem.weight.shape), dbias
+
+
+# --------------------------------------------------------------------------- the three GEMMs
+
+def forward_gemm(problem: ConvProblem, bias, y: np.ndarray, start: int, stop: int,
+                 serial: bool) -> None:
+    """y[start:stop] = Wm @ im2col(x[start:stop]) (+ bias), one chunk."""
+    n_out, groups = problem.n_out, problem.groups
+    cols = problem.columns(start, stop, serial)
+    count = stop - start
+    y_chunk = y[start:stop].reshape(count, n_out, -1)
+    # One image: the GEMM can write straight into NCHW. Several: (K, b*L) scratch.
+    one_image = count == 1
+    out = y_chunk[0] if one_image else workspace.scratch((n_out, cols.shape[2]), y.dtype,
+                                                          Slot.REORDER)
+    out_grouped = out.reshape(groups, -1, cols.shape[2])
+    w_grouped = problem.grouped_weight
+    for g in range(groups):
+        np.matmul(w_grouped[g], cols[g], out=out_grouped[g])  # Y = Wm @ cols
+    if one_image:
+        if bias is not None:
+            out += bias[:, None]
+    else:
+        reordered = out.reshape(n_out, count, -1).transpose(1, 0, 2)
+        if bias is None:
+            np.copyto(y_chunk, reordered)
+        else:
+            np.add(reordered, bias[:, None], out=y_chunk)
+
+
+def weight_gemm(cols: np.ndarray, dy_matrix: np.ndarray, dweight_t: np.ndarray,
+                product_t: np.ndarray, first: bool) -> None:
+    """dWᵀ (+)= cols @ dYᵀ for one chunk: ``cols`` (groups, CgRS, b*L), ``dy_matrix``
+    (K, b*L), ``dweight_t`` (groups, CgRS, K/g); ``first`` writes instead of adding.
+
+    dW is computed and summed transposed: OpenBLAS ran cols @ dYᵀ 10-40 %
+    faster than dY @ colsᵀ on these long-inner-dimension shapes, and adding
+    each product into a (K/g, CgRS) sum through a transposed view was slow.
+    """
+    dy_grouped = dy_matrix.reshape(cols.shape[0], -1, cols.shape[2])
+    for g in range(cols.shape[0]):
+        _add_product_t(dweight_t[g], cols[g], dy_grouped[g], product_t, first)  # dWᵀ += cols @ dYᵀ
+
+
+def input_gemm(problem: ConvProblem, dy_matrix: np.ndarray, dx: np.ndarray, start: int,
+               stop: int, serial: bool) -> None:
+    """dx[start:stop] = col2im(Wmᵀ @ dY), one chunk; ``dy_matrix`` is (K, b*L)."""
+    groups, count = problem.groups, stop - start
+    dcols = workspace.scratch((groups, problem.rows_per_group, count * problem.n_positions),
+                              dx.dtype, Slot.COLUMN_GRADS)
+    dy_grouped = dy_matrix.reshape(groups, -1, dcols.shape[2])
+    w_grouped = problem.grouped_weight
+    for g in range(groups):
+        np.matmul(w_grouped[g].T, dy_grouped[g], out=dcols[g])  # dcols = Wmᵀ @ dY
+    # dX = col2im(dcols)
+    fold_columns(dcols.reshape(-1, count, problem.n_positions), problem.geom, dx[start:stop],
+                 serial)
+
+
+# --------------------------------------------------------------------------- per worker
+
+def _forward_images(problem: ConvProblem, bias, y: np.ndarray, start: int, stop: int,
+                    serial: bool) -> None:
+    """y[start:stop] = conv(x[start:stop]), chunk by chunk (or without im2col for 1x1)."""
+    if problem.geom.is_pointwise:
+        _forward_pointwise(problem, bias, y, start, stop)
+        return
+    for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1,
+                                                  max_bytes=_FORWARD_CHUNK_BYTES):
+        forward_gemm(problem, bias, y, chunk_start, chunk_stop, serial)
+
+
+def _backward_images(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray | None, start: int,
+                     stop: int, serial: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(dWᵀ, db) summed over images [start, stop): dWᵀ as (groups, CRS/g, K/g), db
+    as (K,); fills dx[start:stop] too unless ``dx`` is None.
+
+    db is summed from the (K, b*L) dY matrix each chunk builds anyway, in the
+    worker that owns the images, instead of in a separate pass over all of dY.
+    An empty range returns zeros.
+    """
+    groups, n_out = problem.groups, problem.n_out
+    dweight_t = np.zeros((groups, problem.rows_per_group, n_out // groups), dy.dtype)
+    dbias = np.zeros(n_out, dy.dtype)
+    product_t = np.empty(dweight_t.shape[1:], dy.dtype)
+    if problem.geom.is_pointwise:
+        _backward_pointwise(problem, dy, dx, start, stop, dweight_t, product_t)
+        dbias += _per_batch_group(dy[start:stop], groups).sum(axis=(0, 3)).reshape(n_out)
+        return dweight_t, dbias
+    for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1 if dx is None else 2):
+        cols = problem.columns(chunk_start, chunk_stop, serial)
+        dy_matrix = _dy_matrix(dy, chunk_start, chunk_stop)
+        dbias += dy_matrix.sum(axis=1)
+        weight_gemm(cols, dy_matrix, dweight_t, product_t, first=chunk_start == start)
+        if dx is not None:
+            input_gemm(problem, dy_matrix, dx, chunk_start, chunk_stop, serial)
+    return dweight_t, dbias
+
+
+def _dy_matrix(dy: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """dy of images [start, stop) as the (K, b*L) matrix the GEMMs need: a view for
+    one image, a reordered copy in the workspace for several."""
+    count, n_out = stop - start, dy.shape[1]
+    dy_chunk = dy[start:stop].reshape(count, n_out, -1)
+    if count == 1:
+        return dy_chunk[0]
+    dy_matrix = workspace.scratch((n_out, count, dy_chunk.shape[2]), dy.dtype, Slot.REORDER)
+    np.copyto(dy_matrix, dy_chunk.transpose(1, 0, 2))
+    return dy_matrix.reshape(n_out, -1)
+
+
+def _add_product_t(target: np.ndarray, columns: np.ndarray, dy_g: np.ndarray,
+                   product_t: np.ndarray, first: bool) -> None:
+    """target (+)= columns @ dy_gᵀ: written in place when ``first``."""
+    if first:
+        np.matmul(columns, dy_g.T, out=target)
+    else:
+        target += np.matmul(columns, dy_g.T, out=product_t)
+
+
+# --------------------------------------------------------------------------- 1x1 without im2col
+
+def _per_batch_group(images: np.ndarray, groups: int) -> np.ndarray:
+    """Images (b, channels, h, w) viewed as (b, groups, channels/groups, h*w); b may
+    be 0. The callers' arrays are C-contiguous, so this is a view, never a copy:
+    ``out=`` arguments are written through it."""
+    count, channels, height, width = images.shape
+    return images.reshape(count, groups, channels // groups, height * width)
+
+
+def _forward_pointwise(problem: ConvProblem, bias, y: np.ndarray, start: int,
+                       stop: int) -> None:
+    """Y = Wm @ X for a 1x1 stride-1 unpadded layer: each image is its columns.
+
+    One stacked matmul per group over the range, rather than one call per
+    image, holds the GIL less often while the other worker runs.
+    """
+    groups, w_grouped = problem.groups, problem.grouped_weight
+    x_range = _per_batch_group(problem.x[start:stop], groups)
+    y_range = _per_batch_group(y[start:stop], groups)
+    for g in range(groups):
+        np.matmul(w_grouped[g], x_range[:, g], out=y_range[:, g])  # Y = Wm @ X
+    if bias is not None:
+        y[start:stop] += bias[:, None, None]
+
+
+def _backward_pointwise(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray | None,
+                        start: int, stop: int, dweight_t: np.ndarray,
+                        product_t: np.ndarray) -> None:
+    """dWᵀ of images [start, stop) into ``dweight_t``, and dx[start:stop] unless None,
+    for a 1x1 stride-1 unpadded layer (no im2col, no col2im)."""
+    groups, w_grouped = problem.groups, problem.grouped_weight
+    x_range = _per_batch_group(problem.x[start:stop], groups)
+    dy_range = _per_batch_group(dy[start:stop], groups)
+    dx_range = None if dx is None else _per_batch_group(dx[start:stop], groups)
+    for g in range(groups):
+        for image in range(stop - start):
+            # dWᵀ += X @ dYᵀ
+            _add_product_t(dweight_t[g], x_range[image, g], dy_range[image, g], product_t,
+                           first=image == 0)
+        if dx_range is not None:
+            # dX = Wmᵀ @ dY, one stacked call.
+            np.matmul(w_grouped[g].T, dy_range[:, g], out=dx_range[:, g])
