@@ -13,8 +13,9 @@ import pytest
 import cnnblas
 from cnnblas import nn, optim
 from cnnblas.data import DataLoader, load_digits, load_mnist
-from cnnblas.nn import tutorial_cnn
-from cnnblas.train import Trainer, build_model, load_model, plot_history
+from cnnblas.nn import build_model, load_model, tutorial_cnn
+from cnnblas.train import Trainer
+from cnnblas.train.history import plot_history
 
 MNIST5K = Path(__file__).resolve().parents[1].parent / "shared/data/mnist5k"
 
