@@ -8,10 +8,8 @@ A :class:`Callback` is called at fixed points of every epoch::
     on_train_batches_end(trainer)                                      # also on an error
     on_epoch_end(trainer, record)       # the epoch is in trainer.history
 
-``fit`` builds its own from its arguments, in this order:
-:class:`StopOnNonFiniteLoss` (always), :class:`ProgressBar` (``progress`` on a
-terminal, rank 0), :class:`SaveCheckpoint` (``checkpoint``), :class:`EpochLog`
-(``log``, rank 0); those passed as ``callbacks`` come last.
+``fit`` builds its own from its arguments (:func:`fit_callbacks`); those
+passed as ``callbacks`` come after them.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ from pathlib import Path
 from cnnblas.train.history import format_record
 
 __all__ = ["Callback", "StopOnNonFiniteLoss", "ProgressBar", "SaveCheckpoint", "EpochLog",
-           "checkpoint_note", "isatty"]
+           "checkpoint_note", "isatty", "fit_callbacks"]
 
 
 def checkpoint_note(checkpoint: str | os.PathLike | None, epoch: int) -> str:
@@ -126,3 +124,23 @@ class EpochLog(Callback):
 
     def on_epoch_end(self, trainer, record: dict) -> None:
         self.log(format_record(record, self.val_name))
+
+
+def fit_callbacks(checkpoint: str | os.PathLike | None, progress: bool,
+                  log: Callable[[str], object] | None,
+                  val_name: str | None = None) -> list[Callback]:
+    """The callbacks of ``Trainer.fit(checkpoint=, progress=, log=)``, in calling order.
+
+    :class:`StopOnNonFiniteLoss` always; :class:`ProgressBar` when
+    ``progress`` and stderr is a terminal; :class:`SaveCheckpoint` with a
+    ``checkpoint``; :class:`EpochLog` with a ``log`` (the checkpoint is
+    written before the epoch's line is logged).
+    """
+    callbacks: list[Callback] = [StopOnNonFiniteLoss(checkpoint)]
+    if progress and isatty(sys.stderr):
+        callbacks.append(ProgressBar())
+    if checkpoint is not None:
+        callbacks.append(SaveCheckpoint(checkpoint))
+    if log is not None:
+        callbacks.append(EpochLog(log, val_name))
+    return callbacks

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -20,15 +19,7 @@ from cnnblas import distributed
 from cnnblas.checks import check_int
 from cnnblas.data import DataLoader
 from cnnblas.functional import softmax
-from cnnblas.train.callbacks import (
-    Callback,
-    EpochLog,
-    ProgressBar,
-    SaveCheckpoint,
-    StopOnNonFiniteLoss,
-    checkpoint_note,
-    isatty,
-)
+from cnnblas.train.callbacks import Callback, checkpoint_note, fit_callbacks
 from cnnblas.train.history import plot_history, save_history
 from cnnblas.train.inputs import (
     check_images,
@@ -319,8 +310,8 @@ class Trainer:
             raise ValueError("resume=True needs a checkpoint path")
         val = check_validation(val, val_name)
         log = log if self.is_main else None  # rank 0 alone prints
-        hooks = self._callbacks(checkpoint, progress, log, val_name if val is not None else None,
-                                callbacks)
+        hooks = [*fit_callbacks(checkpoint, progress and self.is_main, log,
+                                val_name if val is not None else None), *callbacks]
         with self.world.guard():
             if resume:
                 self._resume(checkpoint, log)
@@ -331,17 +322,6 @@ class Trainer:
                 for hook in hooks:
                     hook.on_epoch_end(self, record)
         return self.history
-
-    def _callbacks(self, checkpoint, progress: bool, log, val_name: str | None,
-                   extra: Sequence[Callback]) -> list[Callback]:
-        hooks: list[Callback] = [StopOnNonFiniteLoss(checkpoint)]
-        if progress and self.is_main and isatty(sys.stderr):
-            hooks.append(ProgressBar())
-        if checkpoint is not None:
-            hooks.append(SaveCheckpoint(checkpoint))
-        if log is not None:
-            hooks.append(EpochLog(log, val_name))
-        return hooks + list(extra)
 
     def _resume(self, checkpoint, log) -> None:
         """Restore ``checkpoint`` when it exists on rank 0; say which happened."""
