@@ -41,10 +41,10 @@ def _mpiexec() -> str | None:
 def worker(batch_size: int, threads: int, epochs: int) -> None:
     """Train as ``cnnblas train`` would; rank 0 prints one JSON line of measurements."""
     from cnnblas import distributed
-    from cnnblas.train_cli import _setup, add_commands
+    from cnnblas.cli.train import _setup, add_command
 
     parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers())
+    add_command(parser.add_subparsers())
     args = parser.parse_args(["train", "--epochs", str(epochs), "--batch-size", str(batch_size),
                               "--threads", str(threads), "--no-progress"])
     world = distributed.init()

@@ -14,7 +14,7 @@ key                   content
 ``history``           JSON list as UTF-8 bytes (uint8 array): per-epoch records
 ``<section>.<key>``   the flat state dict of one section: ``model.`` (the
                       model's PyTorch-style keys), ``optim.``, ``sched.``,
-                      ``loader.``, ``rng.`` (see :mod:`cnnblas.train`)
+                      ``loader.``, ``rng.`` (see :mod:`cnnblas.train.state`)
 ====================  ==========================================================
 
 Writing goes to a temporary file in the destination's directory, which is

@@ -14,8 +14,8 @@ import pytest
 
 import cnnblas
 from cnnblas.cli import main
-from cnnblas.train import load_model
-from cnnblas.train_cli import preprocess
+from cnnblas.cli.common import preprocess
+from cnnblas.nn import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH_LINE = re.compile(

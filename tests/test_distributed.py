@@ -22,6 +22,7 @@ import pytest
 
 from cnnblas import nn, optim
 from cnnblas.checkpoint import load_checkpoint
+from cnnblas.distributed import LocalWorld
 from cnnblas.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,7 +214,7 @@ def test_a_single_process_never_imports_mpi4py(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # any import of mpi4py would fail
     trainer = _tiny_trainer(sync_batchnorm=True)
-    assert trainer.world is None and trainer.world_size == 1 and trainer.is_main
+    assert isinstance(trainer.world, LocalWorld) and trainer.world_size == 1 and trainer.is_main
     x = np.random.default_rng(0).standard_normal((20, 1, 2, 2)).astype(np.float32)
     y = np.arange(20) % 3
     history = trainer.fit((x, y), 1, batch_size=8, log=None, progress=False)
@@ -226,9 +227,9 @@ def test_mpiexec_without_mpi4py_says_what_to_install(monkeypatch):
     with pytest.raises(ImportError, match=r"one of 2 processes.*pip install 'cnnblas\[mpi\]'"):
         _tiny_trainer()
     trainer = _tiny_trainer(comm=False)  # opting out works without mpi4py
-    assert trainer.world is None
+    assert isinstance(trainer.world, LocalWorld)
     monkeypatch.setenv("PMI_SIZE", "1")  # mpiexec -n 1 is one process
-    assert _tiny_trainer().world is None
+    assert isinstance(_tiny_trainer().world, LocalWorld)
 
 
 def test_comm_must_be_a_communicator():

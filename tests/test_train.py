@@ -13,8 +13,10 @@ import pytest
 import cnnblas
 from cnnblas import nn, optim
 from cnnblas.data import DataLoader, load_digits, load_mnist
-from cnnblas.nn import tutorial_cnn
-from cnnblas.train import Trainer, build_model, load_model, plot_history
+from cnnblas.nn import build_model, load_model, tutorial_cnn
+from cnnblas.train import Trainer
+from cnnblas.train.callbacks import Callback
+from cnnblas.train.history import plot_history
 
 MNIST5K = Path(__file__).resolve().parents[1].parent / "shared/data/mnist5k"
 
@@ -112,6 +114,32 @@ def test_fit_accepts_a_data_loader_and_continues_epochs(digits):
     assert trainer.epoch == 2 and loader.epoch == 2
     trainer.fit(loader, 2, log=None, progress=False)  # already done: nothing happens
     assert loader.epoch == 2 and len(trainer.history) == 2
+
+
+def test_fit_calls_extra_callbacks_after_its_own(digits, tmp_path):
+    x, y, _, _ = digits
+
+    class Recorder(Callback):
+        def __init__(self):
+            self.events = []
+
+        def on_epoch_begin(self, trainer, epoch, num_batches):
+            self.events.append(("begin", epoch, num_batches))
+
+        def on_train_batch_end(self, trainer, step, mean_loss):
+            self.events.append(("batch", step))
+
+        def on_epoch_end(self, trainer, record):
+            # the epoch is recorded and its checkpoint written before the extra callbacks
+            self.events.append(("end", record["epoch"], trainer.epoch, path.exists()))
+
+    path = tmp_path / "run.npz"
+    recorder = Recorder()
+    make_trainer().fit((x, y), 2, batch_size=128, checkpoint=path, log=None, progress=False,
+                       callbacks=[recorder])
+    assert recorder.events == [("begin", 1, 3), ("batch", 1), ("batch", 2), ("batch", 3),
+                               ("end", 1, 1, True), ("begin", 2, 3), ("batch", 1),
+                               ("batch", 2), ("batch", 3), ("end", 2, 2, True)]
 
 
 def test_same_seed_same_weights(digits):

@@ -1,5 +1,8 @@
 """Layers, containers, losses and model builders with explicit backward passes.
 
+Models are built by name with :func:`build_model` (the builders of
+:data:`MODEL_BUILDERS`) and rebuilt from a checkpoint with :func:`load_model`.
+
 >>> import numpy as np
 >>> from cnnblas import nn
 >>> model = nn.lenet5(input_size=8, rng=0)
@@ -26,7 +29,10 @@ from cnnblas.nn.layers import (
 )
 from cnnblas.nn.losses import MSELoss, SoftmaxCrossEntropy
 from cnnblas.nn.models import (
+    MODEL_BUILDERS,
+    build_model,
     lenet5,
+    load_model,
     tutorial_cnn,
     tutorial_toy_cnn,
     tutorial_toy_input,
@@ -41,5 +47,6 @@ __all__ = [
     "Flatten", "Dropout", "BatchNorm2d",
     "SoftmaxCrossEntropy", "MSELoss",
     "lenet5", "tutorial_cnn", "tutorial_toy_cnn", "tutorial_toy_input", "tutorial_toy_state_dict",
+    "MODEL_BUILDERS", "build_model", "load_model",
     "init",
 ]

@@ -1,19 +1,24 @@
-"""Model builders: LeNet-5 and the toy network of the beginner tutorial.
+"""Model builders (LeNet-5, the beginner tutorial's networks) and the registry of them.
 
-Both return a :class:`~cnnblas.nn.Sequential`, so their state-dict keys are
-those of the same ``torch.nn.Sequential``.
+Every builder returns a :class:`~cnnblas.nn.Sequential`, so its state-dict keys
+are those of the same ``torch.nn.Sequential``. :data:`MODEL_BUILDERS` names
+the builders a checkpoint can record (``cnnblas train --model``);
+:func:`load_model` rebuilds a model from such a checkpoint.
 """
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 
+from cnnblas import checkpoint as ckpt
 from cnnblas.checks import as_pair
 from cnnblas.nn.init import as_float_dtype, as_rng
 from cnnblas.nn.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sigmoid
-from cnnblas.nn.module import Sequential
+from cnnblas.nn.module import Module, Sequential
 
 
 def _axes(model: str, input_size, axis_rule):
@@ -291,6 +296,67 @@ def tutorial_toy_cnn(tutorial_weights=True, dtype=np.float64, rng=None):
     return model
 
 
+# --------------------------------------------------------------------------- registry
+
+#: Model builders by name, as used by ``cnnblas train --model`` and recorded in
+#: checkpoints: each takes ``num_classes``, ``in_channels``, ``input_size``, ``rng`` and
+#: ``input_grad``.
+MODEL_BUILDERS: dict[str, Callable[..., Module]] = {
+    "lenet5": lenet5,
+    "tutorial": tutorial_cnn,
+}
+
+
+def build_model(name: str, **kwargs) -> Module:
+    """Build the model registered as ``name`` in :data:`MODEL_BUILDERS`.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not registered.
+    """
+    if name not in MODEL_BUILDERS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODEL_BUILDERS)}")
+    return MODEL_BUILDERS[name](**kwargs)
+
+
+def load_model(path: str | os.PathLike) -> tuple[Module, ckpt.Checkpoint]:
+    """Rebuild the model saved in a checkpoint and load its weights.
+
+    The checkpoint's metadata must name the builder: ``{"model": {"name":
+    "lenet5", "kwargs": {...}}}`` (what ``cnnblas train`` writes).
+
+    Returns
+    -------
+    model : cnnblas.nn.Module
+        In eval mode.
+    checkpoint : cnnblas.checkpoint.Checkpoint
+        The decoded file (metadata, history, ...).
+
+    Raises
+    ------
+    ValueError
+        Unreadable checkpoint, no or unknown model builder in its metadata, or
+        weights that do not fit the rebuilt model; the message names the file.
+    """
+    saved = ckpt.load_checkpoint(path)
+    spec = saved.metadata.get("model")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise ValueError(
+            f"{saved.path}: the checkpoint's metadata does not say how to build the model "
+            "(expected metadata['model'] = {'name': ..., 'kwargs': {...}})"
+        )
+    kwargs = dict(spec.get("kwargs") or {})
+    try:
+        model = build_model(spec["name"], **kwargs)
+        model.load_state_dict(saved.sections["model"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{saved.path}: cannot rebuild the model {spec['name']!r}: {error}") \
+            from error
+    return model.eval(), saved
+
+
 __all__ = [
-    "lenet5", "tutorial_toy_cnn", "tutorial_toy_input", "tutorial_toy_state_dict", "TOY_LABEL",
+    "lenet5", "tutorial_cnn", "tutorial_toy_cnn", "tutorial_toy_input", "tutorial_toy_state_dict",
+    "TOY_LABEL", "MODEL_BUILDERS", "build_model", "load_model",
 ]

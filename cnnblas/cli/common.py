@@ -1,0 +1,32 @@
+"""What ``cnnblas train`` and ``cnnblas predict`` share: the input pipeline, threads, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ERRORS", "preprocess", "set_threads"]
+
+#: Errors a command reports as one line (``cnnblas <command>: error: ...``, exit code 1).
+ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError, ImportError, OSError)
+
+
+def preprocess(images: np.ndarray, upsample: int = 1, mean: float = 0.0,
+               std: float = 1.0) -> np.ndarray:
+    """Images in [0, 1] (N, C, H, W) -> the model's input: upsampled, standardised, float32.
+
+    ``upsample`` repeats every pixel ``upsample`` times along both axes
+    (nearest neighbour); then ``(x - mean) / std``.
+    """
+    if upsample > 1:
+        images = images.repeat(upsample, axis=2).repeat(upsample, axis=3)
+    result = np.asarray(images, dtype=np.float32) - np.float32(mean)
+    result /= np.float32(std)
+    return result
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` threads for kernels and BLAS; None keeps the current setting."""
+    if threads is not None:
+        import cnnblas
+
+        cnnblas.set_num_threads(threads)
