@@ -16,6 +16,7 @@ import numpy as np
 
 from cnnblas import checkpoint as ckpt
 from cnnblas import distributed
+from cnnblas._version import __version__
 from cnnblas.checks import check_int
 from cnnblas.data import DataLoader
 from cnnblas.functional import softmax
@@ -432,8 +433,6 @@ class Trainer:
         self._check_finite_parameters(f"at epoch {self.epoch}: not writing {path}", None)
         if not self.is_main:
             return Path(path)
-        from cnnblas import __version__
-
         sections = training_sections(self.model, self.optimizer, self.scheduler, self._loader)
         metadata = {
             **self.metadata,
