@@ -478,10 +478,3 @@ def test_choose_algorithm_is_public():
     with pytest.raises(ValueError, match="algorithm must be one of"):
         cb.choose_algorithm((8, 64, 56, 56), (64, 64, 3, 3), algorithm="winograd")
 
-
-def test_choose_algorithm_docstring_examples():
-    import doctest
-
-    from cnnblas.ops import algorithms
-
-    assert doctest.testmod(algorithms, raise_on_error=True).failed == 0

@@ -13,7 +13,7 @@ from cnnblas.nn import MSELoss, SoftmaxCrossEntropy
 from cnnblas.nn.gradcheck import numerical_gradient, relative_error
 from cnnblas.ops.losses import log_softmax, mse_loss, softmax, softmax_cross_entropy
 
-# Tutorial Table 4.5: X4 = 424 * W3[:, 0] (exact values; see tutorial_toy_cnn's notes).
+# Tutorial Table 4.5: X4 = 424 * W3[:, 0] (exact values; see cnnblas.tutorial.toy_cnn's notes).
 TABLE_4_5_X4 = 424 * np.array([0.09, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03, 0.04, 0.05, 0.01])
 TABLE_4_5_OUTPUT = [9.855923e-01, 1.419998e-02, 2.045877e-04, 2.947614e-06, 4.246805e-08,
                     6.118620e-10, 8.815459e-12, 6.118620e-10, 4.246805e-08, 1.829901e-15]

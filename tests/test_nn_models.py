@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnblas import nn
+from cnnblas import nn, tutorial
 from cnnblas.nn.gradcheck import check_module_gradients, numerical_gradient
 
 # Printed values of the tutorial's Section 4 (8 significant digits at most).
@@ -33,15 +33,15 @@ TABLE_4_9_DX = [[0, 0, 0, 0, 0],
                 [0.31941528, -21.48067765, 11.17953484, -4.31210629, 0],
                 [0.23956146, -2.55532225, 1.99634551, 0, 0]]
 
-# The tables come from single-precision code (see tutorial_toy_cnn's notes): the printed
+# The tables come from single-precision code (see cnnblas.tutorial.toy_cnn's notes): the printed
 # softmax output[1] is 1.419998e-02 where float64 gives 1.420001e-02, a 2.4e-6 difference.
 RTOL = 5e-6
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_tutorial_toy_cnn_reproduces_tables_4_1_to_4_9(dtype):
-    model = nn.tutorial_toy_cnn(dtype=dtype)
-    x, labels = nn.tutorial_toy_input(dtype)
+    model = tutorial.toy_cnn(dtype=dtype)
+    x, labels = tutorial.toy_input(dtype)
     rtol = RTOL if dtype == np.float64 else 2e-5
     activations = [x]
     for layer in model:
@@ -52,7 +52,7 @@ def test_tutorial_toy_cnn_reproduces_tables_4_1_to_4_9(dtype):
     np.testing.assert_array_equal(x2_flat[0], [118, 102])               # Table 4.3
     np.testing.assert_array_equal(x3[0], [424, -172])                   # Table 4.4
     np.testing.assert_array_equal(relu2[0], [424, 0])
-    np.testing.assert_allclose(x4[0], 424 * np.array(nn.tutorial_toy_state_dict()["6.weight"]
+    np.testing.assert_allclose(x4[0], 424 * np.array(tutorial.toy_state_dict()["6.weight"]
                                                      [:, 0]), rtol=1e-6)  # Table 4.5
     criterion = nn.SoftmaxCrossEntropy()
     loss = criterion(x4, labels)
@@ -88,9 +88,9 @@ def test_tutorial_toy_cnn_reproduces_tables_4_1_to_4_9(dtype):
 
 
 def test_tutorial_toy_cnn_random_initialisation():
-    model = nn.tutorial_toy_cnn(tutorial_weights=False, rng=0)
-    assert model(nn.tutorial_toy_input()[0]).shape == (1, 10)
-    assert not np.array_equal(model[0].weight.data, nn.tutorial_toy_cnn()[0].weight.data)
+    model = tutorial.toy_cnn(tutorial_weights=False, rng=0)
+    assert model(tutorial.toy_input()[0]).shape == (1, 10)
+    assert not np.array_equal(model[0].weight.data, tutorial.toy_cnn()[0].weight.data)
 
 
 @pytest.mark.parametrize("input_size, features", [(28, 400), (32, 400), (8, 64), (16, 256),

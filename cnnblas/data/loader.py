@@ -61,10 +61,11 @@ class DataLoader:
 
     Examples
     --------
+    >>> import numpy as np
+    >>> x, y = np.zeros((100, 1, 8, 8), np.float32), np.arange(100) % 10
     >>> loader = DataLoader(x, y, batch_size=64, shuffle=True, seed=0)
-    >>> for epoch in range(3):
-    ...     for xb, yb in loader:
-    ...         ...
+    >>> [len(yb) for xb, yb in loader]  # one epoch: every sample once, in a new order
+    [64, 36]
     """
 
     def __init__(self, x, y, batch_size: int, shuffle: bool = False, seed: int | None = None,

@@ -34,9 +34,6 @@ from cnnblas.nn.models import (
     lenet5,
     load_model,
     tutorial_cnn,
-    tutorial_toy_cnn,
-    tutorial_toy_input,
-    tutorial_toy_state_dict,
 )
 from cnnblas.nn.module import IncompatibleKeys, Module, Parameter, Sequential
 from cnnblas.nn.normalization import BatchNorm2d
@@ -46,7 +43,7 @@ __all__ = [
     "Conv2d", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d",
     "Flatten", "Dropout", "BatchNorm2d",
     "SoftmaxCrossEntropy", "MSELoss",
-    "lenet5", "tutorial_cnn", "tutorial_toy_cnn", "tutorial_toy_input", "tutorial_toy_state_dict",
+    "lenet5", "tutorial_cnn",
     "MODEL_BUILDERS", "build_model", "load_model",
     "init",
 ]
