@@ -40,6 +40,14 @@ def check_int(value, name: str, minimum: int | None = None) -> int:
     return int(value)
 
 
+def check_bool(value, name: str) -> bool:
+    """Return ``value`` as a bool; only ``bool`` and ``numpy.bool_`` are accepted
+    (an int such as 0 or 1 is a TypeError: it is more often a misplaced argument)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
 def check_real(value, name: str) -> float:
     """Return ``value`` as a float, checking that it is a real number (not a bool)."""
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
@@ -242,7 +250,7 @@ def ceil_div(a: int, b: int) -> int:
 
 
 __all__ = [
-    "is_int", "check_int", "check_real", "ConvGeometry", "as_pair", "normalize_padding",
-    "same_padding", "output_size", "conv_geometry", "check_float_array", "check_shape",
-    "check_groups", "ceil_div",
+    "is_int", "check_int", "check_bool", "check_real", "ConvGeometry", "as_pair",
+    "normalize_padding", "same_padding", "output_size", "conv_geometry", "check_float_array",
+    "check_shape", "check_groups", "ceil_div",
 ]

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from cnnblas.checks import check_int
+from cnnblas.checks import check_bool, check_int
 
 __all__ = ["DataLoader"]
 
@@ -82,13 +82,10 @@ class DataLoader:
         batch_size = check_int(batch_size, "batch_size", minimum=1)
         if seed is not None:
             seed = check_int(seed, "seed", minimum=0)
-        for name, flag in (("shuffle", shuffle), ("drop_last", drop_last)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise TypeError(f"{name} must be a bool, got {flag!r}")
         self.x, self.y = x, y
-        self.batch_size = int(batch_size)
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
+        self.batch_size = batch_size
+        self.shuffle = check_bool(shuffle, "shuffle")
+        self.drop_last = check_bool(drop_last, "drop_last")
         seed_sequence = np.random.SeedSequence(None if seed is None else int(seed))
         self._seed = seed_sequence.generate_state(_SEED_WORDS, dtype=np.uint32)
         self._epoch = 0  # epochs started

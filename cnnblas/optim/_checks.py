@@ -50,13 +50,6 @@ def unit_interval(value, name: str, closed: bool) -> float:
     return value
 
 
-def boolean(value, name: str) -> bool:
-    """``value`` as a bool; only ``bool`` and ``numpy.bool_`` are accepted."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return bool(value)
-
-
 def int_at_least(value, name: str, minimum: int) -> int:
     """``value`` as an int >= ``minimum``."""
     value = check_int(value, name)

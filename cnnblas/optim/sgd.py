@@ -6,7 +6,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from cnnblas.optim._checks import boolean, non_negative, unit_interval
+from cnnblas.checks import check_bool
+from cnnblas.optim._checks import non_negative, unit_interval
 from cnnblas.optim.optimizer import Optimizer
 
 
@@ -89,7 +90,7 @@ class SGD(Optimizer):
             "momentum": non_negative(values["momentum"], "momentum"),
             "weight_decay": non_negative(values["weight_decay"], "weight_decay"),
             "dampening": unit_interval(values["dampening"], "dampening", closed=True),
-            "nesterov": boolean(values["nesterov"], "nesterov"),
+            "nesterov": check_bool(values["nesterov"], "nesterov"),
         }
         if checked["nesterov"] and (checked["momentum"] <= 0.0 or checked["dampening"] != 0.0):
             raise ValueError(
