@@ -15,7 +15,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-MNIST5K = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist5k").resolve()
+#: The source checkout's root, and the shared real-MNIST sample beside it (tests
+#: that need it skip when it is absent).
+REPO = Path(__file__).resolve().parents[1]
+MNIST5K = (REPO / ".." / "shared" / "data" / "mnist5k").resolve()
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ memory-bound transforms move less data too. The price is precision: the
 entries up to 8 in ``Aᵀ`` and 5 in ``Bᵀ`` amplify rounding, 7-25 times
 F(2x2, 3x3)'s error in float32 (3e-6 to 1e-5 relative to the largest output
 on 16- to 128-channel layers, against 2e-7 to 6e-7; still well inside the
-1e-4 of ``tests/test_winograd.py``).
+1e-4 of ``tests/ops/test_winograd.py``).
 
 Layout: as in :mod:`cnnblas._kernels.winograd_f2`, with 36 rows (``xi = 6*a + b``)
 and ``T = tiles_h * (tiles_w + 1)`` columns per image (one junk tile per tile

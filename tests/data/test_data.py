@@ -22,8 +22,7 @@ from cnnblas.data import (
     load_mnist,
 )
 from cnnblas.data.datasets import _stratified_split
-
-MNIST5K = (Path(__file__).parents[1] / ".." / "shared" / "data" / "mnist5k").resolve()
+from tests.conftest import MNIST5K
 
 IDX_TYPE_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C,
                   np.float32: 0x0D, np.float64: 0x0E}

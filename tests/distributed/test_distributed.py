@@ -1,6 +1,6 @@
 """Data-parallel training on MPI (cnnblas.distributed), run through ``mpiexec -n 2``.
 
-The MPI tests start subprocesses (``mpiexec -n 2 python tests/mpi/train_digits.py``
+The MPI tests start subprocesses (``mpiexec -n 2 python tests/distributed/train_digits.py``
 and ``mpiexec -n 2 cnnblas train``) with a timeout, so a hang fails instead of
 blocking; they are skipped only when mpi4py or mpiexec is missing.
 """
@@ -24,9 +24,9 @@ from cnnblas import nn, optim
 from cnnblas.checkpoint import load_checkpoint
 from cnnblas.distributed import LocalWorld
 from cnnblas.train import Trainer
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
-HELPER = REPO / "tests" / "mpi" / "train_digits.py"
+HELPER = Path(__file__).resolve().parent / "train_digits.py"
 BIN = Path(sys.executable).parent
 TIMEOUT = 120  # seconds per subprocess: a hang fails the test instead of blocking it
 

@@ -16,8 +16,8 @@ import cnnblas
 from cnnblas.cli import main
 from cnnblas.cli.common import preprocess
 from cnnblas.nn import load_model
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 EPOCH_LINE = re.compile(
     r"epoch (\d+) \| loss \d+\.\d{4} \| accuracy [01]\.\d{4} \| test [01]\.\d{4} "
     r"\| \d+\.\d s \| \d+ img/s"

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from cnnblas.cli import bench, build_parser, main
 from cnnblas.nn import MODEL_BUILDERS
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def test_bench_runs_the_report_of_the_checkout_in_a_subprocess(monkeypatch):

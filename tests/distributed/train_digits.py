@@ -1,4 +1,4 @@
-"""Helper of tests/test_distributed.py: train on the digits with the Python Trainer.
+"""Helper of tests/distributed/test_distributed.py: train on the digits with the Python Trainer.
 
 Run as one process (``python train_digits.py ...``) or under ``mpiexec -n P``:
 the Trainer picks the MPI world up by itself. Rank 0 saves the final weights

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,7 @@ from cnnblas.nn import build_model, load_model, tutorial_cnn
 from cnnblas.train import Trainer
 from cnnblas.train.callbacks import Callback
 from cnnblas.train.history import plot_history
-
-MNIST5K = Path(__file__).resolve().parents[1].parent / "shared/data/mnist5k"
+from tests.conftest import MNIST5K
 
 
 @pytest.fixture(autouse=True, scope="module")
