@@ -155,28 +155,17 @@ def torch_run(torch_cls, config, grads, dtype):
 
 @pytest.mark.torch
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("config", SGD_CONFIGS)
-def test_sgd_matches_torch(config, dtype):
+@pytest.mark.parametrize(
+    "optimizer, config",
+    [(SGD, config) for config in SGD_CONFIGS] + [(Adam, config) for config in ADAM_CONFIGS],
+    ids=lambda value: value.__name__ if isinstance(value, type) else None,
+)
+def test_optimizer_matches_torch(optimizer, config, dtype):
     torch = pytest.importorskip("torch")
     grads = grad_sequence(6, dtype)
     params = make_params(dtype)
-    run(SGD(params, **config), params, grads)
-    expected = torch_run(torch.optim.SGD, config, grads, dtype)
-    rtol = 1e-12 if dtype == np.float64 else 1e-5
-    for param, want in zip(params, expected, strict=True):
-        assert param.data.dtype == dtype
-        np.testing.assert_allclose(param.data, want, rtol=rtol, atol=rtol)
-
-
-@pytest.mark.torch
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("config", ADAM_CONFIGS)
-def test_adam_matches_torch(config, dtype):
-    torch = pytest.importorskip("torch")
-    grads = grad_sequence(6, dtype)
-    params = make_params(dtype)
-    run(Adam(params, **config), params, grads)
-    expected = torch_run(torch.optim.Adam, config, grads, dtype)
+    run(optimizer(params, **config), params, grads)
+    expected = torch_run(getattr(torch.optim, optimizer.__name__), config, grads, dtype)
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     for param, want in zip(params, expected, strict=True):
         assert param.data.dtype == dtype
