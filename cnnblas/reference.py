@@ -2,8 +2,10 @@
 
 Four independent ways of computing the same 2-D convolution, used by the
 tests to check the engine's backends, by the notebooks, and as the naive side
-of the benchmarks. None of them imports :mod:`cnnblas.ops`; arguments are
-checked with :mod:`cnnblas.checks`.
+of the benchmarks. None of them imports :mod:`cnnblas.ops`, and the window
+geometry (padding, output size) is computed here, not taken from the engine,
+so that a mistake there could not hide in both; only the parsing of the
+arguments is shared (:mod:`cnnblas.checks`).
 
 * ``*_loops``: plain Python nested loops, the tutorial's Algorithm 3.1
   ("A beginner tutorial for CNN") generalised to batches, channels, groups,
@@ -54,13 +56,7 @@ import numpy as np
 from scipy import signal
 
 from cnnblas._kernels import reference_direct as _direct
-from cnnblas.checks import (
-    as_pair,
-    check_float_array,
-    check_groups,
-    check_shape,
-    conv_geometry,
-)
+from cnnblas.checks import FLOAT_DTYPES, as_pair, check_groups, check_shape, is_int
 
 __all__ = [
     "conv2d_loops", "im2col_loops", "col2im_loops",
@@ -73,8 +69,64 @@ __all__ = [
 # --------------------------------------------------------------------------- argument checks
 
 def _float_array(array, name: str, ndim: int) -> np.ndarray:
-    """``array`` (any array-like) as a float32 or float64 ndarray of rank ``ndim``."""
-    return check_float_array(np.asarray(array), name, ndim=ndim)
+    """``array`` (any array-like, empty allowed) as a float32/float64 ndarray of rank ``ndim``."""
+    array = np.asarray(array)
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must have rank {ndim}, got shape {array.shape}")
+    return array
+
+
+def _axis_padding(padding, in_size: int, kernel: int, stride: int, dilation: int,
+                  axis: int) -> tuple[int, int]:
+    """(before, after) padding of one axis from any accepted form of ``padding``."""
+    if padding == "valid":
+        return 0, 0
+    if padding == "same":  # output ceil(in / stride), the odd pixel after
+        out = -(-in_size // stride)
+        total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - in_size, 0)
+        return total // 2, total - total // 2
+    if is_int(padding):
+        return int(padding), int(padding)
+    if isinstance(padding, (tuple, list)) and len(padding) == 2:
+        side = padding[axis]
+        if is_int(side):
+            return int(side), int(side)
+        if isinstance(side, (tuple, list)) and len(side) == 2 and all(map(is_int, side)):
+            return int(side[0]), int(side[1])
+    raise TypeError(f"padding must be an int, (h, w), ((top, bottom), (left, right)), "
+                    f"'valid' or 'same'; got {padding!r}")
+
+
+class _Geometry:
+    """The window geometry of one convolution (plain ints), computed independently
+    of the engine's :func:`cnnblas.checks.conv_geometry`."""
+
+    def __init__(self, in_size, kernel_size, stride, padding, dilation):
+        self.in_h, self.in_w = in_size
+        self.kernel_h, self.kernel_w = as_pair(kernel_size, "kernel_size")
+        self.stride_h, self.stride_w = as_pair(stride, "stride")
+        self.dilation_h, self.dilation_w = as_pair(dilation, "dilation")
+        self.pad_top, self.pad_bottom = _axis_padding(
+            padding, self.in_h, self.kernel_h, self.stride_h, self.dilation_h, 0)
+        self.pad_left, self.pad_right = _axis_padding(
+            padding, self.in_w, self.kernel_w, self.stride_w, self.dilation_w, 1)
+        if min(self.pad_top, self.pad_bottom, self.pad_left, self.pad_right) < 0:
+            raise ValueError(f"padding must be non-negative, got {padding!r}")
+        padded_h = self.in_h + self.pad_top + self.pad_bottom
+        padded_w = self.in_w + self.pad_left + self.pad_right
+        extent_h = self.dilation_h * (self.kernel_h - 1) + 1
+        extent_w = self.dilation_w * (self.kernel_w - 1) + 1
+        if extent_h > padded_h or extent_w > padded_w:
+            raise ValueError(f"dilated kernel {extent_h}x{extent_w} is larger than the padded "
+                             f"input {padded_h}x{padded_w}")
+        self.out_h = (padded_h - extent_h) // self.stride_h + 1
+        self.out_w = (padded_w - extent_w) // self.stride_w + 1
+
+    @property
+    def padding(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        return (self.pad_top, self.pad_bottom), (self.pad_left, self.pad_right)
 
 
 def _conv_setup(x, weight, bias, stride, padding, dilation, groups):
@@ -85,7 +137,7 @@ def _conv_setup(x, weight, bias, stride, padding, dilation, groups):
     if bias is not None:
         bias = _float_array(bias, "bias", 1)
         check_shape(bias, weight.shape[:1], "bias")
-    geometry = conv_geometry(x.shape[2:], weight.shape[2:], stride, padding, dilation)
+    geometry = _Geometry(x.shape[2:], weight.shape[2:], stride, padding, dilation)
     return x, weight, bias, geometry, groups
 
 
@@ -180,7 +232,7 @@ def im2col_loops(x, kernel_size, *, stride=1, padding=0, dilation=1):
     """
     x = _float_array(x, "x", 4)
     n_images, channels = x.shape[:2]
-    geo = conv_geometry(x.shape[2:], kernel_size, stride, padding, dilation)
+    geo = _Geometry(x.shape[2:], kernel_size, stride, padding, dilation)
     window = geo.kernel_h * geo.kernel_w
     cols = np.zeros((n_images, channels * window, geo.out_h * geo.out_w), dtype=x.dtype)
     for n in range(n_images):
@@ -210,7 +262,7 @@ def col2im_loops(cols, output_size, kernel_size, *, stride=1, padding=0, dilatio
     """
     cols = _float_array(cols, "cols", 3)
     in_h, in_w = as_pair(output_size, "output_size")
-    geo = conv_geometry((in_h, in_w), kernel_size, stride, padding, dilation)
+    geo = _Geometry((in_h, in_w), kernel_size, stride, padding, dilation)
     window = geo.kernel_h * geo.kernel_w
     n_images, rows, positions = cols.shape
     if rows % window or positions != geo.out_h * geo.out_w:

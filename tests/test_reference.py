@@ -408,3 +408,12 @@ def test_im2col_twin_writes_out_the_three_gemms():
     np.testing.assert_allclose(
         dx, ref.col2im_loops((wm.T @ dy_matrix)[None], (5, 6), (2, 3), **window), **F64)
     np.testing.assert_allclose(dbias, dy.sum(axis=(0, 2, 3)), **F64)
+
+
+def test_references_take_an_empty_batch():
+    """The references work out their own geometry and accept N = 0 (the engine refuses it)."""
+    weight = np.ones((3, 2, 3, 3))
+    for padding in (0, "same", ((1, 0), (2, 1))):
+        y = ref.conv2d_loops(np.zeros((0, 2, 5, 6)), weight, padding=padding)
+        full = ref.conv2d_loops(np.zeros((1, 2, 5, 6)), weight, padding=padding)
+        assert y.shape == (0,) + full.shape[1:]

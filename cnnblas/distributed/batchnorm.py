@@ -77,14 +77,14 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         return self._input_grad(dy, x_hat, cache["inv_std"], cache["count"], sums[:c], sums[c:])
 
 
-def convert_sync_batchnorm(model: nn.Module, world: World) -> int:
+def convert_sync_batchnorm(model: nn.Module, world: World | None) -> int:
     """Turn every :class:`~cnnblas.nn.BatchNorm2d` of ``model`` into a :class:`SyncBatchNorm2d`.
 
     In place (the modules keep their parameters and buffers). Returns how many
-    layers were converted; in a world of one process nothing changes (the
-    plain layer already sees the whole batch).
+    layers were converted; in a world of one process (or ``world=None``)
+    nothing changes (the plain layer already sees the whole batch).
     """
-    if world.size == 1:
+    if world is None or world.size == 1:
         return 0
     converted = 0
     for module in model.modules():

@@ -45,9 +45,7 @@ class ShardedLoader(DataLoader):
 
     def sync_seed(self) -> None:
         """Use rank 0's shuffling seed (``seed=None`` draws a different one per process)."""
-        seed = np.ascontiguousarray(self._seed, dtype=np.uint32)
-        self.world.comm.Bcast(seed, root=0)
-        self._seed = seed
+        self._seed = self.world.broadcast(np.array(self._seed, dtype=np.uint32))
 
     def _batches(self, epoch: int, start: int):
         order = self.permutation(epoch)

@@ -226,6 +226,11 @@ class DataParallel(World):
         self.comm.Allreduce(self._MPI.IN_PLACE, array, op=self._ops[check_reduction(op)])
         return array
 
+    def broadcast(self, array: np.ndarray) -> np.ndarray:
+        """Rank 0's ``array`` on every rank, in place."""
+        self.comm.Bcast(array, root=0)
+        return array
+
     def broadcast_bytes(self, data: bytes | None) -> bytes:
         """Rank 0's ``data`` on every rank (numpy buffers only, no pickle)."""
         header = np.array([-1 if data is None else len(data)], dtype=np.int64)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from cnnblas.checks import check_int, check_real
+from cnnblas.checks import check_real
 
 
 def finite_real(value, name: str) -> float:
@@ -47,14 +47,6 @@ def unit_interval(value, name: str, closed: bool) -> float:
     if value < 0.0 or value > 1.0 or (not closed and value == 1.0):
         interval = "[0, 1]" if closed else "[0, 1)"
         raise ValueError(f"{name} must be in {interval}, got {value!r}")
-    return value
-
-
-def int_at_least(value, name: str, minimum: int) -> int:
-    """``value`` as an int >= ``minimum``."""
-    value = check_int(value, name)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return value
 
 

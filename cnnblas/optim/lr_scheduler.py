@@ -8,9 +8,9 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import ClassVar
 
+from cnnblas.checks import check_int
 from cnnblas.optim._checks import (
     check_keys,
-    int_at_least,
     non_negative,
     positive,
     read_scalar,
@@ -97,7 +97,7 @@ class LRScheduler:
             check_keys(state, {"last_epoch", "base_lr", *self.settings})
             values = {key: read_scalar(state, key) for key in state.keys()}
             settings = self._check_settings(values)
-            last_epoch = int_at_least(values["last_epoch"], "last_epoch", 0)
+            last_epoch = check_int(values["last_epoch"], "last_epoch", minimum=0)
             base_lr = positive(values["base_lr"], "base_lr")
         except (TypeError, ValueError) as err:
             raise ValueError(f"{type(self).__name__}.load_state_dict: {err}") from err
@@ -121,7 +121,7 @@ class StepLR(LRScheduler):
         Multiplicative factor, > 0.
     """
 
-    settings = {"step_size": partial(int_at_least, minimum=1), "gamma": positive}
+    settings = {"step_size": partial(check_int, minimum=1), "gamma": positive}
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
         super().__init__(optimizer, step_size=step_size, gamma=gamma)
@@ -146,7 +146,7 @@ class CosineAnnealingLR(LRScheduler):
         Minimum learning rate, >= 0.
     """
 
-    settings = {"t_max": partial(int_at_least, minimum=1), "eta_min": non_negative}
+    settings = {"t_max": partial(check_int, minimum=1), "eta_min": non_negative}
 
     def __init__(self, optimizer: Optimizer, t_max: int, eta_min: float = 0.0):
         super().__init__(optimizer, t_max=t_max, eta_min=eta_min)

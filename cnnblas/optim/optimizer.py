@@ -241,7 +241,13 @@ class Optimizer:
 
     @staticmethod
     def _read_buffer(state: Mapping, key: str, index: int, data: np.ndarray) -> np.ndarray:
-        """A copy of ``state[key]`` in ``data``'s dtype: a finite float array of its shape."""
+        """A copy of ``state[key]`` in ``data``'s dtype: a float array of its shape.
+
+        Non-finite values load as they are: an optimizer whose state overflowed
+        (Adam's ``exp_avg_sq`` under a huge gradient) while its parameters stayed
+        finite must still resume from its own checkpoint, and a failed restore
+        must be able to put the previous state back.
+        """
         value = np.asarray(state[key])
         if value.shape != data.shape:
             raise ValueError(
@@ -252,8 +258,6 @@ class Optimizer:
             raise ValueError(
                 f"state_dict[{key!r}] has dtype {value.dtype}, expected a floating-point dtype"
             )
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"state_dict[{key!r}] holds NaN or Inf")
         return value.astype(data.dtype, copy=True)
 
     def _read_counter(self, state: Mapping, key: str) -> np.ndarray:

@@ -235,3 +235,14 @@ def test_mpiexec_without_mpi4py_says_what_to_install(monkeypatch):
 def test_comm_must_be_a_communicator():
     with pytest.raises(TypeError, match="comm must be None, False or an mpi4py communicator"):
         _tiny_trainer(comm="world")
+
+
+def test_none_means_one_process():
+    """``world=None`` (one process) is accepted where a world is expected."""
+    from cnnblas import nn
+    from cnnblas.distributed import LocalWorld, convert_sync_batchnorm, threads_per_rank
+
+    assert threads_per_rank(None, cores=2) == threads_per_rank(LocalWorld(), cores=2)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    assert convert_sync_batchnorm(model, None) == 0
+    assert type(model[1]) is nn.BatchNorm2d
