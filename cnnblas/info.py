@@ -46,7 +46,7 @@ def environment() -> dict:
         "logical_cpus": os.cpu_count(),
         "caches": cache_sizes(),
         "threads": threads.get_num_threads(),
-        "numba_threading_layer": numba.config.THREADING_LAYER,
+        "numba_threading_layer": _numba_threading_layer(),
         "versions": {name: _version(name) for name in
                      ("cnnblas", "numpy", "numba", "scipy", "threadpoolctl", "torch")},
         "blas": [
@@ -60,6 +60,14 @@ def environment() -> dict:
         "thread_variables": thread_variables(),
         "avx512": _cpu_has("avx512f"),
     }
+
+
+def _numba_threading_layer() -> str:
+    """The layer Numba's parallel kernels run on, or the requested one before any has run."""
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet in this process
+        return f"{numba.config.THREADING_LAYER} (requested; no parallel kernel has run yet)"
 
 
 #: Prefixes of the environment variables that change threading or BLAS kernels.

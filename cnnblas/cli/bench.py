@@ -1,13 +1,16 @@
 """``cnnblas bench``: the benchmark report, run from the source checkout this package sits in.
 
 The report (``benchmarks/report.py``) is not part of the installed package:
-it runs as ``python -m benchmarks.report`` in a subprocess whose working
-directory is the checkout's root, found from this file's own path.
+it runs as ``python -m benchmarks.report`` in a subprocess that finds it on
+``PYTHONPATH`` (the checkout's root, located from this file's own path). The
+working directory stays the user's, so a relative ``--out`` means what it
+says.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,4 +46,6 @@ def run_bench(args) -> int:
               "package): clone the repository and run it there", file=sys.stderr)
         return 2
     command = [sys.executable, "-m", "benchmarks.report", *args.report_args]
-    return subprocess.run(command, cwd=root, check=False).returncode
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    return subprocess.run(command, env={**os.environ, "PYTHONPATH": path},
+                          check=False).returncode

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -15,15 +16,22 @@ from tests.conftest import REPO
 def test_bench_runs_the_report_of_the_checkout_in_a_subprocess(monkeypatch):
     calls = []
 
-    def fake_run(command, cwd, check):
-        calls.append((command, cwd))
+    def fake_run(command, env, check):
+        calls.append((command, env["PYTHONPATH"].split(os.pathsep)[0]))
         return subprocess.CompletedProcess(command, 3)
 
     monkeypatch.setattr(bench.subprocess, "run", fake_run)
     assert bench.checkout_root() == REPO
     assert main(["bench", "--quick", "--threads", "1"]) == 3  # the report's exit code
+    # The report is found through PYTHONPATH; the working directory stays the user's.
     assert calls == [([sys.executable, "-m", "benchmarks.report", "--quick", "--threads", "1"],
-                      REPO)]
+                      str(REPO))]
+
+
+def test_bench_finds_the_report_from_another_directory(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--help"]) == 0
+    assert "usage: python -m benchmarks.report" in capfd.readouterr().out
 
 
 def test_bench_help_is_the_report_s_help_run_from_the_checkout(capfd):
