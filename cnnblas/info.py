@@ -36,8 +36,6 @@ def cpu_model() -> str:
 
 def environment() -> dict:
     """A dict describing the machine and libraries (used by `cnnblas info` and reports)."""
-    import numba
-
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -64,6 +62,8 @@ def environment() -> dict:
 
 def _numba_threading_layer() -> str:
     """The layer Numba's parallel kernels run on, or the requested one before any has run."""
+    import numba
+
     try:
         return numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet in this process
