@@ -1,13 +1,13 @@
 """Which backend computes a convolution: the names, the checks and the per-shape choice.
 
-=================  ==============================================  ==========================
+=================  ==============================================  ====================================
 algorithm          backend                                         computes
-=================  ==============================================  ==========================
+=================  ==============================================  ====================================
 ``"gemm"``         :mod:`cnnblas.ops.gemm` (im2col + GEMM)         every layer
-``"winograd2x2"``  :mod:`cnnblas.ops.winograd`, F(2x2, 3x3)        3x3, stride 1, dilation 1,
-``"winograd4x4"``  :mod:`cnnblas.ops.winograd`, F(4x4, 3x3)        one group
-``"direct"``       :mod:`cnnblas.ops.direct` (no im2col, no GEMM)  stride 1, dilation 1, one group
-=================  ==============================================  ==========================
+``"winograd2x2"``  :mod:`cnnblas.ops.winograd`, F(2x2, 3x3)        3x3, stride 1, dilation 1, 1 group
+``"winograd4x4"``  :mod:`cnnblas.ops.winograd`, F(4x4, 3x3)        3x3, stride 1, dilation 1, 1 group
+``"direct"``       :mod:`cnnblas.ops.direct` (no im2col, no GEMM)  stride 1, dilation 1, 1 group
+=================  ==============================================  ====================================
 
 ``"auto"`` picks one per layer shape with :func:`choose_algorithm`, from the
 thresholds below; each says why it is where it is (the measurements are in
@@ -59,13 +59,13 @@ class Backend(NamedTuple):
     supports: Callable  # (weight_shape, stride, dilation, groups) -> bool
     forward: Callable  # (problem, bias, y) -> None, fills y
     backward: Callable  # (problem, dy, input_grad) -> (dx or None, dweight, dbias)
-    needs: str  # what ``supports`` asks for, for the error message
+    needs: str  # what ``supports`` asks for, for the error message ("" when it takes all)
 
 
 _WINOGRAD_NEEDS = "a 3x3 kernel, stride 1, dilation 1 and groups 1"
 
 BACKENDS = {
-    "gemm": Backend(gemm.supports, gemm.forward, gemm.backward, "nothing"),
+    "gemm": Backend(gemm.supports, gemm.forward, gemm.backward, ""),
     **{name: Backend(winograd.supports, functools.partial(winograd.forward, tile=tile),
                      functools.partial(winograd.backward, tile=tile), _WINOGRAD_NEEDS)
        for name, tile in WINOGRAD_TILES.items()},
