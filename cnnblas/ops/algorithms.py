@@ -1,13 +1,13 @@
 """Which backend computes a convolution: the names, the checks and the per-shape choice.
 
-=================  ==============================================  ====================================
-algorithm          backend                                         computes
-=================  ==============================================  ====================================
-``"gemm"``         :mod:`cnnblas.ops.gemm` (im2col + GEMM)         every layer
-``"winograd2x2"``  :mod:`cnnblas.ops.winograd`, F(2x2, 3x3)        3x3, stride 1, dilation 1, 1 group
-``"winograd4x4"``  :mod:`cnnblas.ops.winograd`, F(4x4, 3x3)        3x3, stride 1, dilation 1, 1 group
-``"direct"``       :mod:`cnnblas.ops.direct` (no im2col, no GEMM)  stride 1, dilation 1, 1 group
-=================  ==============================================  ====================================
+=================  =========================================  ==================================
+algorithm          backend                                    computes
+=================  =========================================  ==================================
+``"gemm"``         :mod:`cnnblas.ops.gemm` (im2col + GEMM)    every layer
+``"winograd2x2"``  :mod:`cnnblas.ops.winograd`, F(2x2, 3x3)   3x3, stride 1, dilation 1, 1 group
+``"winograd4x4"``  :mod:`cnnblas.ops.winograd`, F(4x4, 3x3)   3x3, stride 1, dilation 1, 1 group
+``"direct"``       :mod:`cnnblas.ops.direct` (no im2col)      stride 1, dilation 1, 1 group
+=================  =========================================  ==================================
 
 ``"auto"`` picks one per layer shape with :func:`choose_algorithm`, from the
 thresholds below; each says why it is where it is (the measurements are in
