@@ -146,17 +146,19 @@ def conv_transpose2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None 
 
     Examples
     --------
-    2x upsampling by the bilinear kernel (stride 2, kernel 4, padding 1):
+    2x upsampling by the bilinear kernel (stride 2, kernel 4, padding 1): the
+    inner pixels are bilinear interpolations, the border ones lack the
+    neighbours outside the image.
 
     >>> import numpy as np, cnnblas as cb
     >>> taps = np.array([0.25, 0.75, 0.75, 0.25])
     >>> weight = np.outer(taps, taps).reshape(1, 1, 4, 4)
     >>> x = np.array([[[[0.0, 4.0], [8.0, 12.0]]]])
     >>> cb.conv_transpose2d(x, weight, stride=2, padding=1)[0, 0]
-    array([[ 0.  ,  0.75,  2.25,  3.  ],
-           [ 1.5 ,  2.25,  3.75,  4.5 ],
-           [ 4.5 ,  5.25,  6.75,  7.5 ],
-           [ 6.  ,  6.75,  8.25,  9.  ]])
+    array([[0.  , 0.75, 2.25, 2.25],
+           [1.5 , 3.  , 5.  , 4.5 ],
+           [4.5 , 7.  , 9.  , 7.5 ],
+           [4.5 , 6.75, 8.25, 6.75]])
     """
     weight, geom, groups = _check(x, weight, stride, padding, output_padding, groups, dilation)
     n_out = weight.shape[1] * groups
