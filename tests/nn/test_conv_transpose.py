@@ -35,8 +35,9 @@ def transpose_layers(draw):
         (draw(st.integers(1, 3)), draw(st.integers(1, 3))), stride, draw(st.integers(0, 1)),
         output_padding, groups, bias=draw(st.booleans()), dilation=dilation, dtype=F64,
         rng=draw(st.integers(0, 99)))
-    shape = (draw(st.integers(1, 2)), layer.in_channels, draw(st.integers(2, 3)),
-             draw(st.integers(2, 3)))
+    # At least 3 pixels a side: with padding 1 even a 1x1 kernel leaves an output.
+    shape = (draw(st.integers(1, 2)), layer.in_channels, draw(st.integers(3, 4)),
+             draw(st.integers(3, 4)))
     return layer, shape
 
 
@@ -156,7 +157,7 @@ def test_repr_shows_the_non_default_arguments():
     (dict(dtype=np.int32), TypeError, "dtype must be float32 or float64"),
 ])
 def test_bad_arguments_are_refused_when_built(kwargs, error, message):
-    arguments = dict(in_channels=4, out_channels=6, kernel_size=3, **kwargs)
+    arguments = {"in_channels": 4, "out_channels": 6, "kernel_size": 3, **kwargs}
     with pytest.raises(error, match=message):
         nn.ConvTranspose2d(**arguments)
 
