@@ -20,11 +20,13 @@ from cnnblas import data, functional, nn, optim  # noqa: E402
 from cnnblas._version import __version__  # noqa: E402
 from cnnblas.ops.algorithms import choose_algorithm  # noqa: E402
 from cnnblas.ops.conv import col2im, conv2d, conv2d_backward, im2col  # noqa: E402
+from cnnblas.ops.conv_transpose import conv_transpose2d, conv_transpose2d_backward  # noqa: E402
 from cnnblas.ops.workspace import get_workspace_limit, set_workspace_limit  # noqa: E402
 from cnnblas.threads import get_num_threads, set_num_threads  # noqa: E402
 
 __all__ = [
     "im2col", "col2im", "conv2d", "conv2d_backward", "choose_algorithm",
+    "conv_transpose2d", "conv_transpose2d_backward",
     "set_num_threads", "get_num_threads", "set_workspace_limit", "get_workspace_limit",
     "nn", "optim", "data", "functional", "__version__",
 ]

@@ -15,13 +15,15 @@ from cnnblas.ops.activations import (
     tanh_backward,
 )
 from cnnblas.ops.algorithms import choose_algorithm
-from cnnblas.ops.conv import col2im, conv2d, conv2d_backward, im2col
+from cnnblas.ops.conv import col2im, conv2d, conv2d_backward, conv2d_input_grad, im2col
+from cnnblas.ops.conv_transpose import conv_transpose2d, conv_transpose2d_backward
 from cnnblas.ops.linear import linear, linear_backward
 from cnnblas.ops.losses import log_softmax, mse_loss, softmax, softmax_cross_entropy
 from cnnblas.ops.pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = [
-    "im2col", "col2im", "conv2d", "conv2d_backward", "choose_algorithm",
+    "im2col", "col2im", "conv2d", "conv2d_backward", "conv2d_input_grad", "choose_algorithm",
+    "conv_transpose2d", "conv_transpose2d_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",

@@ -9,7 +9,8 @@ arguments is shared (:mod:`cnnblas.checks`).
 
 * ``*_loops``: plain Python nested loops, the tutorial's Algorithm 3.1
   ("A beginner tutorial for CNN") generalised to batches, channels, groups,
-  stride, padding and dilation. Also ``im2col_loops``/``col2im_loops``.
+  stride, padding and dilation. Also ``im2col_loops``/``col2im_loops``, and
+  ``conv_transpose2d_loops``, the transposed convolution as a scatter.
 * ``*_im2col``: those columns and ``@``, a few lines per image: the three
   GEMMs of the engine's im2col path (forward ``Y = Wm @ cols``, weight
   gradient ``dW = Σ dY @ colsᵀ``, input gradient ``dX = col2im(Wmᵀ @ dY)``)
@@ -59,7 +60,7 @@ from cnnblas._kernels import reference_direct as _direct
 from cnnblas.checks import FLOAT_DTYPES, as_pair, check_groups, check_shape, is_int
 
 __all__ = [
-    "conv2d_loops", "im2col_loops", "col2im_loops",
+    "conv2d_loops", "conv_transpose2d_loops", "im2col_loops", "col2im_loops",
     "conv2d_im2col", "conv2d_backward_im2col",
     "conv2d_direct", "conv2d_backward_direct",
     "conv2d_scipy", "conv2d_backward_scipy",
@@ -210,6 +211,71 @@ def conv2d_loops(x, weight, bias=None, *, stride=1, padding=0, dilation=1, group
                                 if 0 <= w < in_w:
                                     total += kernel[k][c][i][j] * image[n][first_in + c][h][w]
                     y[n, k, oh, ow] = total
+    return y.astype(x.dtype)
+
+
+def conv_transpose2d_loops(x, weight, bias=None, *, stride=1, padding=0, output_padding=0,
+                           groups=1, dilation=1):
+    """Transposed 2-D convolution by plain Python loops: every input pixel is
+    scattered into the output, times the kernel.
+
+    Input pixel ``(h, w)`` of channel ``c`` adds ``x * weight[c, o, i, j]`` to
+    output pixel ``(h*stride_h - pad_h + i*dilation_h, w*stride_w - pad_w +
+    j*dilation_w)`` of channel ``g*C_out/groups + o`` (``g`` the group of ``c``),
+    when that pixel lies in the output. ``torch.nn.functional.conv_transpose2d``'s
+    definition, written without any convolution.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W)
+    weight : ndarray, shape (C_in, C_out/groups, kernel_h, kernel_w)
+    bias : ndarray, shape (C_out,), optional
+    stride, dilation : int or (h, w)
+    padding, output_padding : int or (h, w), cut from both sides / added at the
+        bottom and right
+    groups : int
+
+    Returns
+    -------
+    ndarray, shape (N, C_out, out_h, out_w), dtype of ``x``
+        ``out = (in - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1``.
+    """
+    x = _float_array(x, "x", 4)
+    weight = _float_array(weight, "weight", 4)
+    stride_h, stride_w = as_pair(stride, "stride")
+    pad_h, pad_w = as_pair(padding, "padding", minimum=0)
+    extra_h, extra_w = as_pair(output_padding, "output_padding", minimum=0)
+    dilation_h, dilation_w = as_pair(dilation, "dilation")
+    n_images, in_channels, in_h, in_w = x.shape
+    if weight.shape[0] != in_channels or in_channels % groups:
+        raise ValueError(f"weight {weight.shape} and groups={groups} do not fit x {x.shape}")
+    _, group_out, kernel_h, kernel_w = weight.shape
+    group_in = in_channels // groups
+    out_h = (in_h - 1) * stride_h - 2 * pad_h + dilation_h * (kernel_h - 1) + extra_h + 1
+    out_w = (in_w - 1) * stride_w - 2 * pad_w + dilation_w * (kernel_w - 1) + extra_w + 1
+    image = x.astype(np.float64).tolist()
+    kernel = weight.astype(np.float64).tolist()
+    y = np.zeros((n_images, group_out * groups, out_h, out_w))
+    out = y.tolist()
+    for n in range(n_images):
+        for c in range(in_channels):
+            first_out = (c // group_in) * group_out
+            for h in range(in_h):
+                for w in range(in_w):
+                    value = image[n][c][h][w]
+                    for o in range(group_out):
+                        plane = out[n][first_out + o]
+                        for i in range(kernel_h):
+                            oh = h * stride_h - pad_h + i * dilation_h
+                            if not 0 <= oh < out_h:
+                                continue
+                            for j in range(kernel_w):
+                                ow = w * stride_w - pad_w + j * dilation_w
+                                if 0 <= ow < out_w:
+                                    plane[oh][ow] += value * kernel[c][o][i][j]
+    y = np.array(out).reshape(y.shape)
+    if bias is not None:
+        y += np.asarray(bias, np.float64)[None, :, None, None]
     return y.astype(x.dtype)
 
 

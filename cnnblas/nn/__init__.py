@@ -15,6 +15,7 @@ Models are built by name with :func:`build_model` (the builders of
 """
 
 from cnnblas.nn import init
+from cnnblas.nn.conv_transpose import ConvTranspose2d
 from cnnblas.nn.dropout import Dropout
 from cnnblas.nn.layers import (
     AvgPool2d,
@@ -42,6 +43,7 @@ __all__ = [
     "Parameter", "Module", "Sequential", "IncompatibleKeys",
     "Conv2d", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d",
     "Flatten", "Dropout", "BatchNorm2d",
+    "ConvTranspose2d",
     "SoftmaxCrossEntropy", "MSELoss",
     "lenet5", "tutorial_cnn",
     "MODEL_BUILDERS", "build_model", "load_model",

@@ -59,17 +59,19 @@ class Backend(NamedTuple):
     supports: Callable  # (weight_shape, stride, dilation, groups) -> bool
     forward: Callable  # (problem, bias, y) -> None, fills y
     backward: Callable  # (problem, dy, input_grad) -> (dx or None, dweight, dbias)
+    input_grad: Callable  # (problem, dy, dx) -> None, fills dx; problem.x is not read
     needs: str  # what ``supports`` asks for, for the error message ("" when it takes all)
 
 
 _WINOGRAD_NEEDS = "a 3x3 kernel, stride 1, dilation 1 and groups 1"
 
 BACKENDS = {
-    "gemm": Backend(gemm.supports, gemm.forward, gemm.backward, ""),
+    "gemm": Backend(gemm.supports, gemm.forward, gemm.backward, gemm.input_grad, ""),
     **{name: Backend(winograd.supports, functools.partial(winograd.forward, tile=tile),
-                     functools.partial(winograd.backward, tile=tile), _WINOGRAD_NEEDS)
+                     functools.partial(winograd.backward, tile=tile),
+                     functools.partial(winograd.input_grad, tile=tile), _WINOGRAD_NEEDS)
        for name, tile in WINOGRAD_TILES.items()},
-    "direct": Backend(direct.supports, direct.forward, direct.backward,
+    "direct": Backend(direct.supports, direct.forward, direct.backward, direct.input_grad,
                       "stride 1, dilation 1 and groups 1"),
 }
 

@@ -12,8 +12,10 @@ Shapes (NCHW throughout, the same conventions as PyTorch, Caffe and Chainer):
 :func:`~cnnblas.ops.algorithms.choose_algorithm` names: the im2col GEMMs
 (:mod:`cnnblas.ops.gemm`, where the three GEMMs are written next to each
 other), Winograd (:mod:`cnnblas.ops.winograd`) or the direct kernels
-(:mod:`cnnblas.ops.direct`). :func:`im2col` and :func:`col2im` expose the
-column transform itself.
+(:mod:`cnnblas.ops.direct`). :func:`conv2d_input_grad` runs the input-gradient
+pass alone, from the input's size instead of the input (the transposed
+convolution of :mod:`cnnblas.ops.conv_transpose` is that pass). :func:`im2col`
+and :func:`col2im` expose the column transform itself.
 """
 
 from __future__ import annotations
@@ -21,9 +23,23 @@ from __future__ import annotations
 import numpy as np
 
 from cnnblas._kernels.im2col import im2col_into
-from cnnblas.checks import ConvGeometry, as_pair, check_float_array, check_shape, conv_geometry
+from cnnblas.checks import (
+    ConvGeometry,
+    as_pair,
+    check_float_array,
+    check_groups,
+    check_int,
+    check_shape,
+    conv_geometry,
+)
 from cnnblas.ops.algorithms import BACKENDS, choose_algorithm
-from cnnblas.ops.problem import check_conv, fold_columns, gather_args
+from cnnblas.ops.problem import (
+    ConvProblem,
+    check_conv,
+    fold_columns,
+    gather_args,
+    input_grad_problem,
+)
 
 
 def _window_geometry(x: np.ndarray, kernel_size, stride, padding, dilation) -> ConvGeometry:
@@ -154,3 +170,49 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1,
     check_shape(dy, problem.output_shape, "dy")
     chosen = choose_algorithm(x.shape, weight.shape, stride, dilation, groups, algorithm)
     return BACKENDS[chosen].backward(problem, np.ascontiguousarray(dy), input_grad)
+
+
+def conv2d_input_grad(dy: np.ndarray, weight: np.ndarray, input_size, stride=1, padding=0,
+                      dilation=1, groups: int = 1, *, algorithm: str = "auto") -> np.ndarray:
+    """Input gradient of :func:`conv2d` for an input of spatial size ``input_size``,
+    without the input itself (``torch.nn.grad.conv2d_input``).
+
+    The same ``dx`` as ``conv2d_backward(dy, x, weight, ...)[0]`` for any ``x``
+    of that size, by the same backends, but without the weight gradient.
+
+    Parameters
+    ----------
+    dy : ndarray, float32 or float64, shape (N, K, out_h, out_w)
+        ``out_h``, ``out_w`` must be the convolution's output size for ``input_size``.
+    weight : ndarray, dtype of ``dy``, shape (K, C/groups, kh, kw)
+    input_size : int or (H, W)
+        The forward input's spatial size; several sizes give the same output
+        size when the stride is above 1, so it cannot be inferred.
+    stride, padding, dilation, groups, algorithm : as in :func:`conv2d`
+
+    Returns
+    -------
+    dx : ndarray, dtype of ``dy``, shape (N, C, H, W) with ``C = weight.shape[1] * groups``
+    """
+    check_float_array(dy, "dy", ndim=4)
+    check_float_array(weight, "weight", ndim=4, dtype=dy.dtype)
+    groups = check_int(groups, "groups", minimum=1)
+    check_groups(groups, weight.shape[1] * groups, weight.shape[0])
+    geom = conv_geometry(as_pair(input_size, "input_size"), weight.shape[2:], stride, padding,
+                         dilation, kernel_name="weight kernel")
+    check_shape(dy, (dy.shape[0], weight.shape[0], geom.out_h, geom.out_w), "dy")
+    problem = input_grad_problem(dy.shape[0], np.ascontiguousarray(weight), geom, groups)
+    return input_grad_pass(problem, np.ascontiguousarray(dy), algorithm)
+
+
+def input_grad_pass(problem: ConvProblem, dy: np.ndarray, algorithm: str = "auto") -> np.ndarray:
+    """dx of a validated ``problem`` (see :func:`~cnnblas.ops.problem.input_grad_problem`)
+    for a C-contiguous ``dy`` (N, K, out_h, out_w), by the backend
+    :func:`~cnnblas.ops.algorithms.choose_algorithm` names for its shape."""
+    geom = problem.geom
+    chosen = choose_algorithm(problem.x.shape, problem.weight.shape,
+                              (geom.stride_h, geom.stride_w),
+                              (geom.dilation_h, geom.dilation_w), problem.groups, algorithm)
+    dx = np.empty(problem.x.shape, dy.dtype)
+    BACKENDS[chosen].input_grad(problem, dy, dx)
+    return dx

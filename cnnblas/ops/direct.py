@@ -44,6 +44,29 @@ def forward(problem: ConvProblem, bias: np.ndarray | None, y: np.ndarray) -> Non
         problem.n_images, problem.flops)
 
 
+def input_grad(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray) -> None:
+    """Fill ``dx`` (N, C, H, W) with the input gradient of ``problem`` for a
+    C-contiguous ``dy``, without the weight gradient; ``problem.x`` is not read.
+
+    For stride 1 the input gradient is itself a stride-1 convolution: ``dy``
+    correlated with the weight rotated by 180° and transposed to (C, K, kh, kw),
+    padded by ``k - 1 - p`` for each forward padding ``p``, which the forward
+    kernel computes. A padding of ``k`` or more would crop ``dy`` instead; the
+    GEMM backend handles that case.
+    """
+    geom = problem.geom
+    if (max(geom.pad_top, geom.pad_bottom) >= geom.kernel_h
+            or max(geom.pad_left, geom.pad_right) >= geom.kernel_w):
+        gemm.input_grad(problem, dy, dx)
+        return
+    flipped = np.ascontiguousarray(problem.weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    no_bias = np.zeros(flipped.shape[0], dy.dtype)
+    pad = (geom.kernel_h - 1 - geom.pad_top, geom.kernel_w - 1 - geom.pad_left)
+    parallel.map_image_ranges(
+        lambda start, stop, serial: direct_forward(dy, flipped, no_bias, pad, dx, start, stop),
+        problem.n_images, problem.flops)
+
+
 def inputs_finite(x: np.ndarray, weight: np.ndarray) -> bool:
     """Whether the backward kernels give exact results for these arrays.
 

@@ -17,7 +17,9 @@ pass is one large GEMM rather than ``b`` small ones; only the (much smaller)
 output and ``dy`` are reordered between (b, K, L) and (K, b*L). A 1x1,
 stride-1, unpadded convolution skips im2col: each image already is its
 (C, H*W) column matrix. The batch is split across worker threads by
-:func:`cnnblas.ops.parallel.map_image_ranges`.
+:func:`cnnblas.ops.parallel.map_image_ranges`. :func:`input_grad` runs the
+input-gradient pass alone, for :func:`cnnblas.ops.conv.conv2d_input_grad` and
+the transposed convolution (:mod:`cnnblas.ops.conv_transpose`).
 """
 
 from __future__ import annotations
@@ -67,6 +69,16 @@ def backward(problem: ConvProblem, dy: np.ndarray, input_grad: bool):
     for g in range(problem.groups):
         transpose_into(dweight_t[g], dweight[g])
     return dx, dweight.reshape(problem.weight.shape), dbias
+
+
+def input_grad(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray) -> None:
+    """Fill ``dx`` (N, C, H, W) with ``col2im(Wmᵀ @ dY)`` for a C-contiguous ``dy``:
+    the input-gradient pass alone, without the weight gradient and without
+    reading ``problem.x`` (which may be :func:`~cnnblas.ops.problem.input_grad_problem`'s
+    placeholder). This is also the forward pass of the transposed convolution."""
+    parallel.map_image_ranges(
+        lambda start, stop, serial: _input_grad_images(problem, dy, dx, start, stop, serial),
+        problem.n_images, problem.flops)
 
 
 # --------------------------------------------------------------------------- the three GEMMs
@@ -166,6 +178,17 @@ def _backward_images(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray | None
     return dweight_t, dbias
 
 
+def _input_grad_images(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray, start: int,
+                       stop: int, serial: bool) -> None:
+    """dx[start:stop] = col2im(Wmᵀ @ dY), chunk by chunk (or without col2im for 1x1)."""
+    if problem.geom.is_pointwise:
+        _input_pointwise(problem, dy, dx, start, stop)
+        return
+    for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1):
+        input_gemm(problem, _dy_matrix(dy, chunk_start, chunk_stop), dx, chunk_start,
+                   chunk_stop, serial)
+
+
 def _dy_matrix(dy: np.ndarray, start: int, stop: int) -> np.ndarray:
     """dy of images [start, stop) as the (K, b*L) matrix the GEMMs need: a view for
     one image, a reordered copy in the workspace for several."""
@@ -218,15 +241,24 @@ def _backward_pointwise(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray | N
                         product_t: np.ndarray) -> None:
     """dWᵀ of images [start, stop) into ``dweight_t``, and dx[start:stop] unless None,
     for a 1x1 stride-1 unpadded layer (no im2col, no col2im)."""
-    groups, w_grouped = problem.groups, problem.grouped_weight
+    groups = problem.groups
     x_range = _per_batch_group(problem.x[start:stop], groups)
     dy_range = _per_batch_group(dy[start:stop], groups)
-    dx_range = None if dx is None else _per_batch_group(dx[start:stop], groups)
     for g in range(groups):
         for image in range(stop - start):
             # dWᵀ += X @ dYᵀ
             _add_product_t(dweight_t[g], x_range[image, g], dy_range[image, g], product_t,
                            first=image == 0)
-        if dx_range is not None:
-            # dX = Wmᵀ @ dY, one stacked call.
-            np.matmul(w_grouped[g].T, dy_range[:, g], out=dx_range[:, g])
+    if dx is not None:
+        _input_pointwise(problem, dy, dx, start, stop)
+
+
+def _input_pointwise(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray, start: int,
+                     stop: int) -> None:
+    """dx[start:stop] = Wmᵀ @ dY for a 1x1 stride-1 unpadded layer, one stacked
+    matmul per group (no col2im)."""
+    groups, w_grouped = problem.groups, problem.grouped_weight
+    dy_range = _per_batch_group(dy[start:stop], groups)
+    dx_range = _per_batch_group(dx[start:stop], groups)
+    for g in range(groups):
+        np.matmul(w_grouped[g].T, dy_range[:, g], out=dx_range[:, g])  # dX = Wmᵀ @ dY

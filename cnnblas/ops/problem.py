@@ -80,7 +80,7 @@ def fold_columns(cols: np.ndarray, geom: ConvGeometry, x: np.ndarray, serial: bo
 class ConvProblem(NamedTuple):
     """A validated convolution: contiguous arrays plus the derived sizes."""
 
-    x: np.ndarray  # (N, C, H, W), C-contiguous
+    x: np.ndarray  # (N, C, H, W), C-contiguous (a placeholder: see input_grad_problem)
     weight: np.ndarray  # (K, C/groups, kh, kw), C-contiguous
     geom: ConvGeometry
     groups: int
@@ -144,6 +144,21 @@ class ConvProblem(NamedTuple):
         kernel = im2col_into_serial if serial else im2col_into
         kernel(self.x[start:stop], *gather_args(self.geom), cols)
         return cols.reshape(self.groups, self.rows_per_group, -1)
+
+
+def input_grad_problem(n_images: int, weight: np.ndarray, geom: ConvGeometry,
+                       groups: int) -> ConvProblem:
+    """A :class:`ConvProblem` for the input-gradient pass alone, which needs the
+    input's shape but never its values.
+
+    ``x`` is a read-only, zero-strided view of a single zero with the input's
+    shape (N, weight.shape[1]*groups, geom.in_h, geom.in_w) and ``weight``'s
+    dtype: it costs no memory, and the backends' ``input_grad`` functions read
+    only its shape and dtype. ``weight`` must be C-contiguous and ``geom``
+    validated (its ``out_h``, ``out_w`` are the output gradient's size).
+    """
+    shape = (n_images, weight.shape[1] * groups, geom.in_h, geom.in_w)
+    return ConvProblem(np.broadcast_to(np.zeros((), weight.dtype), shape), weight, geom, groups)
 
 
 def check_conv(x, weight, stride, padding, dilation, groups) -> ConvProblem:

@@ -408,6 +408,16 @@ def forward(problem: ConvProblem, bias: np.ndarray | None, y: np.ndarray, tile: 
                               problem.n_images, problem.flops)
 
 
+def input_grad(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray, tile: int) -> None:
+    """Fill ``dx`` (N, C, H, W) with the input gradient of ``problem`` for a
+    C-contiguous ``dy``, by F(tile x tile, 3x3) (:func:`input_grad_plan`), without
+    the weight gradient; ``problem.x`` is not read."""
+    geom = problem.geom
+    plan = input_grad_plan(dy, problem.weight, geom.padding, (geom.in_h, geom.in_w), tile)
+    parallel.map_image_ranges(lambda start, stop, serial: plan.run(start, stop, dx, serial),
+                              problem.n_images, problem.flops)
+
+
 def backward(problem: ConvProblem, dy: np.ndarray, input_grad: bool, tile: int):
     """(dx or None, dweight, dbias) of ``problem`` for a C-contiguous ``dy``, by
     F(tile x tile, 3x3): dW from GEMMs of transformed dY and input tiles, dX as a
