@@ -136,25 +136,26 @@ class ResNet(Module):
     def forward(self, x):
         """Parameters: x (N, in_channels, H, W). Returns logits (N, num_classes)."""
         for name, layer in self._trunk():
-            try:
-                x = layer(x)
-            except (ValueError, TypeError) as error:
-                raise _prefixed(error, f"{type(self).__name__}.{name}") from error
-        return self.fc(x.reshape(x.shape[0], -1))
+            x = self._run(name, layer.forward, x)
+        return self._run("fc", self.fc.forward, x.reshape(x.shape[0], -1))
 
     def backward(self, dy):
         """Back-propagate the logits' gradient; fills every parameter's gradient.
 
         Returns dx (N, in_channels, H, W), or None when built with ``input_grad=False``.
         """
-        d = self.fc.backward(dy)
+        d = self._run("fc", self.fc.backward, dy)
         d = d.reshape(*d.shape, 1, 1)  # the pooled (N, C, 1, 1) map
         for name, layer in reversed(self._trunk()):
-            try:
-                d = layer.backward(d)
-            except (ValueError, TypeError, RuntimeError) as error:
-                raise _prefixed(error, f"{type(self).__name__}.{name}") from error
+            d = self._run(name, layer.backward, d)
         return d
+
+    def _run(self, name: str, method, array):
+        """``method(array)``, its errors prefixed with ``ResNet.<name>``."""
+        try:
+            return method(array)
+        except (ValueError, TypeError, RuntimeError) as error:
+            raise _prefixed(error, f"{type(self).__name__}.{name}") from error
 
 
 def resnet_cifar(depth, num_classes=10, in_channels=3, rng=None, dtype=np.float32, *,
