@@ -249,6 +249,12 @@ def test_resnet18_and_34_layout():
         assert model.conv1.kernel_size == (7, 7) and model.conv1.stride == (2, 2)
         assert model.maxpool.kernel_size == (3, 3) and model.fc.weight.shape == (5, 512)
     assert sum(p.size for p in nn.resnet18(rng=0).parameters()) == 11_689_512  # torchvision's
+    model = nn.ResNet(nn.Bottleneck, (1, 1, 1, 1), num_classes=3, rng=0)  # expansion 4
+    state = model.state_dict()
+    assert state["layer1.0.downsample.0.weight"].shape == (256, 64, 1, 1)
+    assert state["layer4.0.conv3.weight"].shape == (2048, 512, 1, 1)
+    assert state["fc.weight"].shape == (3, 2048)
+    assert model(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 3)
 
 
 def test_initialisation_is_torchvisions():
@@ -312,7 +318,8 @@ def test_builder_argument_errors():
         nn.ResNet(nn.BasicBlock, (1, 1, 1), stem="mnist")
     with pytest.raises(ValueError, match=r"layers must give 4 block counts.*got \(1, 1, 1\)"):
         nn.ResNet(nn.BasicBlock, (1, 1, 1))
-    with pytest.raises(TypeError, match="block must be BasicBlock or Bottleneck"):
+    with pytest.raises(TypeError, match="block must be a cnnblas.nn.Module class with an int "
+                                        "expansion"):
         nn.ResNet(nn.ReLU, (1, 1, 1, 1))
 
 
