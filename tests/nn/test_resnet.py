@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnblas import nn, optim
+from cnnblas import checkpoint, nn, optim
 from cnnblas.nn.blocks import downsample
 from cnnblas.nn.gradcheck import check_module_gradients
 from tests.nn.torch_resnet import torch_resnet_classes
@@ -351,3 +351,22 @@ def test_state_dict_shape_or_dtype_mismatch_loads_nothing():
         model.load_state_dict(doubled)
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
+def test_load_model_rebuilds_a_resnet_checkpoint(tmp_path):
+    model = nn.resnet20(num_classes=4, rng=0)
+    model(np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32))
+    path = checkpoint.save_checkpoint(
+        tmp_path / "r20.npz", {"model": model.state_dict()}, epoch=1,
+        metadata={"model": {"name": "resnet20", "kwargs": {"num_classes": 4}}})
+    loaded, _ = nn.load_model(path)
+    assert not loaded.training
+    for (key, value), expected in zip(loaded.state_dict().items(), model.state_dict().values(),
+                                      strict=True):
+        np.testing.assert_array_equal(value, expected, err_msg=key)
+    checkpoint.save_checkpoint(
+        tmp_path / "wrong.npz", {"model": model.state_dict()}, epoch=1,
+        metadata={"model": {"name": "resnet32", "kwargs": {"num_classes": 4}}})
+    with pytest.raises(ValueError, match=r"wrong\.npz: cannot rebuild the model 'resnet32'.*"
+                                         r"first missing key 'layer1\.3\.conv1\.weight'"):
+        nn.load_model(tmp_path / "wrong.npz")
