@@ -11,7 +11,7 @@ import numpy as np
 
 from cnnblas.checks import as_pair, check_bool, check_groups, check_int
 from cnnblas.nn import init
-from cnnblas.nn.layers import _Layer
+from cnnblas.nn.layers import _ConvLayer
 from cnnblas.nn.module import Parameter
 from cnnblas.ops.algorithms import check_algorithm
 from cnnblas.ops.conv_transpose import (
@@ -21,7 +21,7 @@ from cnnblas.ops.conv_transpose import (
 )
 
 
-class ConvTranspose2d(_Layer):
+class ConvTranspose2d(_ConvLayer):
     """2-D transposed convolution layer over NCHW input (a learnable upsampling).
 
     Parameters
@@ -69,6 +69,11 @@ class ConvTranspose2d(_Layer):
     {'weight': (8, 4, 4, 4), 'bias': (4,)}
     """
 
+    _forward_op = staticmethod(conv_transpose2d)
+    _backward_op = staticmethod(conv_transpose2d_backward)
+    _repr_defaults = {"stride": (1, 1), "padding": (0, 0), "output_padding": (0, 0),
+                      "dilation": (1, 1)}
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, groups=1, bias=True, dilation=1, dtype=np.float32, rng=None,
                  input_grad=True, algorithm="auto"):
@@ -92,48 +97,6 @@ class ConvTranspose2d(_Layer):
         self.bias = (Parameter(init.uniform((self.out_channels,), bound, dtype, rng))
                      if bias else None)
 
-    def extra_repr(self) -> str:
-        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
-        defaults = {"stride": (1, 1), "padding": (0, 0), "output_padding": (0, 0),
-                    "dilation": (1, 1)}
-        for name, default in defaults.items():
-            if getattr(self, name) != default:
-                text += f", {name}={getattr(self, name)}"
-        if self.algorithm != "auto":
-            text += f", algorithm={self.algorithm!r}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text
-
     def _conv_args(self) -> dict:
         return dict(stride=self.stride, padding=self.padding, output_padding=self.output_padding,
                     groups=self.groups, dilation=self.dilation, algorithm=self.algorithm)
-
-    def forward(self, x):
-        """Parameters: x (N, in_channels, H, W). Returns (N, out_channels, out_h, out_w)."""
-        self._check_input(x, 4, self.weight.dtype)
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"{self._describe()} expects {self.in_channels} input channels, got "
-                f"{x.shape[1]} (input shape {x.shape})"
-            )
-        bias = None if self.bias is None else self.bias.data
-        y = conv_transpose2d(x, self.weight.data, bias, **self._conv_args())
-        self._save_for_backward(x=x)
-        return y
-
-    def backward(self, dy):
-        """Accumulate dW and db; return dx with the shape of the forward input.
-
-        Returns None instead of dx when the layer was built with ``input_grad=False``.
-        """
-        x = self._saved_for_backward()["x"]
-        dx, dweight, dbias = conv_transpose2d_backward(dy, x, self.weight.data,
-                                                       **self._conv_args(),
-                                                       input_grad=self.input_grad)
-        self.weight.accumulate_grad(dweight)
-        if self.bias is not None:
-            self.bias.accumulate_grad(dbias)
-        return dx

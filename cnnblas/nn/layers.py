@@ -64,7 +64,60 @@ class _Layer(Module):
         check_shape(dy, shape, f"dy of {self._describe()}")
 
 
-class Conv2d(_Layer):
+class _ConvLayer(_Layer):
+    """What :class:`Conv2d` and :class:`~cnnblas.nn.ConvTranspose2d` share: the input
+    check, the cached input, the gradient accumulation and the repr. A subclass
+    names its two functional ops and the geometry it shows when not default."""
+
+    _forward_op = staticmethod(conv2d)
+    _backward_op = staticmethod(conv2d_backward)
+    _repr_defaults = {"stride": (1, 1), "padding": 0, "dilation": (1, 1)}
+
+    def _conv_args(self) -> dict:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+        for name, default in self._repr_defaults.items():
+            value = getattr(self, name)
+            if value not in (default, (default, default) if isinstance(default, int) else ()):
+                text += f", {name}={value!r}"
+        if self.algorithm != "auto":
+            text += f", algorithm={self.algorithm!r}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
+
+    def forward(self, x):
+        """Parameters: x (N, in_channels, H, W). Returns (N, out_channels, out_h, out_w)."""
+        self._check_input(x, 4, self.weight.dtype)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{self._describe()} expects {self.in_channels} input channels, got "
+                f"{x.shape[1]} (input shape {x.shape})"
+            )
+        bias = None if self.bias is None else self.bias.data
+        y = self._forward_op(x, self.weight.data, bias, **self._conv_args())
+        self._save_for_backward(x=x)
+        return y
+
+    def backward(self, dy):
+        """Accumulate dW and db; return dx with the shape of the forward input.
+
+        Returns None instead of dx when the layer was built with ``input_grad=False``.
+        """
+        x = self._saved_for_backward()["x"]
+        dx, dweight, dbias = self._backward_op(dy, x, self.weight.data, **self._conv_args(),
+                                               input_grad=self.input_grad)
+        self.weight.accumulate_grad(dweight)
+        if self.bias is not None:
+            self.bias.accumulate_grad(dbias)
+        return dx
+
+
+class Conv2d(_ConvLayer):
     """2-D convolution (cross-correlation) layer over NCHW input.
 
     Parameters
@@ -123,51 +176,9 @@ class Conv2d(_Layer):
         self.bias = (Parameter(init.uniform((self.out_channels,), bound, dtype, rng))
                      if bias else None)
 
-    def extra_repr(self) -> str:
-        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
-        if self.stride != (1, 1):
-            text += f", stride={self.stride}"
-        if self.padding not in (0, (0, 0)):
-            text += f", padding={self.padding!r}"
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        if self.algorithm != "auto":
-            text += f", algorithm={self.algorithm!r}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text
-
     def _conv_args(self) -> dict:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     groups=self.groups, algorithm=self.algorithm)
-
-    def forward(self, x):
-        """Parameters: x (N, in_channels, H, W). Returns (N, out_channels, out_h, out_w)."""
-        self._check_input(x, 4, self.weight.dtype)
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"{self._describe()} expects {self.in_channels} input channels, got "
-                f"{x.shape[1]} (input shape {x.shape})"
-            )
-        bias = None if self.bias is None else self.bias.data
-        y = conv2d(x, self.weight.data, bias, **self._conv_args())
-        self._save_for_backward(x=x)
-        return y
-
-    def backward(self, dy):
-        """Accumulate dW and db; return dx with the shape of the forward input.
-
-        Returns None instead of dx when the layer was built with ``input_grad=False``.
-        """
-        x = self._saved_for_backward()["x"]
-        dx, dweight, dbias = conv2d_backward(dy, x, self.weight.data, **self._conv_args(),
-                                             input_grad=self.input_grad)
-        self.weight.accumulate_grad(dweight)
-        if self.bias is not None:
-            self.bias.accumulate_grad(dbias)
-        return dx
 
 
 class Linear(_Layer):
