@@ -15,11 +15,14 @@ Models are built by name with :func:`build_model` (the builders of
 """
 
 from cnnblas.nn import init
+from cnnblas.nn.adaptive_pool import AdaptiveAvgPool2d
+from cnnblas.nn.blocks import BasicBlock, Bottleneck
 from cnnblas.nn.dropout import Dropout
 from cnnblas.nn.layers import (
     AvgPool2d,
     Conv2d,
     Flatten,
+    Identity,
     LeakyReLU,
     Linear,
     MaxPool2d,
@@ -37,13 +40,27 @@ from cnnblas.nn.models import (
 )
 from cnnblas.nn.module import IncompatibleKeys, Module, Parameter, Sequential
 from cnnblas.nn.normalization import BatchNorm2d
+from cnnblas.nn.resnet import (
+    ResNet,
+    resnet18,
+    resnet20,
+    resnet32,
+    resnet34,
+    resnet44,
+    resnet56,
+    resnet110,
+    resnet_cifar,
+)
 
 __all__ = [
     "Parameter", "Module", "Sequential", "IncompatibleKeys",
     "Conv2d", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d",
-    "Flatten", "Dropout", "BatchNorm2d",
+    "AdaptiveAvgPool2d", "Flatten", "Identity", "Dropout", "BatchNorm2d",
+    "BasicBlock", "Bottleneck", "ResNet",
     "SoftmaxCrossEntropy", "MSELoss",
     "lenet5", "tutorial_cnn",
+    "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet_cifar",
+    "resnet18", "resnet34",
     "MODEL_BUILDERS", "build_model", "load_model",
     "init",
 ]

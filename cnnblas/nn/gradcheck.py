@@ -93,7 +93,9 @@ def check_module_gradients(module: Module, x: np.ndarray, eps: float = 1e-6,
     dy = rng.standard_normal(module.forward(x).shape).astype(x.dtype)
 
     def objective() -> float:
-        return float(np.sum(module.forward(x) * dy, dtype=np.float64))
+        value = float(np.sum(module.forward(x) * dy, dtype=np.float64))
+        module.clear_caches()  # no backward follows: keep no activations
+        return value
 
     module.zero_grad()
     module.forward(x)

@@ -59,4 +59,23 @@ def kaiming_uniform(shape, a: float = math.sqrt(5), dtype=np.float32, rng=None) 
     return uniform(shape, bound, dtype, rng)
 
 
-__all__ = ["as_rng", "as_float_dtype", "fan_in", "uniform", "kaiming_uniform"]
+def fan_out(shape: tuple[int, ...]) -> int:
+    """Output units one input feeds: ``out_features`` for a ``(out, in)`` weight,
+    ``K * kh * kw`` for a ``(K, C/groups, kh, kw)`` one (PyTorch's rule)."""
+    return int(shape[0] * np.prod(shape[2:]))
+
+
+def kaiming_normal_fan_out(shape, dtype=np.float32, rng=None) -> np.ndarray:
+    """He et al. (2015) normal samples for ReLU networks, scaled by the fan-out.
+
+    ``N(0, std²)`` with ``std = sqrt(2 / fan_out)``: PyTorch's
+    ``kaiming_normal_(w, mode="fan_out", nonlinearity="relu")``, the
+    initialisation of torchvision's ResNet convolutions. Scaling by the fan-out
+    keeps the variance of the back-propagated gradient constant across layers.
+    """
+    std = math.sqrt(2.0 / fan_out(shape))
+    return (as_rng(rng).standard_normal(size=shape) * std).astype(as_float_dtype(dtype))
+
+
+__all__ = ["as_rng", "as_float_dtype", "fan_in", "fan_out", "uniform", "kaiming_uniform",
+           "kaiming_normal_fan_out"]

@@ -21,6 +21,7 @@ Tanh           ``y``                              dtanh = 1 - tanh²
 MaxPool2d      ``argmax``, ``input_shape``        scatter target of each window
 AvgPool2d      ``input_shape``                    the gradient is spread uniformly
 Flatten        ``input_shape``                    reshape back
+Identity       nothing                            dx = dy
 =============  =================================  ==================================
 """
 
@@ -390,7 +391,22 @@ class Flatten(_Layer):
         return dy.reshape(input_shape)
 
 
+class Identity(Module):
+    """``y = x`` and ``dx = dy``: a placeholder where a network has no layer (a
+    shortcut without projection, a removed head), as ``torch.nn.Identity``.
+
+    It keeps nothing between forward and backward, so any number of uses in
+    one forward pass need no bookkeeping.
+    """
+
+    def forward(self, x):
+        return x
+
+    def backward(self, dy):
+        return dy
+
+
 __all__ = [
     "Conv2d", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d",
-    "Flatten",
+    "Flatten", "Identity",
 ]

@@ -1,7 +1,8 @@
 """Model builders (LeNet-5, the beginner tutorial's networks) and the registry of them.
 
-Every builder returns a :class:`~cnnblas.nn.Sequential`, so its state-dict keys
-are those of the same ``torch.nn.Sequential``. :data:`MODEL_BUILDERS` names
+LeNet-5 and the tutorial's network are :class:`~cnnblas.nn.Sequential`, so their
+state-dict keys are those of the same ``torch.nn.Sequential``; the residual
+networks (:mod:`cnnblas.nn.resnet`) have torchvision's keys. :data:`MODEL_BUILDERS` names
 the builders a checkpoint can record (``cnnblas train --model``);
 :func:`load_model` rebuilds a model from such a checkpoint.
 """
@@ -18,6 +19,15 @@ from cnnblas.checks import as_pair
 from cnnblas.nn.init import as_float_dtype, as_rng
 from cnnblas.nn.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sigmoid
 from cnnblas.nn.module import Module, Sequential
+from cnnblas.nn.resnet import (
+    resnet18,
+    resnet20,
+    resnet32,
+    resnet34,
+    resnet44,
+    resnet56,
+    resnet110,
+)
 
 
 def _axes(model: str, input_size, axis_rule):
@@ -173,11 +183,14 @@ def tutorial_cnn(num_classes=10, in_channels=1, input_size=28, dtype=np.float32,
 # --------------------------------------------------------------------------- registry
 
 #: Model builders by name, as used by ``cnnblas train --model`` and recorded in
-#: checkpoints: each takes ``num_classes``, ``in_channels``, ``input_size``, ``rng`` and
-#: ``input_grad``.
+#: checkpoints: each takes ``num_classes``, ``in_channels``, ``rng``, ``dtype`` and
+#: ``input_grad``; LeNet-5 and the tutorial's network also ``input_size`` (the
+#: ResNets end in a global average pooling and take any input size).
 MODEL_BUILDERS: dict[str, Callable[..., Module]] = {
     "lenet5": lenet5,
     "tutorial": tutorial_cnn,
+    **{builder.__name__: builder for builder in (resnet20, resnet32, resnet44, resnet56,
+                                                 resnet110, resnet18, resnet34)},
 }
 
 

@@ -5,10 +5,16 @@ and ``backward(dy) -> dx`` itself; ``Sequential`` calls them in order and in
 reverse order. Between the two a layer keeps a small, named cache of exactly
 what its backward needs (its input, a mask, the arg-max of a pooling, ...):
 
-- in ``train()`` mode, ``forward`` stores the cache and ``backward`` consumes
-  and releases it, so every ``forward`` supports one ``backward``;
+- in ``train()`` mode, each ``forward`` pushes its cache on the layer's stack
+  and each ``backward`` pops the newest one, so a layer applied twice in one
+  forward pass (one ``ReLU`` used twice in a residual block) gets one backward
+  per use, taken in reverse order, each with its own cache;
+- a ``backward`` with no matching ``forward`` raises ``RuntimeError``;
 - in ``eval()`` mode no layer keeps anything: inference holds no activations,
-  and ``backward`` raises ``RuntimeError``.
+  and ``backward`` raises ``RuntimeError``;
+- ``train()``, ``eval()``, :meth:`Module.zero_grad` and
+  :meth:`Module.clear_caches` empty the stacks (a forward whose backward never
+  came would otherwise be held forever).
 
 Parameter gradients accumulate (``+=``) until :meth:`Module.zero_grad`.
 State dicts use PyTorch's keys and array layouts, so a ``torch.nn`` model's
@@ -92,11 +98,16 @@ class Module:
     with :meth:`register_buffer`, and implement :meth:`forward` and
     :meth:`backward`. A layer stores its cache with :meth:`_save_for_backward`
     and takes it back with :meth:`_saved_for_backward`.
+
+    A composite module (a residual block, a whole network) holds its layers as
+    attributes and caches nothing itself: its ``forward`` calls theirs, and its
+    ``backward`` calls their backwards in the reverse order, summing the
+    gradients where its input forked (see :mod:`cnnblas.nn`).
     """
 
     def __init__(self):
         self.training = True
-        self._cache: dict | None = None
+        self._caches: list[dict] = []
 
     # -- registration ---------------------------------------------------------
 
@@ -245,9 +256,13 @@ class Module:
         missing = [key for key in targets if key not in state]
         unexpected = [key for key in state if key not in targets]
         if strict and (missing or unexpected):
+            first = (f"first missing key {missing[0]!r}" if missing
+                     else f"first unexpected key {unexpected[0]!r}")
             raise ValueError(
-                f"load_state_dict of {type(self).__name__}: missing keys {missing}, "
-                f"unexpected keys {unexpected}"
+                f"load_state_dict of {type(self).__name__}: the state dict does not fit "
+                f"this model ({first}); missing keys {_key_list(missing)}, unexpected keys "
+                f"{_key_list(unexpected)}. Was it saved from a model of another "
+                "depth or layout? Nothing was loaded."
             )
         values = {}
         for key, target in targets.items():
@@ -257,12 +272,12 @@ class Module:
             if value.shape != target.shape:
                 raise ValueError(
                     f"state_dict[{key!r}] has shape {value.shape}, the module expects "
-                    f"{target.shape}"
+                    f"{target.shape}; nothing was loaded"
                 )
             if value.dtype != target.dtype:
                 raise ValueError(
                     f"state_dict[{key!r}] has dtype {value.dtype}, the module expects "
-                    f"{target.dtype}"
+                    f"{target.dtype}; nothing was loaded"
                 )
             values[key] = value
         for key, value in values.items():
@@ -274,12 +289,12 @@ class Module:
     def train(self, mode: bool = True) -> Module:
         """Set training mode on this module and every descendant.
 
-        ``train(False)`` (= :meth:`eval`) also drops every cached activation.
+        Either way every cached activation is dropped: a forward made in the
+        other mode is never back-propagated.
         """
         for module in self.modules():
             module.training = bool(mode)
-            if not mode:
-                module._cache = None
+        self.clear_caches()
         return self
 
     def eval(self) -> Module:
@@ -287,9 +302,16 @@ class Module:
         return self.train(False)
 
     def zero_grad(self) -> None:
-        """Reset the gradient of every parameter to zero."""
+        """Reset the gradient of every parameter to zero and drop every cache
+        (the start of a new step: no earlier forward is back-propagated now)."""
         for param in self.parameters():
             param.zero_grad()
+        self.clear_caches()
+
+    def clear_caches(self) -> None:
+        """Drop what every layer holds for pending backwards, here and below."""
+        for module in self.modules():
+            module._caches.clear()
 
     # -- forward / backward -------------------------------------------------------
 
@@ -303,26 +325,32 @@ class Module:
         return self.forward(*args, **kwargs)
 
     def _save_for_backward(self, **arrays) -> None:
-        """Keep ``arrays`` (by name) for the next backward, in training mode only."""
-        self._cache = arrays if self.training else None
+        """Push ``arrays`` (by name) for a later backward, in training mode only."""
+        if self.training:
+            self._caches.append(arrays)
 
     def _saved_for_backward(self) -> dict:
-        """Take the cache stored by forward, or raise RuntimeError if there is none."""
-        cache = self._cache
-        if cache is None:
+        """Pop the newest cache pushed by forward, or raise RuntimeError if there is
+        none."""
+        if not self._caches:
             mode = "train" if self.training else "eval"
             raise RuntimeError(
                 f"{self._describe()}.backward() called with nothing cached ({mode} mode): "
-                "call forward() in train() mode first. eval() mode keeps no activations, "
-                "and each forward() supports a single backward()."
+                "no forward() in train() mode is waiting for this backward(). Each "
+                "forward() supports a single backward() (the last forward first); "
+                "eval() mode keeps no activations."
             )
-        self._cache = None
-        return cache
+        return self._caches.pop()
 
     @property
     def cached(self) -> tuple[str, ...]:
-        """Names of the arrays this layer currently holds for its backward."""
-        return tuple(self._cache) if self._cache else ()
+        """Names of the arrays held for the next backward (the newest forward's)."""
+        return tuple(self._caches[-1]) if self._caches else ()
+
+    @property
+    def pending_backwards(self) -> int:
+        """How many training-mode forwards of this layer still await their backward."""
+        return len(self._caches)
 
     # -- printing -------------------------------------------------------------------
 
@@ -343,6 +371,14 @@ class Module:
             lines.append(f"  ({name}): {child_repr}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _key_list(keys: list[str], shown: int = 6) -> str:
+    """``keys`` as a list, cut after ``shown`` entries with the total count (a
+    state dict of another depth can differ by hundreds of keys)."""
+    if len(keys) <= shown:
+        return str(keys)
+    return "[" + ", ".join(map(repr, keys[:shown])) + f", ... ({len(keys)} in all)]"
 
 
 def _prefixed(error: Exception, where: str) -> Exception:
