@@ -10,28 +10,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 
 import numpy as np
 import pytest
 
-import cnnblas
 from cnnblas.checkpoint import load_checkpoint
 from cnnblas.cli import main
 from cnnblas.cli.defaults import DEFAULTS, model_kwargs, resolve_defaults
 from cnnblas.cli.pipeline import EpochAugmentation, training_data
 from cnnblas.data import CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, augmentation_rng, random_crop_flip
 from cnnblas.nn import MODEL_BUILDERS, load_model
+from tests.cli.conftest import EPOCH_LINE, run_cli
 from tests.distributed.test_distributed import BIN, needs_mpi, run
 
 TRAIN_PER_FILE, TEST_IMAGES = 8, 12  # 40 training images in 5 files, 12 test images
-
-
-@pytest.fixture(autouse=True, scope="module")
-def restore_threads():
-    before = cnnblas.get_num_threads()
-    yield
-    cnnblas.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +49,6 @@ def cifar(tmp_path_factory):
         "x_test": raw[CIFAR10_TEST_FILE][0],
         "y_test": raw[CIFAR10_TEST_FILE][1],
     }
-
-
-def run_cli(argv, capsys):
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def train_argv(cifar, *extra) -> list[str]:
@@ -96,8 +82,7 @@ def test_resnet_train_header_metadata_and_files(cifar, trained, capsys):
         "0.0005), lr 0.1, cosine schedule, batch 20 (resnet defaults; --batch-size given), "
         "1 epochs, 1 thread(s)"
     )
-    assert re.fullmatch(r"epoch 1 \| loss \d+\.\d{4} \| accuracy [01]\.\d{4} \| test [01]\.\d{4} "
-                        r"\| \d+\.\d s \| \d+ img/s", out.splitlines()[1])
+    assert EPOCH_LINE.fullmatch(out.splitlines()[1]).group(1) == "1"
 
     model, saved = load_model(trained["run.npz"])
     meta = saved.metadata
