@@ -12,6 +12,44 @@ Models are built by name with :func:`build_model` (the builders of
 >>> dx = model.backward(criterion.backward())  # fills every Parameter.grad
 >>> [name for name, _ in model.named_parameters()][:2]
 ['0.weight', '0.bias']
+
+A network that is not a chain is a composite module, written as in PyTorch:
+its layers are attributes (the state-dict keys follow their names), and
+``forward`` combines them. There is no autograd, so it also writes
+``backward``: the layers' backwards in reverse order, *adding* the gradients
+where the input forked. A layer may be applied more than once per forward;
+each use keeps its own cache and gets its own ``backward``, the last use first.
+
+>>> class Residual(nn.Module):
+...     # relu(x + conv(x)): x forks into the convolution and the sum.
+...     def __init__(self, channels):
+...         super().__init__()
+...         self.conv = nn.Conv2d(channels, channels, 3, padding=1, rng=0)
+...         self.relu = nn.ReLU()
+...     def forward(self, x):
+...         return self.relu(x + self.conv(x))
+...     def backward(self, dy):
+...         d_sum = self.relu.backward(dy)
+...         return d_sum + self.conv.backward(d_sum)  # the two branches of x
+>>> block = Residual(4)
+>>> y = block(np.ones((1, 4, 5, 5), np.float32))
+>>> block.backward(np.ones_like(y)).shape
+(1, 4, 5, 5)
+>>> list(block.state_dict())
+['conv.weight', 'conv.bias']
+
+:class:`BasicBlock` and :class:`Bottleneck` are the residual blocks of He et
+al. (2016) and :class:`ResNet` stacks them, with torchvision's attribute names
+and state-dict keys: :func:`resnet20`, :func:`resnet32`, :func:`resnet44`,
+:func:`resnet56`, :func:`resnet110` (CIFAR-10) and :func:`resnet18`,
+:func:`resnet34` (ImageNet layout).
+
+>>> net = nn.resnet20(num_classes=10, rng=0)  # input_grad=False: data needs no dx
+>>> logits = net(np.zeros((2, 3, 32, 32), np.float32))
+>>> net.backward(np.ones_like(logits)) is None
+True
+>>> [key for key in net.state_dict() if key.startswith("layer2.0.downsample")][:2]
+['layer2.0.downsample.0.weight', 'layer2.0.downsample.1.weight']
 """
 
 from cnnblas.nn import init

@@ -16,18 +16,10 @@ import numpy as np
 
 from cnnblas import checkpoint as ckpt
 from cnnblas.checks import as_pair
+from cnnblas.nn import resnet
 from cnnblas.nn.init import as_float_dtype, as_rng
 from cnnblas.nn.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sigmoid
 from cnnblas.nn.module import Module, Sequential
-from cnnblas.nn.resnet import (
-    resnet18,
-    resnet20,
-    resnet32,
-    resnet34,
-    resnet44,
-    resnet56,
-    resnet110,
-)
 
 
 def _axes(model: str, input_size, axis_rule):
@@ -189,8 +181,8 @@ def tutorial_cnn(num_classes=10, in_channels=1, input_size=28, dtype=np.float32,
 MODEL_BUILDERS: dict[str, Callable[..., Module]] = {
     "lenet5": lenet5,
     "tutorial": tutorial_cnn,
-    **{builder.__name__: builder for builder in (resnet20, resnet32, resnet44, resnet56,
-                                                 resnet110, resnet18, resnet34)},
+    **{name: getattr(resnet, name) for name in ("resnet20", "resnet32", "resnet44", "resnet56",
+                                                "resnet110", "resnet18", "resnet34")},
 }
 
 

@@ -244,14 +244,18 @@ def test_layer_errors_name_the_layer_and_both_sizes():
     (nn.LeakyReLU(), (2, 3)), (nn.Sigmoid(), (2, 3)), (nn.Tanh(), (2, 3)),
     (nn.MaxPool2d(2), (1, 1, 4, 4)), (nn.AvgPool2d(2), (1, 1, 4, 4)),
     (nn.Flatten(), (2, 3, 2)), (nn.Dropout(0.5), (2, 3)), (nn.BatchNorm2d(2), (2, 2, 2, 2)),
+    (nn.AdaptiveAvgPool2d(2), (1, 1, 4, 4)),
 ], ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "")
-def test_backward_before_forward_and_twice_raise(layer, shape):
+def test_every_backward_needs_its_own_forward(layer, shape):
     with pytest.raises(RuntimeError, match=rf"{type(layer).__name__}\(.*\)\.backward\(\) called"):
         layer.backward(np.zeros(shape, np.float32))
     y = layer(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
     assert layer.cached, "training-mode forward must cache what backward needs"
+    layer(np.random.default_rng(1).standard_normal(shape).astype(np.float32))
+    assert layer.pending_backwards == 2  # a second forward no longer overwrites the first
     layer.backward(np.ones_like(y))
-    assert layer.cached == ()  # released by backward
+    layer.backward(np.ones_like(y))
+    assert layer.cached == () and layer.pending_backwards == 0  # released by the backwards
     with pytest.raises(RuntimeError, match="single backward"):
         layer.backward(np.ones_like(y))
     layer.eval()

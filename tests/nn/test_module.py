@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cnnblas import nn
+from cnnblas.nn.gradcheck import check_module_gradients
 
 
 def small_net(dtype=np.float32):
@@ -196,3 +197,89 @@ def test_buffer_must_stay_an_array():
     layer = nn.BatchNorm2d(2)
     with pytest.raises(TypeError, match="running_mean"):
         layer.running_mean = [0.0, 0.0]
+
+
+# -- a layer used several times per forward: one cache per use, LIFO ---------------------
+
+
+class TwiceReLU(nn.Module):
+    """``relu(W2 relu(W1 x))`` with one ReLU object applied twice."""
+
+    def __init__(self, relus=1, dtype=np.float64):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 5, dtype=dtype, rng=0)
+        self.fc2 = nn.Linear(5, 3, dtype=dtype, rng=1)
+        self.relu = nn.ReLU()
+        self.relu2 = nn.ReLU() if relus == 2 else self.relu
+
+    def forward(self, x):
+        return self.relu2(self.fc2(self.relu(self.fc1(x))))
+
+    def backward(self, dy):
+        return self.fc1.backward(self.relu.backward(self.fc2.backward(self.relu2.backward(dy))))
+
+
+def test_relu_used_twice_matches_two_relus_and_finite_differences():
+    x = np.random.default_rng(3).standard_normal((6, 4))
+    dy = np.random.default_rng(4).standard_normal((6, 3))
+    shared, separate = TwiceReLU(relus=1), TwiceReLU(relus=2)
+    assert list(shared.state_dict()) == list(separate.state_dict())
+    np.testing.assert_array_equal(shared(x), separate(x))
+    np.testing.assert_array_equal(shared.backward(dy), separate.backward(dy))
+    for (name, a), (_, b) in zip(shared.named_parameters(), separate.named_parameters(),
+                                 strict=True):
+        np.testing.assert_array_equal(a.grad, b.grad, err_msg=name)
+    errors = check_module_gradients(shared, x)
+    assert max(errors.values()) < 1e-7, errors
+    assert shared.relu.pending_backwards == 0
+
+
+def test_two_forwards_then_two_backwards_give_each_forward_its_own_gradient():
+    rng = np.random.default_rng(5)
+    x1, x2 = rng.standard_normal((2, 3, 1, 6, 6)).astype(np.float32)
+    dy1, dy2 = rng.standard_normal((2, 3, 3)).astype(np.float32)
+    reference = {}
+    for key, x, dy in (("1", x1, dy1), ("2", x2, dy2)):  # one forward, one backward each
+        net = small_net()
+        net[5].p = 0.0  # no dropout: both nets must see the same function
+        net(x)
+        reference[key] = (net.backward(dy), {n: p.grad for n, p in net.named_parameters()})
+    net = small_net()
+    net[5].p = 0.0
+    net(x1)
+    net(x2)  # used to overwrite the caches of the first forward
+    assert net[2].pending_backwards == 2
+    dx2 = net.backward(dy2)  # the newest forward's backward comes first
+    dx1 = net.backward(dy1)
+    np.testing.assert_allclose(dx2, reference["2"][0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(dx1, reference["1"][0], rtol=1e-6, atol=1e-7)
+    for name, param in net.named_parameters():  # the parameter gradients add up
+        np.testing.assert_allclose(param.grad, reference["1"][1][name] + reference["2"][1][name],
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+    with pytest.raises(RuntimeError, match=r"Linear\(in_features=5.*nothing cached"):
+        net.backward(dy1)
+
+
+def test_losses_keep_one_gradient_per_forward():
+    criterion = nn.SoftmaxCrossEntropy()
+    logits = np.random.default_rng(6).standard_normal((2, 4, 3))
+    labels = np.array([0, 2, 1, 1])
+    criterion(logits[0], labels)
+    criterion(logits[1], labels)
+    second, first = criterion.backward(), criterion.backward()
+    for grad, batch in ((first, logits[0]), (second, logits[1])):
+        softmax = np.exp(batch) / np.exp(batch).sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(grad, (softmax - np.eye(3)[labels]) / len(labels), rtol=1e-12)
+
+
+@pytest.mark.parametrize("reset", ["train", "eval", "zero_grad", "clear_caches"])
+def test_mode_changes_and_resets_drop_pending_caches(reset):
+    net = small_net()
+    x = np.random.default_rng(0).standard_normal((3, 1, 6, 6)).astype(np.float32)
+    net(x)
+    net(x)
+    assert net[0].pending_backwards == 2
+    getattr(net, reset)()
+    assert all(module.pending_backwards == 0 for module in net.modules())
+    with pytest.raises(RuntimeError, match="nothing cached"):
+        net.backward(np.ones((3, 3), np.float32))

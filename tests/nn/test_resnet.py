@@ -1,0 +1,297 @@
+"""Residual blocks and ResNets: PyTorch equivalence (a hand-written torch ResNet with
+torchvision's names), finite differences, builders, initialisation and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnblas import nn, optim
+from cnnblas.nn.blocks import downsample
+from cnnblas.nn.gradcheck import check_module_gradients
+from tests.nn.torch_resnet import torch_resnet_classes
+
+F64 = np.float64
+CIFAR_DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}
+
+
+def rel(actual, expected) -> float:
+    """``max|actual - expected| / max|expected|``, in float64."""
+    actual, expected = np.asarray(actual, F64), np.asarray(expected, F64)
+    return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-30))
+
+
+def to_torch(torch, state):
+    return {key: torch.from_numpy(np.array(value)) for key, value in state.items()}
+
+
+def torch_twin(torch, model, name):
+    """The hand-written torch network of the same architecture, holding ``model``'s weights."""
+    basic, _, resnet = torch_resnet_classes(torch)
+    if name in CIFAR_DEPTHS:
+        n = CIFAR_DEPTHS[name]
+        twin = resnet(basic, (n, n, n), model.fc.out_features, imagenet_stem=False)
+    else:
+        twin = resnet(basic, {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}[name],
+                      model.fc.out_features, imagenet_stem=True)
+    twin.load_state_dict(to_torch(torch, model.state_dict()), strict=True)
+    return twin
+
+
+# -- ResNet-20 is PyTorch's network: forward, loss, gradients, statistics, SGD ---------------
+
+
+@pytest.mark.torch
+def test_resnet20_training_steps_match_torch(torch):
+    model = nn.resnet20(rng=0)
+    twin = torch_twin(torch, model, "resnet20")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
+    labels = rng.integers(0, 10, 8)
+    tx, tlabels = torch.from_numpy(x), torch.from_numpy(labels)
+    criterion = nn.SoftmaxCrossEntropy()
+    hyper = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
+    opt, t_opt = optim.SGD(model.parameters(), **hyper), torch.optim.SGD(twin.parameters(),
+                                                                          **hyper)
+    t_params = dict(twin.named_parameters())
+    errors = {"logits": 0.0, "loss": 0.0, "gradients": 0.0, "running stats": 0.0}
+    for _ in range(3):
+        opt.zero_grad()
+        t_opt.zero_grad()
+        logits = model(x)
+        loss = criterion(logits, labels)
+        assert model.backward(criterion.backward()) is None  # the stem skips dx
+        t_logits = twin(tx)
+        t_loss = torch.nn.functional.cross_entropy(t_logits, tlabels)
+        t_loss.backward()
+        errors["logits"] = max(errors["logits"], rel(logits, t_logits.detach()))
+        errors["loss"] = max(errors["loss"], rel(loss, t_loss.item()))
+        for name, param in model.named_parameters():
+            errors["gradients"] = max(errors["gradients"], rel(param.grad, t_params[name].grad))
+        t_buffers = dict(twin.named_buffers())
+        for name, buffer in model.named_buffers():
+            errors["running stats"] = max(errors["running stats"], rel(buffer, t_buffers[name]))
+        opt.step()
+        t_opt.step()
+    errors["weights after 3 steps"] = max(rel(param.data, t_params[name].detach())
+                                          for name, param in model.named_parameters())
+    model.eval()
+    twin.eval()
+    with torch.no_grad():
+        errors["eval logits"] = rel(model(x), twin(tx))
+    print("ResNet-20 vs torch, max relative errors:", errors)
+    assert errors["gradients"] < 2e-3, errors
+    assert max(value for key, value in errors.items() if key != "gradients") < 1e-4, errors
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name, size", [("resnet20", 32), ("resnet18", 64)])
+def test_torch_state_dict_loads_key_for_key(torch, name, size):
+    twin = torch_twin(torch, getattr(nn, name)(rng=0), name)
+    generator = torch.Generator().manual_seed(0)
+    for module in twin.modules():  # non-trivial running statistics for the eval forward
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2, generator=generator)
+            module.running_var.uniform_(0.5, 1.5, generator=generator)
+            module.weight.data.uniform_(0.5, 1.5, generator=generator)
+    t_state = {key: value.detach().numpy() for key, value in twin.state_dict().items()}
+    model = getattr(nn, name)(rng=1)
+    ours = model.state_dict()
+    assert list(ours) == list(t_state)
+    assert [value.shape for value in ours.values()] == [value.shape for value in t_state.values()]
+    assert [value.dtype for value in ours.values()] == [value.dtype for value in t_state.values()]
+    model.load_state_dict(t_state)
+    x = np.random.default_rng(2).standard_normal((2, 3, size, size)).astype(np.float32)
+    with torch.no_grad():
+        expected = twin.eval()(torch.from_numpy(x))
+    assert rel(model.eval()(x), expected) < 1e-4
+
+
+@pytest.mark.torch
+def test_bottleneck_matches_torch(torch):
+    _, t_bottleneck, _ = torch_resnet_classes(torch)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 8, 7, 7))
+    for block, t_block in [
+        (nn.Bottleneck(8, 4, 2, downsample(8, 16, 2, F64, rng=0), dtype=F64, rng=1),
+         t_bottleneck(8, 4, 2, torch.nn.Sequential(torch.nn.Conv2d(8, 16, 1, 2, bias=False),
+                                                   torch.nn.BatchNorm2d(16)))),
+        (nn.Bottleneck(8, 2, dtype=F64, rng=2), t_bottleneck(8, 2)),
+    ]:
+        t_block = t_block.double()
+        t_block.load_state_dict(to_torch(torch, block.state_dict()), strict=True)
+        tx = torch.tensor(x, requires_grad=True)
+        t_y = t_block(tx)
+        dy = rng.standard_normal(t_y.shape)
+        t_y.backward(torch.from_numpy(dy))
+        y = block(x)
+        assert rel(y, t_y.detach()) < 1e-12
+        assert rel(block.backward(dy), tx.grad) < 1e-10
+        t_params = dict(t_block.named_parameters())
+        for name, param in block.named_parameters():
+            assert rel(param.grad, t_params[name].grad) < 1e-10, name
+        assert block.relu.pending_backwards == 0
+
+
+# -- finite differences --------------------------------------------------------------------
+
+
+def test_tiny_residual_network_matches_finite_differences():
+    net = nn.Sequential(
+        nn.BasicBlock(2, 2, dtype=F64, rng=0),
+        nn.BasicBlock(2, 3, stride=2, downsample=downsample(2, 3, 2, F64, rng=1), dtype=F64,
+                      rng=2),
+    )
+    x = np.random.default_rng(4).standard_normal((3, 2, 5, 5))
+    errors = check_module_gradients(net, x, max_checks=25, rng=0)
+    assert max(errors.values()) < 1e-6, errors
+    assert all(module.pending_backwards == 0 for module in net.modules())
+
+
+def test_bottleneck_and_small_resnet_match_finite_differences():
+    block = nn.Bottleneck(4, 2, stride=2, downsample=downsample(4, 8, 2, F64, rng=0), dtype=F64,
+                          rng=1)
+    x = np.random.default_rng(5).standard_normal((2, 4, 5, 5))
+    errors = check_module_gradients(block, x, max_checks=20, rng=0)
+    assert max(errors.values()) < 1e-6, errors
+    model = nn.ResNet(nn.BasicBlock, (1, 1, 1), num_classes=3, stem="cifar", dtype=F64, rng=0,
+                      input_grad=True)
+    x = np.random.default_rng(6).standard_normal((2, 3, 8, 8))
+    errors = check_module_gradients(model, x, max_checks=6, rng=0)
+    assert max(errors.values()) < 1e-6, errors
+
+
+# -- builders, layout, initialisation -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, n", CIFAR_DEPTHS.items())
+def test_cifar_builders_have_the_paper_layout(name, n):
+    model = nn.build_model(name, num_classes=7, rng=0)
+    assert nn.MODEL_BUILDERS[name] is getattr(nn, name)
+    assert [len(getattr(model, f"layer{i}")) for i in (1, 2, 3)] == [n, n, n]
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) + 1 == 6 * n + 2  # 3x3 convolutions and fc are the weighted layers
+    state = model.state_dict()
+    assert state["conv1.weight"].shape == (16, 3, 3, 3) and "conv1.bias" not in state
+    assert state["layer2.0.downsample.0.weight"].shape == (32, 16, 1, 1)
+    assert state["layer3.0.downsample.1.bias"].shape == (64,)
+    assert "layer1.0.downsample.0.weight" not in state and "maxpool" not in repr(model)
+    assert state["fc.weight"].shape == (7, 64)
+    assert state["bn1.num_batches_tracked"].dtype == np.int64
+    assert model.conv1.stride == (1, 1) and model.layer2[0].conv1.stride == (2, 2)
+
+
+def test_resnet20_parameter_count_and_output():
+    model = nn.resnet20(rng=0)
+    # He et al. 2016, Table 6: 0.27M (with 1x1 projections at the two stage changes).
+    assert sum(param.size for param in model.parameters()) == 272_474
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    y = model(x)
+    assert y.shape == (2, 10) and y.dtype == np.float32
+    assert model.backward(np.ones_like(y)) is None
+    model = nn.resnet20(rng=0, input_grad=True)
+    model(x)
+    dx = model.backward(np.ones_like(y))
+    assert dx.shape == x.shape and dx.dtype == np.float32
+
+
+def test_resnet18_and_34_layout():
+    for name, counts in (("resnet18", [2, 2, 2, 2]), ("resnet34", [3, 4, 6, 3])):
+        model = getattr(nn, name)(num_classes=5, rng=0)
+        assert [len(getattr(model, f"layer{i}")) for i in (1, 2, 3, 4)] == counts
+        assert model.conv1.kernel_size == (7, 7) and model.conv1.stride == (2, 2)
+        assert model.maxpool.kernel_size == (3, 3) and model.fc.weight.shape == (5, 512)
+    assert sum(p.size for p in nn.resnet18(rng=0).parameters()) == 11_689_512  # torchvision's
+
+
+def test_initialisation_is_torchvisions():
+    model = nn.resnet18(rng=0)
+    weight = model.layer4[1].conv2.weight.data  # fan_out = 512 * 9
+    assert abs(weight.std() / np.sqrt(2 / (512 * 9)) - 1) < 0.01 and abs(weight.mean()) < 1e-4
+    stem = model.conv1.weight.data  # fan_out = 64 * 49
+    assert abs(stem.std() / np.sqrt(2 / (64 * 49)) - 1) < 0.05
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            assert (module.weight.data == 1).all() and (module.bias.data == 0).all()
+    assert np.abs(model.fc.weight.data).max() <= 1 / np.sqrt(512)
+    a, b = nn.resnet20(rng=3), nn.resnet20(rng=3)
+    for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        np.testing.assert_array_equal(x, y, err_msg=key)
+
+
+def test_float64_resnet():
+    model = nn.resnet20(dtype=F64, rng=0, num_classes=4, in_channels=1)
+    y = model(np.zeros((2, 1, 8, 8)))
+    assert y.dtype == F64 and y.shape == (2, 4)
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def test_block_channel_errors_name_the_block_and_both_counts():
+    block = nn.BasicBlock(16, 16)
+    with pytest.raises(ValueError, match=r"BasicBlock\(inplanes=16, planes=16, stride=1\) "
+                                         r"expects 16 input channels, got 8"):
+        block(np.zeros((1, 8, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"Bottleneck\(inplanes=16, planes=8, stride=1\) needs a "
+                                         r"downsample.*32 channels.*16 channels"):
+        nn.Bottleneck(16, 8)
+    with pytest.raises(ValueError, match=r"BasicBlock.*needs a downsample.*stride 2"):
+        nn.BasicBlock(16, 16, stride=2)
+    with pytest.raises(ValueError, match=r"shortcut gives shape \(1, 8, 4, 4\).*\(1, 8, 2, 2\)"):
+        nn.BasicBlock(4, 8, stride=2, downsample=downsample(4, 8, 1))(
+            np.zeros((1, 4, 4, 4), np.float32))
+    with pytest.raises(TypeError, match="downsample must be a cnnblas.nn.Module"):
+        nn.BasicBlock(4, 8, downsample="conv")
+    with pytest.raises(ValueError, match="BasicBlock planes must be an int >= 1, got 0"):
+        nn.BasicBlock(4, 0)
+    model = nn.resnet20(rng=0)
+    with pytest.raises(ValueError, match=r"ResNet\.conv1.*expects 3 input channels, got 1"):
+        model(np.zeros((1, 1, 32, 32), np.float32))
+
+
+def test_builder_argument_errors():
+    with pytest.raises(ValueError, match=r"depth of a CIFAR ResNet must be 6n \+ 2.*got 21"):
+        nn.resnet_cifar(21)
+    with pytest.raises(ValueError, match="depth must be an int >= 8, got 2"):
+        nn.resnet_cifar(2)
+    with pytest.raises(ValueError, match="num_classes must be an int >= 1, got 0"):
+        nn.resnet20(num_classes=0)
+    with pytest.raises(TypeError, match="input_grad must be a bool"):
+        nn.resnet20(input_grad=1)
+    with pytest.raises(ValueError, match=r"ResNet stem must be one of .*got 'mnist'"):
+        nn.ResNet(nn.BasicBlock, (1, 1, 1), stem="mnist")
+    with pytest.raises(ValueError, match=r"layers must give 4 block counts.*got \(1, 1, 1\)"):
+        nn.ResNet(nn.BasicBlock, (1, 1, 1))
+    with pytest.raises(TypeError, match="block must be BasicBlock or Bottleneck"):
+        nn.ResNet(nn.ReLU, (1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("source, target, first", [
+    ("resnet32", "resnet20", "first unexpected key 'layer1.3.conv1.weight'"),
+    ("resnet20", "resnet32", "first missing key 'layer1.3.conv1.weight'"),
+    ("resnet18", "resnet20", "first missing key 'layer1.2.conv1.weight'"),
+])
+def test_state_dict_of_another_depth_is_refused_whole(source, target, first):
+    model = getattr(nn, target)(rng=0)
+    before = model.state_dict()
+    with pytest.raises(ValueError, match=rf"{first}.*in all\).*Nothing was loaded"):
+        model.load_state_dict(getattr(nn, source)(rng=1).state_dict())
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
+def test_state_dict_shape_or_dtype_mismatch_loads_nothing():
+    model = nn.resnet20(rng=0)
+    before = model.state_dict()
+    wrong = nn.resnet20(rng=1, num_classes=5).state_dict()  # every key fits but fc's shapes
+    with pytest.raises(ValueError, match=r"state_dict\['fc.weight'\] has shape \(5, 64\), the "
+                                         r"module expects \(10, 64\); nothing was loaded"):
+        model.load_state_dict(wrong)
+    doubled = {key: value.astype(F64) if value.dtype == np.float32 else value
+               for key, value in nn.resnet20(rng=1).state_dict().items()}
+    with pytest.raises(ValueError, match=r"state_dict\['conv1.weight'\] has dtype float64, "
+                                         r"the module expects float32"):
+        model.load_state_dict(doubled)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
