@@ -94,7 +94,7 @@ def test_resnet_train_header_metadata_and_files(cifar, trained, capsys):
             meta["train"]["batch_size"], meta["train"]["nesterov"]) == (0.1, 0.9, 5e-4, 128,
                                                                        False)
     # Per-channel statistics of the training images, before augmentation.
-    pixels = cifar["x_train"].astype(np.float64) / 255
+    pixels = (cifar["x_train"] / np.float32(255)).astype(np.float64)  # the loader's floats
     np.testing.assert_allclose(meta["input"]["mean"], pixels.mean(axis=(0, 2, 3)), rtol=1e-9)
     np.testing.assert_allclose(meta["input"]["std"], pixels.std(axis=(0, 2, 3)), rtol=1e-9)
     assert meta["input"]["shape"] == [3, 32, 32] and meta["input"]["pixel_max"] == 255
@@ -120,15 +120,28 @@ def test_predict_applies_the_stored_normalisation(cifar, trained, capsys, tmp_pa
     assert lines[-1] == f"accuracy {correct / TEST_IMAGES:.4f} ({correct}/{TEST_IMAGES})"
 
 
-def test_resume_with_augmentation_is_bit_exact(cifar, capsys, tmp_path):
-    common = ("--limit", "16", "--batch-size", "8")
+class Interrupted(Exception):
+    """Stands for a run killed between two epochs."""
+
+
+def test_resume_with_augmentation_is_bit_exact(cifar, capsys, tmp_path, monkeypatch):
+    argv = train_argv(cifar, "--limit", "16", "--batch-size", "8", "--epochs", "2")
     straight, split = tmp_path / "straight.npz", tmp_path / "split.npz"
-    assert run_cli(train_argv(cifar, *common, "--epochs", "2", "--checkpoint", str(straight)),
-                   capsys)[0] == 0
-    assert run_cli(train_argv(cifar, *common, "--epochs", "1", "--checkpoint", str(split)),
-                   capsys)[0] == 0
-    code, out, err = run_cli(train_argv(cifar, *common, "--epochs", "2", "--checkpoint",
-                                        str(split), "--resume"), capsys)
+    assert run_cli([*argv, "--checkpoint", str(straight)], capsys)[0] == 0
+
+    redraw = EpochAugmentation.on_epoch_begin
+
+    def interrupt_at_epoch_2(self, trainer, epoch, num_batches):
+        if epoch == 2:
+            raise Interrupted
+        redraw(self, trainer, epoch, num_batches)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(EpochAugmentation, "on_epoch_begin", interrupt_at_epoch_2)
+        with pytest.raises(Interrupted):
+            main([*argv, "--checkpoint", str(split)])
+    assert load_checkpoint(split).epoch == 1
+    code, out, err = run_cli([*argv, "--checkpoint", str(split), "--resume"], capsys)
     assert code == 0, err
     assert f"resumed from {split} at epoch 1" in out
     one, other = weights(straight), weights(split)
@@ -137,8 +150,7 @@ def test_resume_with_augmentation_is_bit_exact(cifar, capsys, tmp_path):
         np.testing.assert_array_equal(other[key], one[key], err_msg=key)
     # ... and the augmentation did change the run:
     plain = tmp_path / "plain.npz"
-    assert run_cli(train_argv(cifar, *common, "--epochs", "2", "--no-augment", "--checkpoint",
-                              str(plain)), capsys)[0] == 0
+    assert run_cli([*argv, "--no-augment", "--checkpoint", str(plain)], capsys)[0] == 0
     assert not np.array_equal(weights(plain)["conv1.weight"], one["conv1.weight"])
 
 
@@ -224,20 +236,27 @@ def test_bad_augmentation_options(cifar, capsys):
 
 
 @needs_mpi
-def test_two_ranks_with_synchronised_batchnorm_match_one_process(cifar, tmp_path):
+def test_two_ranks_with_synchronised_batchnorm(cifar, tmp_path):
     argv = [str(BIN / "cnnblas"), "train", "--model", "resnet20", "--data",
-            f"cifar10:{cifar['dir']}", "--epochs", "1", "--limit", "16", "--batch-size", "8",
+            f"cifar10:{cifar['dir']}", "--epochs", "1", "--limit", "16", "--batch-size", "16",
             "--no-progress", "--threads", "1", "--checkpoint"]
     single = run([*argv, str(tmp_path / "single.npz")])
-    double = run([*argv, str(tmp_path / "double.npz"), "--sync-batchnorm"], 2)
-    assert single.returncode == 0, single.stderr
-    assert double.returncode == 0, double.stderr
-    assert double.stdout.count("resnet20 on cifar10") == 1
-    assert "2 MPI ranks x 1 thread(s), 4 images per rank and step, synchronised BatchNorm" \
-        in double.stdout
-    assert load_checkpoint(tmp_path / "double.npz").metadata["train"]["sync_batchnorm"]
-    # The same global batches, augmentation and BatchNorm statistics: the same weights up to
-    # float32 rounding (sums in another order).
-    one, other = weights(tmp_path / "single.npz"), weights(tmp_path / "double.npz")
-    for key in one:
-        np.testing.assert_allclose(other[key], one[key], rtol=1e-3, atol=1e-5, err_msg=key)
+    synced = run([*argv, str(tmp_path / "synced.npz"), "--sync-batchnorm"], 2)
+    local = run([*argv, str(tmp_path / "local.npz")], 2)
+    for result in (single, synced, local):
+        assert result.returncode == 0, result.stderr
+    assert synced.stdout.count("resnet20 on cifar10") == 1
+    assert "2 MPI ranks x 1 thread(s), 8 images per rank and step, synchronised BatchNorm" \
+        in synced.stdout
+    assert load_checkpoint(tmp_path / "synced.npz").metadata["train"]["sync_batchnorm"]
+    # One step on the same global batch: with the global batch's BatchNorm statistics two
+    # ranks take one process's step up to float32 rounding (measured: 1.1e-4 at most, on a
+    # BatchNorm bias), with per-rank statistics a different one (measured: 2.0e-2).
+    one = weights(tmp_path / "single.npz")
+
+    def largest_difference(name):
+        other = weights(tmp_path / name)
+        return max(float(np.abs(other[key] - one[key]).max()) for key in one)
+
+    assert largest_difference("synced.npz") < 1e-3
+    assert largest_difference("local.npz") > 10 * largest_difference("synced.npz")
