@@ -25,7 +25,7 @@ import numpy as np
 from cnnblas.checks import check_bool, check_int
 from cnnblas.nn import init
 from cnnblas.nn.adaptive_pool import AdaptiveAvgPool2d
-from cnnblas.nn.blocks import BasicBlock, Bottleneck, downsample
+from cnnblas.nn.blocks import BasicBlock, downsample
 from cnnblas.nn.layers import Conv2d, Linear, MaxPool2d, ReLU
 from cnnblas.nn.module import Module, Sequential, _prefixed
 from cnnblas.nn.normalization import BatchNorm2d
@@ -39,7 +39,10 @@ class ResNet(Module):
 
     Parameters
     ----------
-    block : BasicBlock or Bottleneck (the class)
+    block : class
+        :class:`~cnnblas.nn.BasicBlock`, :class:`~cnnblas.nn.Bottleneck`, or any
+        Module class with their constructor ``(inplanes, planes, stride=1,
+        downsample=None, dtype=..., rng=...)`` and an int ``expansion``.
     layers : sequence of int
         Blocks per stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18, ``(3, 3, 3)``
         for ResNet-20; one entry per stage of the stem's widths
@@ -71,8 +74,10 @@ class ResNet(Module):
     def __init__(self, block, layers, num_classes=1000, in_channels=3, stem="imagenet",
                  dtype=np.float32, rng=None, input_grad=False):
         super().__init__()
-        if block not in (BasicBlock, Bottleneck):
-            raise TypeError(f"ResNet block must be BasicBlock or Bottleneck, got {block!r}")
+        if not (isinstance(block, type) and issubclass(block, Module)
+                and isinstance(getattr(block, "expansion", None), int)):
+            raise TypeError("ResNet block must be a cnnblas.nn.Module class with an int "
+                            f"expansion (BasicBlock, Bottleneck), got {block!r}")
         if stem not in STAGE_WIDTHS:
             raise ValueError(f"ResNet stem must be one of {sorted(STAGE_WIDTHS)}, got {stem!r}")
         widths = STAGE_WIDTHS[stem]
@@ -136,25 +141,26 @@ class ResNet(Module):
     def forward(self, x):
         """Parameters: x (N, in_channels, H, W). Returns logits (N, num_classes)."""
         for name, layer in self._trunk():
-            try:
-                x = layer(x)
-            except (ValueError, TypeError) as error:
-                raise _prefixed(error, f"{type(self).__name__}.{name}") from error
-        return self.fc(x.reshape(x.shape[0], -1))
+            x = self._run(name, layer.forward, x)
+        return self._run("fc", self.fc.forward, x.reshape(x.shape[0], -1))
 
     def backward(self, dy):
         """Back-propagate the logits' gradient; fills every parameter's gradient.
 
         Returns dx (N, in_channels, H, W), or None when built with ``input_grad=False``.
         """
-        d = self.fc.backward(dy)
+        d = self._run("fc", self.fc.backward, dy)
         d = d.reshape(*d.shape, 1, 1)  # the pooled (N, C, 1, 1) map
         for name, layer in reversed(self._trunk()):
-            try:
-                d = layer.backward(d)
-            except (ValueError, TypeError, RuntimeError) as error:
-                raise _prefixed(error, f"{type(self).__name__}.{name}") from error
+            d = self._run(name, layer.backward, d)
         return d
+
+    def _run(self, name: str, method, array):
+        """``method(array)``, its errors prefixed with ``ResNet.<name>``."""
+        try:
+            return method(array)
+        except (ValueError, TypeError, RuntimeError) as error:
+            raise _prefixed(error, f"{type(self).__name__}.{name}") from error
 
 
 def resnet_cifar(depth, num_classes=10, in_channels=3, rng=None, dtype=np.float32, *,
