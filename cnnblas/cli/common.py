@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from cnnblas.data import standardize
 
 __all__ = ["ERRORS", "preprocess", "set_threads"]
 
@@ -10,18 +14,17 @@ __all__ = ["ERRORS", "preprocess", "set_threads"]
 ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError, ImportError, OSError)
 
 
-def preprocess(images: np.ndarray, upsample: int = 1, mean: float = 0.0,
-               std: float = 1.0) -> np.ndarray:
+def preprocess(images: np.ndarray, upsample: int = 1, mean: float | Sequence[float] = 0.0,
+               std: float | Sequence[float] = 1.0) -> np.ndarray:
     """Images in [0, 1] (N, C, H, W) -> the model's input: upsampled, standardised, float32.
 
     ``upsample`` repeats every pixel ``upsample`` times along both axes
-    (nearest neighbour); then ``(x - mean) / std``.
+    (nearest neighbour); then ``(x - mean) / std`` with one value for every
+    channel or one per channel (see :func:`cnnblas.data.standardize`).
     """
     if upsample > 1:
         images = images.repeat(upsample, axis=2).repeat(upsample, axis=3)
-    result = np.asarray(images, dtype=np.float32) - np.float32(mean)
-    result /= np.float32(std)
-    return result
+    return standardize(images, mean, std)
 
 
 def set_threads(threads: int | None) -> None:

@@ -55,9 +55,10 @@ def _read_array(path: Path, what: str) -> np.ndarray:
 def _prepare_images(images: np.ndarray, metadata: dict, path: Path) -> np.ndarray:
     """Bring raw images to the model's input, as ``cnnblas train`` did (see :func:`preprocess`).
 
-    Integer pixels are divided by the training data's maximum pixel value
-    (16 for digits, 255 for MNIST and CIFAR-10); float pixels are taken to be
-    in [0, 1] already.
+    The same upsampling and standardisation (per channel) as the training
+    images, never their random augmentation. Integer pixels are divided by
+    the training data's maximum pixel value (16 for digits, 255 for MNIST and
+    CIFAR-10); float pixels are taken to be in [0, 1] already.
     """
     spec = metadata.get("input", {})
     expected = spec.get("shape")
@@ -80,8 +81,9 @@ def _prepare_images(images: np.ndarray, metadata: dict, path: Path) -> np.ndarra
         raise ValueError(
             f"{path}: images must be integer or float pixels, got dtype {images.dtype}"
         )
-    return preprocess(images, int(spec.get("upsample", 1)), float(spec.get("mean", 0.0)),
-                      float(spec.get("std", 1.0)))
+    # mean and std: one float, or one per channel (what cnnblas train stores)
+    return preprocess(images, int(spec.get("upsample", 1)), spec.get("mean", 0.0),
+                      spec.get("std", 1.0))
 
 
 def _read_labels(path: Path, num_images: int, images_path: Path) -> np.ndarray:

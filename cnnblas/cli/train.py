@@ -12,6 +12,13 @@ epoch, then the test accuracy::
 the ranks; rank 0 alone prints and writes the checkpoint, history and plot;
 each rank gets ``cores // ranks-on-its-node`` threads unless ``--threads`` says
 otherwise.
+
+Options left out take the defaults of the model's family
+(:mod:`cnnblas.cli.defaults`): ``cnnblas train --model resnet20 --data
+cifar10:DIR`` trains with SGD (lr 0.1, momentum 0.9, weight decay 5e-4), a
+cosine schedule, batch 128, random crops and flips redrawn every epoch and
+per-channel standardisation (:mod:`cnnblas.cli.pipeline`); the first line of
+the run says what was chosen.
 """
 
 from __future__ import annotations
@@ -20,80 +27,90 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from cnnblas import distributed
-from cnnblas.cli.common import ERRORS, preprocess, set_threads
-from cnnblas.data import shifted_copies
+from cnnblas.cli.common import ERRORS, set_threads
+from cnnblas.cli.defaults import DEFAULTS, FAMILY_DEFAULTS, model_kwargs, resolve_defaults
+from cnnblas.cli.pipeline import (
+    AUGMENTATIONS,
+    EpochAugmentation,
+    TrainingData,
+    describe_augmentation,
+    training_data,
+)
 from cnnblas.nn import MODEL_BUILDERS
 
 __all__ = ["add_command", "run_train", "DEFAULTS"]
 
-#: Defaults of ``cnnblas train``, tuned so that the plain command reaches
-#: >= 98% test accuracy on the digits in seconds: LeNet-5 on the 8x8 digits
-#: upsampled to 16x16 and standardised, SGD with Nesterov momentum, cosine
-#: schedule. (On the raw 8x8 images LeNet-5 plateaus near 97%.)
-DEFAULTS = {
-    "model": "lenet5",
-    "data": "digits",
-    "epochs": 8,
-    "batch_size": 16,
-    "optimizer": "sgd",
-    "lr": {"adam": 3e-3, "sgd": 0.02},
-    "momentum": 0.9,
-    "nesterov": True,
-    "schedule": "cosine",
-    "seed": 0,
-    "upsample": {"digits": 2},  # other data sets: 1
-    "shift_augment": {"digits": 1},  # other data sets: 0
-}
-
 
 def add_command(commands) -> None:
     """Add ``train`` to an argparse sub-parsers object."""
+    resnet = FAMILY_DEFAULTS["resnet"]
     train = commands.add_parser(
         "train", help="train a CNN (default: LeNet-5 on the embedded 8x8 digits)",
-        description="Train a CNN and report the test accuracy after every epoch.",
+        description="Train a CNN and report the test accuracy after every epoch. Options "
+                    "left out take the defaults of the model's family: the resnet* models "
+                    "train with SGD, lr 0.1, momentum 0.9, weight decay 5e-4, a cosine "
+                    "schedule and batch 128; the others as the defaults below say.",
     )
     train.add_argument("--model", choices=tuple(MODEL_BUILDERS), default=DEFAULTS["model"],
-                       help="lenet5 (default), or the tutorial's MNIST network (32 3x3 and "
-                            "64 4x4 filters, 100 sigmoid units)")
+                       help="lenet5 (default), the tutorial's MNIST network (32 3x3 and "
+                            "64 4x4 filters, 100 sigmoid units), or a registered network "
+                            "such as the residual networks")
     train.add_argument("--data", default=DEFAULTS["data"], metavar="digits|mnist:DIR|cifar10:DIR",
                        help="the 8x8 digits shipped with scikit-learn (default), MNIST-format "
                             "IDX files in DIR, or the CIFAR-10 binary batches in DIR")
     train.add_argument("--epochs", type=int, default=DEFAULTS["epochs"],
                        help="total number of epochs; a resumed run continues up to it "
                             "(default: %(default)s)")
-    train.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
+    train.add_argument("--batch-size", type=int, default=None,
                        help="training batch size; under mpiexec the global batch, split "
-                            "across the ranks (default: %(default)s)")
+                            f"across the ranks (default: {DEFAULTS['batch_size']}, "
+                            f"resnet*: {resnet['batch_size']})")
     train.add_argument("--optimizer", choices=("adam", "sgd"), default=DEFAULTS["optimizer"],
                        help="default: %(default)s")
     train.add_argument("--lr", type=float, default=None,
                        help=f"learning rate (default: {DEFAULTS['lr']['sgd']:g} for sgd, "
-                            f"{DEFAULTS['lr']['adam']:g} for adam)")
-    train.add_argument("--momentum", type=float, default=DEFAULTS["momentum"],
-                       help="SGD momentum (default: %(default)s)")
-    train.add_argument("--nesterov", action=argparse.BooleanOptionalAction,
-                       default=DEFAULTS["nesterov"],
-                       help="SGD with Nesterov momentum (default: %(default)s)")
-    train.add_argument("--schedule", choices=("cosine", "none"), default=DEFAULTS["schedule"],
-                       help="learning-rate schedule over the epochs (default: %(default)s)")
+                            f"{DEFAULTS['lr']['adam']:g} for adam; resnet*: "
+                            f"{resnet['lr']['sgd']:g} and {resnet['lr']['adam']:g})")
+    train.add_argument("--momentum", type=float, default=None,
+                       help=f"SGD momentum (default: {DEFAULTS['momentum']})")
+    train.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
+                       help="SGD with Nesterov momentum (default: on, resnet*: off)")
+    train.add_argument("--weight-decay", type=float, default=None,
+                       help=f"L2 penalty added to the gradients (default: "
+                            f"{DEFAULTS['weight_decay']:g}, resnet*: {resnet['weight_decay']:g})")
+    train.add_argument("--schedule", choices=("cosine", "none"), default=None,
+                       help=f"learning-rate schedule over the epochs (default: "
+                            f"{DEFAULTS['schedule']})")
     train.add_argument("--seed", type=int, default=DEFAULTS["seed"],
-                       help="seed of the initial weights and of the shuffling "
+                       help="seed of the initial weights, the shuffling and the augmentation "
                             "(default: %(default)s)")
     train.add_argument("--upsample", type=int, default=None, metavar="K",
                        help="enlarge the images K times (nearest neighbour) before the model "
                             "(default: 2 for digits, 1 otherwise)")
     train.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
-                       help="subtract the training mean and divide by the training standard "
-                            "deviation, both stored in the checkpoint for predict "
+                       help="subtract the training images' mean and divide by their standard "
+                            "deviation, per channel, both stored in the checkpoint for predict "
+                            "(default: %(default)s)")
+    train.add_argument("--augment", choices=tuple(AUGMENTATIONS), default=None,
+                       help="redraw the training images every epoch: random crops of the "
+                            "images zero-padded by --crop-pad pixels and/or horizontal flips; "
+                            "never the test images (default: crop+flip for cifar10, none "
+                            "otherwise)")
+    train.add_argument("--no-augment", dest="augment", action="store_const", const="none",
+                       help="the same as --augment none")
+    train.add_argument("--crop-pad", type=int, default=4, metavar="P",
+                       help="zero padding of the random crops, the largest shift "
                             "(default: %(default)s)")
     train.add_argument("--threads", type=int, default=None,
                        help="threads for kernels and BLAS per process (default: all cores, "
                             "or under mpiexec the cores of the node divided among its ranks)")
+    train.add_argument("--sync-batchnorm", action="store_true",
+                       help="under mpiexec, normalise BatchNorm layers with the statistics of "
+                            "the global batch (default: each rank's own part)")
     train.add_argument("--shift-augment", type=int, default=None, metavar="P",
                        help="add copies of the training images shifted by P pixels up, down, "
                             "left and right (5x the data; default: 1 for digits, 0 otherwise)")
@@ -109,74 +126,6 @@ def add_command(commands) -> None:
                        help="plot loss and accuracy per epoch (needs matplotlib)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=run_train)
-
-
-# --------------------------------------------------------------------------- data
-
-
-class TrainingData(NamedTuple):
-    """The arrays the model trains and is tested on, and how they were made."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-    pixel_max: int
-    shape: tuple[int, int, int]  # (channels, height, width) of the raw images
-    originals: int  # training images before the shifted copies
-    shift: int
-    upsample: int
-    mean: float
-    std: float
-
-
-def _load_data(spec: str):
-    """``digits`` | ``mnist:DIR`` | ``cifar10:DIR`` -> (Dataset, maximum raw pixel value)."""
-    from cnnblas import data
-
-    name, _, directory = spec.partition(":")
-    if name == "digits" and not directory:
-        return data.load_digits(), 16
-    if name == "mnist" and directory:
-        return data.load_mnist(directory), 255
-    if name == "cifar10" and directory:
-        return data.load_cifar10(directory), 255
-    raise ValueError(f"--data must be digits, mnist:DIR or cifar10:DIR, got {spec!r}")
-
-
-def _at_least(value: int, option: str, minimum: int) -> int:
-    if value < minimum:
-        raise ValueError(f"--{option} must be >= {minimum}, got {value}")
-    return value
-
-
-def _training_data(args) -> TrainingData:
-    """Load ``--data``, cut to ``--limit``, add the shifted copies, standardise, upsample."""
-    dataset, pixel_max = _load_data(args.data)
-    x_train, y_train, x_test, y_test = dataset
-    if args.limit is not None:
-        if args.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {args.limit}")
-        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
-        x_test, y_test = x_test[:args.limit], y_test[:args.limit]
-    upsample = DEFAULTS["upsample"].get(args.data, 1) if args.upsample is None \
-        else args.upsample
-    upsample = _at_least(upsample, "upsample", 1)
-    shift = DEFAULTS["shift_augment"].get(args.data, 0) if args.shift_augment is None \
-        else args.shift_augment
-    shift = _at_least(shift, "shift-augment", 0)
-    originals = len(x_train)
-    if shift:
-        x_train, y_train = shifted_copies(x_train, y_train, shift)
-    mean, std = 0.0, 1.0
-    if args.standardize:
-        mean, std = float(x_train.mean()), float(x_train.std())
-        std = std if std > 0 else 1.0
-    shape = tuple(int(size) for size in x_train.shape[1:])
-    return TrainingData(preprocess(x_train, upsample, mean, std), y_train,
-                        preprocess(x_test, upsample, mean, std), y_test, dataset.num_classes,
-                        pixel_max, shape, originals, shift, upsample, mean, std)
 
 
 # --------------------------------------------------------------------------- setup
@@ -196,10 +145,6 @@ def _check_args(args, world) -> None:
         )
 
 
-def _learning_rate(args) -> float:
-    return DEFAULTS["lr"][args.optimizer] if args.lr is None else args.lr
-
-
 def _build_trainer(args, world, data: TrainingData):
     """The model, optimizer, schedule and :class:`~cnnblas.train.Trainer` of ``args``."""
     from cnnblas import nn, optim
@@ -207,63 +152,76 @@ def _build_trainer(args, world, data: TrainingData):
 
     channels, height, width = data.shape
     size = [height * data.upsample, width * data.upsample]
-    model_kwargs = {"num_classes": data.num_classes, "in_channels": channels, "input_size": size}
     # Training from data never needs the gradient of the images themselves.
-    model = nn.build_model(args.model, **model_kwargs, rng=args.seed, input_grad=False)
-    lr = _learning_rate(args)
+    kwargs = model_kwargs(args.model, {"num_classes": data.num_classes, "in_channels": channels,
+                                       "input_size": size, "rng": args.seed,
+                                       "input_grad": False})
+    model = nn.build_model(args.model, **kwargs)
     if args.optimizer == "adam":
-        optimizer = optim.Adam(model.parameters(), lr=lr)
+        optimizer = optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     else:
-        optimizer = optim.SGD(model.parameters(), lr=lr, momentum=args.momentum,
-                              nesterov=args.nesterov)
+        optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                              nesterov=args.nesterov, weight_decay=args.weight_decay)
     scheduler = optim.CosineAnnealingLR(optimizer, args.epochs) \
         if args.schedule == "cosine" else None
     metadata = {
-        "model": {"name": args.model, "kwargs": model_kwargs},
+        "model": {"name": args.model, "kwargs": kwargs},
         "input": {"shape": list(data.shape), "pixel_max": data.pixel_max,
                   "upsample": data.upsample, "mean": data.mean, "std": data.std},
         "data": args.data,
-        "train": {"batch_size": args.batch_size, "optimizer": args.optimizer, "lr": lr,
+        "train": {"batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
                   "momentum": args.momentum, "nesterov": args.nesterov,
-                  "schedule": args.schedule, "seed": args.seed, "epochs": args.epochs,
-                  "limit": args.limit},
+                  "weight_decay": args.weight_decay, "schedule": args.schedule,
+                  "seed": args.seed, "epochs": args.epochs, "limit": args.limit,
+                  "augment": data.augment, "crop_pad": data.pad, "shift": data.shift,
+                  "sync_batchnorm": args.sync_batchnorm},
     }
     return Trainer(model, nn.SoftmaxCrossEntropy(), optimizer, scheduler, metadata=metadata,
-                   comm=world)
+                   comm=world, sync_batchnorm=args.sync_batchnorm)
 
 
-def _header(args, world, data: TrainingData, trainer) -> str:
+def _header(args, world, data: TrainingData, trainer, given: list[str]) -> str:
     """The first line of the run: model, data, optimizer, schedule, batch, parallelism."""
     import cnnblas
 
     channels, height, width = data.shape
-    optimizer_text = args.optimizer if args.optimizer == "adam" else (
-        f"sgd (momentum {args.momentum:g}{', nesterov' if args.nesterov else ''})")
+    details = [f"momentum {args.momentum:g}"] if args.optimizer == "sgd" else []
+    if args.optimizer == "sgd" and args.nesterov:
+        details.append("nesterov")
+    if args.weight_decay:
+        details.append(f"weight decay {args.weight_decay:g}")
+    optimizer_text = args.optimizer + (f" ({', '.join(details)})" if details else "")
     threads = cnnblas.get_num_threads()
     parallel = (f"{threads} thread(s)" if world.size == 1 else
                 f"{world.size} MPI ranks x {threads} thread(s), "
-                f"{-(-args.batch_size // world.size)} images per rank and step")
+                f"{-(-args.batch_size // world.size)} images per rank and step"
+                + (", synchronised BatchNorm" if args.sync_batchnorm else ""))
     upsample = data.upsample
+    augmentation = describe_augmentation(data)
+    family = "" if args.family is None else (
+        f" ({args.family} defaults" + (f"; {', '.join(given)} given)" if given else ")"))
     return (f"{args.model} on {args.data}: {data.originals} training and {len(data.x_test)} "
             f"test images {channels}x{height}x{width}"
             + (f" (+4 copies shifted by {data.shift} px)" if data.shift else "")
             + (f" upsampled to {height * upsample}x{width * upsample}" if upsample > 1 else "")
-            + f", {data.num_classes} classes; {optimizer_text}, lr {_learning_rate(args):g}"
+            + f", {data.num_classes} classes"
+            + (f", {augmentation}" if augmentation else "")
+            + f"; {optimizer_text}, lr {args.lr:g}"
             + (", cosine schedule" if trainer.scheduler else "")
-            + f", batch {args.batch_size}, {args.epochs} epochs, {parallel}")
+            + f", batch {args.batch_size}{family}, {args.epochs} epochs, {parallel}")
 
 
 def _setup(args, world):
     """Everything before training: checks, data, threads, trainer (no collective)."""
+    given = resolve_defaults(args)
     _check_args(args, world)
-    data = _training_data(args)
+    data = training_data(args)
     threads = args.threads
     if threads is None and world.size > 1:
         threads = distributed.threads_per_rank(world)  # this node's cores shared by its ranks
     set_threads(threads)
     trainer = _build_trainer(args, world, data)
-    return trainer, (data.x_train, data.y_train, data.x_test, data.y_test), \
-        _header(args, world, data, trainer)
+    return trainer, data, _header(args, world, data, trainer, given)
 
 
 # --------------------------------------------------------------------------- run
@@ -310,13 +268,15 @@ def _train(args, world) -> int:
     prepared = _setup_everywhere(args, world)
     if prepared is None:
         return 1
-    trainer, (x_train, y_train, x_test, y_test), header = prepared
+    trainer, data, header = prepared
     say = print if trainer.is_main else (lambda *args, **kwargs: None)
     say(header, flush=True)
-    trainer.fit((x_train, y_train), args.epochs, batch_size=args.batch_size, seed=args.seed,
-                val=(x_test, y_test), val_name="test", checkpoint=args.checkpoint,
-                resume=args.resume, progress=not args.no_progress,
-                log=lambda line: print(line, flush=True))
+    callbacks = [EpochAugmentation(data, args.seed)] if data.raw_train is not None else []
+    trainer.fit((data.x_train, data.y_train), args.epochs, batch_size=args.batch_size,
+                seed=args.seed, val=(data.x_test, data.y_test), val_name="test",
+                checkpoint=args.checkpoint, resume=args.resume, progress=not args.no_progress,
+                log=lambda line: print(line, flush=True), callbacks=callbacks)
+    x_test, y_test = data.x_test, data.y_test
     result = trainer.evaluate(x_test, y_test)  # collective under MPI
     if not trainer.is_main:
         return 0

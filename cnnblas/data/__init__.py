@@ -10,10 +10,14 @@ y_test)`` of NCHW float32 images in [0, 1] and int64 labels:
 - :func:`load_cifar10` -- the CIFAR-10 binary batches.
 
 Nothing is ever downloaded. :class:`DataLoader` batches arrays with seeded,
-resumable per-epoch shuffling.
+resumable per-epoch shuffling. Augmentation: :func:`random_crop_flip` (random
+crops of the zero-padded images and horizontal flips, drawn from
+:func:`augmentation_rng` of the run's seed and the epoch) and
+:func:`shifted_copies`. Normalisation: :func:`channel_statistics` and
+:func:`standardize`.
 """
 
-from cnnblas.data.augment import shifted_copies
+from cnnblas.data.augment import augmentation_rng, random_crop_flip, shifted_copies
 from cnnblas.data.datasets import (
     CIFAR10_CLASSES,
     CIFAR10_TEST_FILE,
@@ -26,9 +30,11 @@ from cnnblas.data.datasets import (
     load_mnist,
 )
 from cnnblas.data.loader import DataLoader
+from cnnblas.data.normalize import channel_statistics, standardize
 
 __all__ = [
-    "Dataset", "DataLoader", "shifted_copies",
+    "Dataset", "DataLoader", "shifted_copies", "random_crop_flip", "augmentation_rng",
+    "channel_statistics", "standardize",
     "load_digits", "load_idx", "load_mnist", "load_cifar10",
     "MNIST_FILES", "CIFAR10_TRAIN_FILES", "CIFAR10_TEST_FILE", "CIFAR10_CLASSES",
 ]

@@ -12,23 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import cnnblas
-from cnnblas.cli import main
 from cnnblas.cli.common import preprocess
 from cnnblas.nn import load_model
+from tests.cli.conftest import EPOCH_LINE, run_cli
 from tests.conftest import REPO
-
-EPOCH_LINE = re.compile(
-    r"epoch (\d+) \| loss \d+\.\d{4} \| accuracy [01]\.\d{4} \| test [01]\.\d{4} "
-    r"\| \d+\.\d s \| \d+ img/s"
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def restore_threads():
-    before = cnnblas.get_num_threads()
-    yield
-    cnnblas.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +36,6 @@ def trained(tmp_path_factory):
             "--checkpoint", str(paths["run.npz"]), "--history", str(paths["history.json"]),
             "--plot", str(paths["history.png"])]
     return argv, paths
-
-
-def run_cli(argv, capsys):
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_train_prints_epoch_lines_and_writes_files(trained, capsys):
