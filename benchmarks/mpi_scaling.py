@@ -41,16 +41,16 @@ def _mpiexec() -> str | None:
 def worker(batch_size: int, threads: int, epochs: int) -> None:
     """Train as ``cnnblas train`` would; rank 0 prints one JSON line of measurements."""
     from cnnblas import distributed
-    from cnnblas.cli.train import _setup, add_command
+    from cnnblas.cli.train import add_command, prepare_run
 
     parser = argparse.ArgumentParser()
     add_command(parser.add_subparsers())
     args = parser.parse_args(["train", "--epochs", str(epochs), "--batch-size", str(batch_size),
                               "--threads", str(threads), "--no-progress"])
     world = distributed.init()
-    trainer, (x_train, y_train, _, _), _ = _setup(args, world)
-    history = trainer.fit((x_train, y_train), epochs, batch_size=batch_size, seed=args.seed,
-                          progress=False, log=None)
+    trainer, data, _ = prepare_run(args, world)
+    history = trainer.fit((data.x_train, data.y_train), epochs, batch_size=batch_size,
+                          seed=args.seed, progress=False, log=None)
     if not trainer.is_main:
         return
     timed = history[1:] or history
@@ -60,7 +60,7 @@ def worker(batch_size: int, threads: int, epochs: int) -> None:
     print(json.dumps({
         "ranks": trainer.world_size, "threads": threads, "batch_size": batch_size,
         "images_per_second": images / seconds, "allreduce_share": allreduce / seconds,
-        "steps_per_epoch": -(-len(x_train) // batch_size),
+        "steps_per_epoch": -(-len(data.x_train) // batch_size),
         "accuracy": history[-1]["accuracy"],
     }), flush=True)
 

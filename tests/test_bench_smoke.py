@@ -229,3 +229,13 @@ def test_targets_section_explains_each_gap_without_pytorch_too():
             "rate / threads) and other stages 0.500 ms; split cost 0.500 ms.") in markdown
     results["bounds"][0]["torch"] = 2.5e-3
     assert "(80% of PyTorch's whole pass, at 200 GFLOP/s" in report._targets_section(results)
+
+
+def test_mpi_scaling_worker_trains_as_the_command_line_does(capsys):
+    """One process of the scaling benchmark: the same setup as ``cnnblas train``."""
+    from benchmarks import mpi_scaling
+
+    mpi_scaling.worker(batch_size=64, threads=1, epochs=1)
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["ranks"] == 1 and record["threads"] == 1 and record["batch_size"] == 64
+    assert record["images_per_second"] > 0 and 0 <= record["accuracy"] <= 1

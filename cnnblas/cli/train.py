@@ -42,7 +42,7 @@ from cnnblas.cli.pipeline import (
 )
 from cnnblas.nn import MODEL_BUILDERS
 
-__all__ = ["add_command", "run_train", "DEFAULTS"]
+__all__ = ["add_command", "prepare_run", "run_train", "DEFAULTS"]
 
 
 def add_command(commands) -> None:
@@ -211,8 +211,12 @@ def _header(args, world, data: TrainingData, trainer, given: list[str]) -> str:
             + f", batch {args.batch_size}{family}, {args.epochs} epochs, {parallel}")
 
 
-def _setup(args, world):
-    """Everything before training: checks, data, threads, trainer (no collective)."""
+def prepare_run(args, world):
+    """Everything before training: checks, data, threads, trainer (no collective).
+
+    Returns ``(trainer, data, header)``: the :class:`~cnnblas.train.Trainer`, the
+    :class:`~cnnblas.cli.pipeline.TrainingData` and the run's first log line.
+    """
     given = resolve_defaults(args)
     _check_args(args, world)
     data = training_data(args)
@@ -242,14 +246,14 @@ def run_train(args) -> int:
 
 
 def _setup_everywhere(args, world):
-    """:func:`_setup` on every rank; None on every rank when it failed on any.
+    """:func:`prepare_run` on every rank; None on every rank when it failed on any.
 
     A setup error (a bad argument, missing data) is reported once, by rank 0
     when it failed too, and every rank stops without entering a collective.
     """
     failure, prepared = None, None
     try:
-        prepared = _setup(args, world)
+        prepared = prepare_run(args, world)
     except ERRORS as error:
         failure = error
     failed = np.zeros(world.size)
