@@ -171,15 +171,6 @@ NETWORKS = {
 }
 
 
-def use_gemm(model):
-    """im2col GEMMs everywhere: PyTorch's CPU arithmetic (Winograd rounds differently,
-    ~5e-6 per layer, which would blur a 1e-5 comparison of where the weights landed)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            module.algorithm = "gemm"
-    return model
-
-
 def torch_outputs(torch, twin, x):
     with torch.no_grad():
         return twin.eval()(torch.from_numpy(x)).numpy()
@@ -210,7 +201,7 @@ def test_torch_safetensors_file_loads_into_cnnblas(torch, tmp_path, name):
     path = tmp_path / f"{name}.safetensors"
     safetensors.torch.save_file(twin.state_dict(), path)
 
-    model = use_gemm(build(rng=1))
+    model = build(rng=1)
     model.load_state_dict(cb.load_weights(path))
     for key, value in twin.state_dict().items():  # bit for bit, dtype for dtype
         ours = model.state_dict()[key]
@@ -226,7 +217,7 @@ def test_torch_safetensors_file_loads_into_cnnblas(torch, tmp_path, name):
 @pytest.mark.parametrize("name", NETWORKS)
 def test_cnnblas_file_loads_into_torch_strict(torch, tmp_path, name, suffix):
     build, build_torch, shape = NETWORKS[name]
-    model = use_gemm(build(rng=0))
+    model = build(rng=0)
     rng = np.random.default_rng(1)
     model(rng.standard_normal(shape).astype(np.float32))  # train mode: running statistics move
     path = cb.save_weights(model.state_dict(), tmp_path / f"{name}{suffix}")
