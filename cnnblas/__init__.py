@@ -23,10 +23,12 @@ from cnnblas.ops.conv import col2im, conv2d, conv2d_backward, im2col  # noqa: E4
 from cnnblas.ops.conv_transpose import conv_transpose2d, conv_transpose2d_backward  # noqa: E402
 from cnnblas.ops.workspace import get_workspace_limit, set_workspace_limit  # noqa: E402
 from cnnblas.threads import get_num_threads, set_num_threads  # noqa: E402
+from cnnblas.weights import load_weights, save_weights  # noqa: E402
 
 __all__ = [
     "im2col", "col2im", "conv2d", "conv2d_backward", "choose_algorithm",
     "conv_transpose2d", "conv_transpose2d_backward",
     "set_num_threads", "get_num_threads", "set_workspace_limit", "get_workspace_limit",
+    "save_weights", "load_weights",
     "nn", "optim", "data", "functional", "__version__",
 ]

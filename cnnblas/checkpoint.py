@@ -34,15 +34,15 @@ import os
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
 __all__ = [
     "FORMAT", "VERSION", "SECTIONS", "Checkpoint",
-    "save_npz_atomic", "load_npz", "json_to_array", "array_to_json",
+    "write_atomic", "save_npz_atomic", "load_npz", "json_to_array", "array_to_json",
     "save_checkpoint", "load_checkpoint",
 ]
 
@@ -68,8 +68,66 @@ def _as_storable(key: str, value) -> np.ndarray:
     return array
 
 
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Create or replace the file ``path`` atomically with what ``write`` writes.
+
+    ``write(handle)`` fills a temporary file in the destination's directory;
+    the file is then flushed, fsync'ed and renamed over ``path`` with
+    :func:`os.replace`. A reader sees the old file or the new one, never a
+    partial write; if ``write`` raises, the temporary file is removed and
+    ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; its directory must exist.
+    write : callable taking a binary file object
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The destination directory does not exist.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: directory {directory} does not exist")
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                             dir=directory)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_directory(directory)
+    return path
+
+
+def _write_npz(handle: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
+    # What np.savez writes (an uncompressed zip of "<key>.npy" members), done
+    # here so that every key is allowed: np.savez takes the entries as keyword
+    # arguments, where a key "file" or "allow_pickle" would collide with its own.
+    with zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_STORED,
+                         allowZip64=True) as archive:
+        for key, value in arrays.items():
+            with archive.open(key + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, value, allow_pickle=False)
+
+
 def save_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, object]) -> Path:
-    """Write ``arrays`` to the ``.npz`` file ``path`` atomically.
+    """Write ``arrays`` to the ``.npz`` file ``path`` atomically (see :func:`write_atomic`).
 
     Parameters
     ----------
@@ -91,27 +149,8 @@ def save_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, object]) -> Pa
     FileNotFoundError
         The destination directory does not exist.
     """
-    path = Path(path)
     storable = {key: _as_storable(key, value) for key, value in arrays.items()}
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: directory {directory} does not exist")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=directory)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            np.savez(handle, **storable)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(directory)
-    return path
+    return write_atomic(path, lambda handle: _write_npz(handle, storable))
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -128,12 +167,13 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
-def load_npz(path: str | os.PathLike, data: bytes | None = None) -> dict[str, np.ndarray]:
+def load_npz(path: str | os.PathLike, data: bytes | None = None, *,
+             what: str = "checkpoint") -> dict[str, np.ndarray]:
     """Read every array of the ``.npz`` file ``path`` (no pickle).
 
     ``data``, when given, is the file's content already read (e.g. broadcast
     by another MPI rank): it is parsed instead of the file, and ``path`` only
-    names it in errors.
+    names it in errors. ``what`` names the kind of file in errors.
 
     Returns
     -------
@@ -149,7 +189,7 @@ def load_npz(path: str | os.PathLike, data: bytes | None = None) -> dict[str, np
     """
     path = Path(path)
     if data is None and not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     try:
         archive = np.load(path if data is None else io.BytesIO(data), allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -157,7 +197,7 @@ def load_npz(path: str | os.PathLike, data: bytes | None = None) -> dict[str, np
         with archive:
             return {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable .npz checkpoint: {error}") from error
+        raise ValueError(f"{path} is not a readable .npz {what}: {error}") from error
 
 
 def json_to_array(value) -> np.ndarray:

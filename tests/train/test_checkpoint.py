@@ -72,15 +72,24 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
     path = write_checkpoint(tmp_path / "run.npz")
     before = path.read_bytes()
 
-    def exploding_savez(handle, **arrays):
+    def exploding_write_array(handle, array, **options):
         handle.write(b"partial garbage")
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez", exploding_savez)
+    monkeypatch.setattr(np.lib.format, "write_array", exploding_write_array)
     with pytest.raises(OSError, match="disk full"):
         write_checkpoint(path, epoch=4)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["run.npz"]  # no temporary file left
+
+
+def test_any_key_is_stored_even_savez_keyword_names(tmp_path):
+    arrays = {"file": np.arange(3), "allow_pickle": np.ones(2, np.float32), "a/b.c": np.int64(7)}
+    loaded = ckpt.load_npz(ckpt.save_npz_atomic(tmp_path / "keys.npz", arrays))
+    assert set(loaded) == set(arrays)
+    for key, value in arrays.items():
+        assert loaded[key].dtype == np.asarray(value).dtype
+        np.testing.assert_array_equal(loaded[key], value)
 
 
 def test_overwrite_replaces_content(tmp_path):
