@@ -66,7 +66,9 @@ def compare(title: str, printed, ours, *, rtol: float = 1e-7, atol: float = 0.0,
     library computed; ``label`` heads the left column. Unit axes are squeezed
     away before comparing; the remaining shapes must be equal. A vector of
     ``COLUMN_FROM`` entries or more is printed as a column, as the tutorial
-    prints its 10-vectors (``X4.T``, ``Output.T``), so that lines stay short.
+    prints its 10-vectors (``X4.T``, ``Output.T``); two tables too wide to
+    stand side by side within ``MAX_LINE`` characters are printed one above
+    the other.
     """
     printed = np.squeeze(np.asarray(printed, dtype=np.float64))
     ours = np.squeeze(np.asarray(ours, dtype=np.float64))
@@ -78,10 +80,14 @@ def compare(title: str, printed, ours, *, rtol: float = 1e-7, atol: float = 0.0,
     right = ["cnnblas"] + _text(shown(ours), precision)
     width = max(len(s) for s in left) + 4
     print(title)
-    for i in range(max(len(left), len(right))):
-        a = left[i] if i < len(left) else ""
-        b = right[i] if i < len(right) else ""
-        print("  " + a.ljust(width) + b)
+    if 2 + width + max(len(s) for s in right) > MAX_LINE:     # too wide side by side: stack
+        for line in left + [""] + right:
+            print("  " + line)
+    else:
+        for i in range(max(len(left), len(right))):
+            a = left[i] if i < len(left) else ""
+            b = right[i] if i < len(right) else ""
+            print("  " + a.ljust(width) + b)
     assert printed.shape == ours.shape, f"{title}: shapes {printed.shape} vs {ours.shape}"
     diff = float(np.max(np.abs(printed - ours))) if printed.size else 0.0
     np.testing.assert_allclose(ours, printed, rtol=rtol, atol=atol, err_msg=title)
