@@ -283,7 +283,7 @@ def draw_gather_scatter(counts: np.ndarray, labels: np.ndarray, pixel, out_w: in
     tint = [["tab:orange" if (i, j) == (pi, pj) else plt.get_cmap("Blues")(0.15 * counts[i, j])
              for j in range(w)] for i in range(h)]
     _grid(left, counts, 0, 0, colors=tint,
-          texts=[[f"x[{i},{j}]\n{counts[i, j]} cop{'y' if counts[i, j] == 1 else 'ies'}"
+          texts=[[f"x[0,{i},{j}]\n{counts[i, j]} cop{'y' if counts[i, j] == 1 else 'ies'}"
                   for j in range(w)] for i in range(h)], fontsize=7)
     _bare(left)
     left.set_xlim(-0.5, w - 0.5)
