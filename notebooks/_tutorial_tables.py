@@ -288,7 +288,8 @@ def draw_gather_scatter(counts: np.ndarray, labels: np.ndarray, pixel, out_w: in
     _bare(left)
     left.set_xlim(-0.5, w - 0.5)
     left.set_ylim(h - 0.5, -0.5)
-    left.set_xticks([]); left.set_yticks([])
+    left.set_xticks([])
+    left.set_yticks([])
     left.set_title("input: copies of each pixel in im2col\n"
                    "= number of terms col2im adds back", fontsize=8)
     rows, n_cols = labels.shape
@@ -309,7 +310,7 @@ def draw_gather_scatter(counts: np.ndarray, labels: np.ndarray, pixel, out_w: in
     right.set_xlabel("rows (c, i, j): channel, kernel tap; columns: output position (oh, ow)",
                      fontsize=7)
     right.tick_params(length=0)
-    for r, q in zip(*np.nonzero(hits)):
+    for r, q in np.argwhere(hits):
         fig.add_artist(ConnectionPatch((pj + 0.45, pi), (q - 0.45, r), "data", "data",
                                        axesA=left, axesB=right, arrowstyle="->",
                                        color="tab:red", lw=1.0))
