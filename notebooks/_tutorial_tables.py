@@ -199,11 +199,22 @@ def _grid(ax, values, x0, y0, *, texts=None, colors=None, fontsize=7):
         ax.text(x0 + j, y0 + i, text, ha="center", va="center", fontsize=fontsize)
 
 
-def _bare(ax):
+def _label_matrix(ax, shape, out_w: int, kernel, xlabel: str) -> None:
+    """Frame a drawn im2col matrix: rows named (c, i, j), columns (oh, ow) on top."""
+    rows, n_cols = shape
+    kh, kw = kernel
     ax.set_aspect("equal")
-    ax.invert_yaxis()
     for side in ax.spines.values():
         side.set_visible(False)
+    ax.set_xlim(-0.5, n_cols - 0.5)
+    ax.set_ylim(rows - 0.5, -0.5)
+    ax.set_xticks(range(n_cols), [f"({q // out_w},{q % out_w})" for q in range(n_cols)],
+                  fontsize=7)
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(rows), [f"({r // (kh * kw)},{r // kw % kh},{r % kw})"
+                                for r in range(rows)], fontsize=7)
+    ax.set_xlabel(xlabel, fontsize=7)
+    ax.tick_params(length=0)
 
 
 def draw_im2col(image: np.ndarray, cols: np.ndarray, kernel: int, stride: int = 1):
@@ -247,17 +258,9 @@ def draw_im2col(image: np.ndarray, cols: np.ndarray, kernel: int, stride: int = 
     rows, n_cols = cols.shape
     tint = [[palette[q % 10] + (0.25,) for q in range(n_cols)] for _ in range(rows)]
     _grid(ax, cols, 0, 0, colors=tint, fontsize=7)
-    _bare(ax)
-    ax.set_xlim(-0.5, n_cols - 0.5)
-    ax.set_ylim(rows - 0.5, -0.5)
-    ax.set_xticks(range(n_cols), [f"({q // out_w},{q % out_w})" for q in range(n_cols)],
-                  fontsize=7)
-    ax.xaxis.tick_top()
-    ax.set_yticks(range(rows), [f"({r // (kernel * kernel)},{r // kernel % kernel},"
-                                f"{r % kernel})" for r in range(rows)], fontsize=7)
-    ax.set_xlabel("columns: output position (oh, ow)\nrows (c, i, j): channel, kernel row,"
-                  " kernel column", fontsize=7)
-    ax.tick_params(length=0)
+    _label_matrix(ax, cols.shape, out_w, (kernel, kernel),
+                  "columns: output position (oh, ow)\nrows (c, i, j): channel, kernel row,"
+                  " kernel column")
     fig.suptitle(f"im2col: each window becomes one column ({rows} x {n_cols})", fontsize=9)
     return fig
 
@@ -285,11 +288,10 @@ def draw_gather_scatter(counts: np.ndarray, labels: np.ndarray, pixel, out_w: in
     _grid(left, counts, 0, 0, colors=tint,
           texts=[[f"x[0,{i},{j}]\n{counts[i, j]} cop{'y' if counts[i, j] == 1 else 'ies'}"
                   for j in range(w)] for i in range(h)], fontsize=7)
-    _bare(left)
+    left.set_aspect("equal")
     left.set_xlim(-0.5, w - 0.5)
     left.set_ylim(h - 0.5, -0.5)
-    left.set_xticks([])
-    left.set_yticks([])
+    left.axis("off")
     left.set_title("input: copies of each pixel in im2col\n"
                    "= number of terms col2im adds back", fontsize=8)
     rows, n_cols = labels.shape
@@ -299,17 +301,8 @@ def draw_gather_scatter(counts: np.ndarray, labels: np.ndarray, pixel, out_w: in
     texts = [[labels[r, q] + (f"\ntap ({r // kw},{r % kw})" if hits[r, q] else "")
               for q in range(n_cols)] for r in range(rows)]
     _grid(right, np.zeros(labels.shape), 0, 0, colors=tint, texts=texts, fontsize=6.5)
-    _bare(right)
-    right.set_xlim(-0.5, n_cols - 0.5)
-    right.set_ylim(rows - 0.5, -0.5)
-    right.set_xticks(range(n_cols), [f"({q // out_w},{q % out_w})" for q in range(n_cols)],
-                     fontsize=7)
-    right.xaxis.tick_top()
-    right.set_yticks(range(rows), [f"({r // (kh * kw)},{r // kw % kh},{r % kw})"
-                                   for r in range(rows)], fontsize=7)
-    right.set_xlabel("rows (c, i, j): channel, kernel tap; columns: output position (oh, ow)",
-                     fontsize=7)
-    right.tick_params(length=0)
+    _label_matrix(right, labels.shape, out_w, kernel,
+                  "rows (c, i, j): channel, kernel tap; columns: output position (oh, ow)")
     for r, q in np.argwhere(hits):
         fig.add_artist(ConnectionPatch((pj + 0.45, pi), (q - 0.45, r), "data", "data",
                                        axesA=left, axesB=right, arrowstyle="->",
