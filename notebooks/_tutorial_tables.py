@@ -21,7 +21,7 @@ import numpy as np
 __all__ = [
     "as_nchw", "rot180", "compare", "octave_rows", "octave_cols", "to_octave",
     "symbolic_im2col", "print_symbolic", "draw_windows", "draw_im2col", "draw_gather_scatter",
-    "draw_network", "MAX_LINE", "COLUMN_FROM",
+    "draw_network", "agree", "MAX_LINE", "COLUMN_FROM",
 ]
 
 MAX_LINE = 120      # no printed line of a notebook is wider (tests/test_notebooks.py checks it)
@@ -92,6 +92,22 @@ def compare(title: str, printed, ours, *, rtol: float = 1e-7, atol: float = 0.0,
     diff = float(np.max(np.abs(printed - ours))) if printed.size else 0.0
     np.testing.assert_allclose(ours, printed, rtol=rtol, atol=atol, err_msg=title)
     print(f"  -> agree (max |difference| = {diff:.3g})\n")
+
+
+def agree(title: str, ours, independent, *, rtol: float = 1e-12, atol: float = 0.0) -> float:
+    """Assert that cnnblas's array matches an independent computation; print one line.
+
+    For arrays too large to print beside each other (:func:`compare` prints
+    both). Returns the largest absolute difference.
+    """
+    ours = np.asarray(ours, dtype=np.float64)
+    independent = np.asarray(independent, dtype=np.float64)
+    assert ours.shape == independent.shape, f"{title}: shapes {ours.shape} vs {independent.shape}"
+    np.testing.assert_allclose(ours, independent, rtol=rtol, atol=atol, err_msg=title)
+    diff = float(np.max(np.abs(ours - independent)))
+    scale = float(np.max(np.abs(independent)))
+    print(f"{title}: agree, max |difference| {diff:.2g} (max |value| {scale:.3g})")
+    return diff
 
 
 # ---------------------------------------------------------------------------- orders

@@ -12,12 +12,14 @@ Window geometry is passed as small ``(h, w)`` tuples of ints:
 
 - ``kernel = (kernel_h, kernel_w)``
 - ``stride = (stride_h, stride_w)``
-- ``padding = (pad_top, pad_left)``: implicit padding before each axis. Padding
-  after the input is implied by ``out_size``: a window is clipped to the real
+- ``padding = (pad_top, pad_left)``: implicit padding on both sides of each
+  axis (the same amount before and after). A window is clipped to the real
   input, so padded positions are never read. For max pooling they act as
   ``-inf`` (never selected); for average pooling they act as zeros that still
-  count in the divisor ``kernel_h * kernel_w`` (PyTorch's default
-  ``count_include_pad=True``).
+  count in the divisor (PyTorch's default ``count_include_pad=True``). The
+  divisor is the window's size clipped to the padded image: the full
+  ``kernel_h * kernel_w`` except for the partial last windows of ceil mode,
+  whose positions past the padded image do not count.
 - ``out_size = (out_h, out_w)``.
 
 The callers in :mod:`cnnblas.ops.pooling` validate shapes, dtypes and sizes and
@@ -38,6 +40,15 @@ def _window(position, stride, pad, kernel, size):
     the real input ``range(size)`` (empty when it lies wholly in the padding)."""
     first = position * stride - pad
     return max(first, 0), min(first + kernel, size)
+
+
+@njit(cache=True, inline="always")
+def _padded_extent(position, stride, pad, kernel, size):
+    """Length of output ``position``'s window along one axis clipped to the
+    padded image ``[-pad, size + pad)``: ``kernel`` except for a ceil-mode
+    window that runs past the padding."""
+    first = position * stride - pad
+    return min(first + kernel, size + pad) - first
 
 
 @njit(cache=True, inline="always")
@@ -182,32 +193,34 @@ def avg_pool2d_forward(x, kernel, stride, padding, out_size):
     Returns
     -------
     y : ndarray, shape (planes, out_h, out_w), dtype of ``x``
-        Sum of the window's elements inside the input divided by
-        ``kernel_h * kernel_w``. The sum is accumulated in float64.
+        Sum of the window's elements inside the input divided by the window's
+        size within the padded image (``kernel_h * kernel_w`` unless a
+        ceil-mode window runs past it). The sum is accumulated in float64.
     """
     planes, in_h, in_w = x.shape
     kernel_h, kernel_w = kernel
     stride_h, stride_w = stride
     pad_top, pad_left = padding
     out_h, out_w = out_size
-    inv_count = 1.0 / (kernel_h * kernel_w)
     y = np.empty((planes, out_h, out_w), dtype=x.dtype)
     for plane in prange(planes):
         for oh in range(out_h):
             h_start, h_end = _window(oh, stride_h, pad_top, kernel_h, in_h)
+            count_h = _padded_extent(oh, stride_h, pad_top, kernel_h, in_h)
             for ow in range(out_w):
                 w_start, w_end = _window(ow, stride_w, pad_left, kernel_w, in_w)
+                count = count_h * _padded_extent(ow, stride_w, pad_left, kernel_w, in_w)
                 total = 0.0
                 for h in range(h_start, h_end):
                     for w in range(w_start, w_end):
                         total += x[plane, h, w]
-                y[plane, oh, ow] = total * inv_count
+                y[plane, oh, ow] = total / count
     return y
 
 
 @njit(cache=True, parallel=True)
 def avg_pool2d_backward(dy, kernel, stride, padding, in_size):
-    """Spread each ``dy / (kernel_h * kernel_w)`` over its window's real inputs.
+    """Spread each ``dy / divisor`` over its window's real inputs (divisor as in the forward pass).
 
     Parameters
     ----------
@@ -226,14 +239,15 @@ def avg_pool2d_backward(dy, kernel, stride, padding, in_size):
     kernel_h, kernel_w = kernel
     stride_h, stride_w = stride
     pad_top, pad_left = padding
-    inv_count = 1.0 / (kernel_h * kernel_w)
     dx = np.zeros((planes, in_h, in_w), dtype=dy.dtype)
     for plane in prange(planes):
         for oh in range(out_h):
             h_start, h_end = _window(oh, stride_h, pad_top, kernel_h, in_h)
+            count_h = _padded_extent(oh, stride_h, pad_top, kernel_h, in_h)
             for ow in range(out_w):
                 w_start, w_end = _window(ow, stride_w, pad_left, kernel_w, in_w)
-                share = dy[plane, oh, ow] * inv_count
+                count = count_h * _padded_extent(ow, stride_w, pad_left, kernel_w, in_w)
+                share = dy[plane, oh, ow] / count
                 for h in range(h_start, h_end):
                     for w in range(w_start, w_end):
                         dx[plane, h, w] += share

@@ -31,6 +31,7 @@ import numpy as np
 
 from cnnblas.checks import (
     as_pair,
+    check_bool,
     check_float_array,
     check_groups,
     check_int,
@@ -315,13 +316,15 @@ class Tanh(_SmoothActivation):
 class _Pool2d(_Layer):
     """The pooling window (checked by :func:`cnnblas.ops.pooling.pool_window`)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()
         self.kernel_size, self.stride, self.padding = pooling.pool_window(
             kernel_size, stride, padding)
+        self.ceil_mode = check_bool(ceil_mode, "ceil_mode")
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        text = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return text + (", ceil_mode=True" if self.ceil_mode else "")
 
 
 class MaxPool2d(_Pool2d):
@@ -334,6 +337,9 @@ class MaxPool2d(_Pool2d):
         Defaults to ``kernel_size``.
     padding : int or (int, int), default 0
         ``-inf`` padding, at most half the kernel.
+    ceil_mode : bool, default False
+        Round the output size up, keeping the partial windows at the right and
+        bottom edges (as ``torch.nn.MaxPool2d``).
 
     Notes
     -----
@@ -344,7 +350,8 @@ class MaxPool2d(_Pool2d):
     def forward(self, x):
         """Parameters: x (N, C, H, W). Returns (N, C, out_h, out_w)."""
         self._check_input(x, 4)
-        y, argmax = pooling.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        y, argmax = pooling.max_pool2d(x, self.kernel_size, self.stride, self.padding,
+                                       self.ceil_mode)
         self._save_for_backward(argmax=argmax, input_shape=x.shape)
         return y
 
@@ -363,20 +370,24 @@ class AvgPool2d(_Pool2d):
         Defaults to ``kernel_size``.
     padding : int or (int, int), default 0
         At most half the kernel; every window is divided by ``kh * kw``
-        (PyTorch's default ``count_include_pad=True``).
+        (PyTorch's default ``count_include_pad=True``), less the positions of a
+        ceil-mode window past the padded image.
+    ceil_mode : bool, default False
+        Round the output size up, keeping the partial windows at the right and
+        bottom edges (as ``torch.nn.AvgPool2d``).
     """
 
     def forward(self, x):
         """Parameters: x (N, C, H, W). Returns (N, C, out_h, out_w)."""
         self._check_input(x, 4)
-        y = pooling.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+        y = pooling.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode)
         self._save_for_backward(input_shape=x.shape)
         return y
 
     def backward(self, dy):
         input_shape = self._saved_for_backward()["input_shape"]
         return pooling.avg_pool2d_backward(dy, input_shape, self.kernel_size, self.stride,
-                                           self.padding)
+                                           self.padding, self.ceil_mode)
 
 
 class Flatten(_Layer):

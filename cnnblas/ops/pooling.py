@@ -1,10 +1,14 @@
 """2-D max and average pooling: validated functional forward and backward.
 
 Shapes follow NCHW. For every axis the output size is
-``out = (in + 2 * pad - kernel) // stride + 1`` (no ceil mode, no dilation),
-the same as ``torch.nn.functional.max_pool2d`` / ``avg_pool2d`` with their
-defaults. Padding may be at most half the kernel on each axis, as in PyTorch,
-which guarantees that every window overlaps the real input.
+``out = (in + 2 * pad - kernel) // stride + 1`` by default, and with
+``ceil_mode=True`` it is ``ceil((in + 2 * pad - kernel) / stride) + 1``, less
+one when the last window would start in the right (bottom) padding: the same
+sizes as ``torch.nn.functional.max_pool2d`` / ``avg_pool2d`` (no dilation).
+Ceil mode keeps the partial windows at the right and bottom edges; their
+positions past the padded image are ignored, by the maximum and by the
+average's divisor alike. Padding may be at most half the kernel on each axis,
+as in PyTorch, which guarantees that every window overlaps the real input.
 
 The loops run in the Numba kernels of :mod:`cnnblas._kernels.pooling`. Max
 pooling splits its ``(n, c)`` planes across the engine's worker threads
@@ -22,6 +26,7 @@ from cnnblas._kernels import pooling as _kernels
 from cnnblas.checks import (
     ConvGeometry,
     as_pair,
+    check_bool,
     check_float_array,
     check_shape,
     conv_geometry,
@@ -58,10 +63,35 @@ def pool_window(kernel_size, stride=None, padding=0):
     return kernel, stride, pad
 
 
-def _pool_geometry(in_size, kernel_size, stride, padding) -> ConvGeometry:
-    """Validate pooling window arguments against ``in_size = (H, W)``."""
+def _ceil_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Ceil-mode output size along one axis (PyTorch's rule)."""
+    out = -(-(size + 2 * pad - kernel) // stride) + 1
+    # The last window must start inside the input or its left padding: one
+    # that starts in the right padding would see padding only.
+    if (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _pool_geometry(in_size, kernel_size, stride, padding, ceil_mode=False) -> ConvGeometry:
+    """Validate pooling window arguments against ``in_size = (H, W)``.
+
+    With ``ceil_mode`` the output sizes round up; only ``pad_top`` and
+    ``pad_left`` of the result are meaningful then (padding is symmetric).
+    """
     kernel, stride, pad = pool_window(kernel_size, stride, padding)
-    return conv_geometry(in_size, kernel, stride, pad, 1)
+    if not check_bool(ceil_mode, "ceil_mode"):
+        return conv_geometry(in_size, kernel, stride, pad, 1)
+    out = tuple(_ceil_output_size(in_size[axis], kernel[axis], stride[axis], pad[axis])
+                for axis in range(2))
+    if min(out) < 1:
+        raise ValueError(
+            f"kernel_size {kernel[0]}x{kernel[1]} with stride {stride[0]}x{stride[1]} and padding "
+            f"{pad[0]}x{pad[1]} leaves no output for the input {in_size[0]}x{in_size[1]} even "
+            f"with ceil_mode=True (output {out[0]}x{out[1]})"
+        )
+    return ConvGeometry(in_size[0], in_size[1], kernel[0], kernel[1], stride[0], stride[1],
+                        pad[0], pad[0], pad[1], pad[1], 1, 1, out[0], out[1])
 
 
 def _check_input_shape(input_shape, name: str = "input_shape") -> tuple[int, int, int, int]:
@@ -82,7 +112,7 @@ def _as_planes(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array).reshape(n * c, h, w)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
+def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
     """2-D max pooling that also returns the arg-max of every window.
 
     Parameters
@@ -94,6 +124,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     padding : int or (int, int), default 0
         Implicit ``-inf`` padding on both sides of each axis, at most half
         the kernel.
+    ceil_mode : bool, default False
+        Round the output size up, keeping the partial windows at the right and
+        bottom edges (see the module docstring).
 
     Returns
     -------
@@ -110,11 +143,11 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
         ``x`` not a float32/float64 ndarray, or malformed window arguments.
     ValueError
         Wrong rank, padding larger than half the kernel, or a kernel larger
-        than the padded input.
+        than the padded input (with ``ceil_mode``: no output at all).
     """
     check_float_array(x, "x", ndim=4)
     n, c, h, w = x.shape
-    geo = _pool_geometry((h, w), kernel_size, stride, padding)
+    geo = _pool_geometry((h, w), kernel_size, stride, padding, ceil_mode)
     planes = _as_planes(x)
     y = np.empty((n * c, geo.out_h, geo.out_w), x.dtype)
     argmax = np.empty(y.shape, np.int64)
@@ -181,7 +214,7 @@ def max_pool2d_backward(dy, argmax, input_shape):
     return dx.reshape(n, c, h, w)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
     """2-D average pooling; padded zeros count in the divisor.
 
     Parameters
@@ -192,7 +225,12 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
         Defaults to ``kernel_size``.
     padding : int or (int, int), default 0
         Implicit zero padding, at most half the kernel. Every window is divided
-        by ``kernel_h * kernel_w`` (PyTorch's ``count_include_pad=True``).
+        by ``kernel_h * kernel_w`` (PyTorch's ``count_include_pad=True``),
+        except a ceil-mode window that runs past the padded image: its divisor
+        counts only its positions inside the padded image.
+    ceil_mode : bool, default False
+        Round the output size up, keeping the partial windows at the right and
+        bottom edges (see the module docstring).
 
     Returns
     -------
@@ -205,7 +243,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     """
     check_float_array(x, "x", ndim=4)
     n, c, h, w = x.shape
-    geo = _pool_geometry((h, w), kernel_size, stride, padding)
+    geo = _pool_geometry((h, w), kernel_size, stride, padding, ceil_mode)
     y = _kernels.avg_pool2d_forward(
         _as_planes(x),
         (geo.kernel_h, geo.kernel_w),
@@ -216,7 +254,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     return y.reshape(n, c, geo.out_h, geo.out_w)
 
 
-def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0):
+def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False):
     """Gradient of :func:`avg_pool2d` with respect to its input.
 
     Parameters
@@ -224,14 +263,14 @@ def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0):
     dy : ndarray, shape (N, C, out_h, out_w), float32 or float64
     input_shape : tuple of int
         ``(N, C, H, W)`` of the forward input.
-    kernel_size, stride, padding
+    kernel_size, stride, padding, ceil_mode
         The forward pass's window arguments.
 
     Returns
     -------
     dx : ndarray, shape ``input_shape``, dtype of ``dy``
-        Each ``dy`` element divided by ``kernel_h * kernel_w`` and added to
-        every real input of its window.
+        Each ``dy`` element divided by its window's divisor (as in
+        :func:`avg_pool2d`) and added to every real input of its window.
 
     Raises
     ------
@@ -241,7 +280,7 @@ def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0):
     """
     check_float_array(dy, "dy", ndim=4)
     n, c, h, w = _check_input_shape(input_shape)
-    geo = _pool_geometry((h, w), kernel_size, stride, padding)
+    geo = _pool_geometry((h, w), kernel_size, stride, padding, ceil_mode)
     check_shape(dy, (n, c, geo.out_h, geo.out_w), "dy")
     dx = _kernels.avg_pool2d_backward(
         _as_planes(dy),

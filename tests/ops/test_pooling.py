@@ -303,3 +303,135 @@ def test_bad_backward_arguments_raise():
         max_pool2d_backward(y, argmax, (2, 3, 4))
     with pytest.raises(ValueError, match=r"dy must have shape \(2, 3, 2, 2\)"):
         avg_pool2d_backward(np.zeros((2, 3, 3, 2)), x.shape, 2)
+
+
+# -- ceil mode ----------------------------------------------------------------------------------
+
+
+def test_ceil_mode_keeps_the_partial_edge_windows():
+    x = as_image([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    y, argmax = max_pool2d(x, 2, ceil_mode=True)
+    np.testing.assert_array_equal(y[0, 0], [[5, 6], [8, 9]])
+    np.testing.assert_array_equal(argmax[0, 0], [[4, 5], [7, 8]])
+    assert max_pool2d(x, 2)[0].shape == (1, 1, 1, 1)
+    # Partial windows divide by their positions inside the (unpadded) image.
+    np.testing.assert_allclose(avg_pool2d(x, 2, ceil_mode=True)[0, 0],
+                               [[12 / 4, 9 / 2], [15 / 2, 9 / 1]], rtol=1e-15)
+
+
+def test_ceil_mode_divisor_counts_padding_but_not_past_it():
+    # 4x4 ones, 3x3 windows, stride 2, padding 1: the last window of each axis
+    # starts at 3 and covers [3, 6); only [3, 5) lies in the padded image,
+    # 1 of those 2 positions in the input.
+    y = avg_pool2d(np.ones((1, 1, 4, 4)), 3, stride=2, padding=1, ceil_mode=True)
+    expected = [[4 / 9, 6 / 9, 2 / 6], [6 / 9, 9 / 9, 3 / 6], [2 / 6, 3 / 6, 1 / 4]]
+    np.testing.assert_allclose(y[0, 0], expected, rtol=1e-15)
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding, floor_out, ceil_out", [
+    (3, 2, 2, 0, 1, 2),
+    (4, 2, 2, 0, 2, 2),   # exact fit: no extra window
+    (6, 2, 4, 1, 2, 2),   # the extra window would start in the right padding: dropped
+    (5, 3, 2, 1, 3, 3),
+    (4, 3, 2, 1, 2, 3),
+    (3, 4, 2, 0, None, 1),  # a kernel larger than the input still gives one partial window
+])
+def test_ceil_mode_output_sizes(size, kernel, stride, padding, floor_out, ceil_out):
+    x = np.zeros((1, 1, size, size))
+    assert max_pool2d(x, kernel, stride, padding, ceil_mode=True)[0].shape[2:] == (ceil_out,) * 2
+    assert avg_pool2d(x, kernel, stride, padding, ceil_mode=True).shape[2:] == (ceil_out,) * 2
+    if floor_out is not None:
+        assert max_pool2d(x, kernel, stride, padding)[0].shape[2:] == (floor_out,) * 2
+
+
+def test_ceil_mode_kernels_never_read_past_the_plane():
+    # The plane sits between two NaN planes in one buffer: a read past either
+    # end of it would bring a NaN into the result.
+    buffer = np.full((3, 5, 5), np.nan)
+    buffer[1] = np.arange(25.0).reshape(5, 5)
+    planes = buffer[1:2]
+    for kernel, stride, padding in [((2, 2), (2, 2), (0, 0)), ((3, 2), (2, 3), (1, 1)),
+                                    ((4, 4), (3, 3), (2, 2))]:
+        # Here: every window that starts inside the input or its left padding.
+        out = tuple(len(range(-p, 5, s)) for s, p in zip(stride, padding, strict=True))
+        y = np.empty((1, *out))
+        argmax = np.empty((1, *out), np.int64)
+        kernels.max_pool2d_forward_planes(planes, kernel, stride, padding, y, argmax, 0, 1)
+        assert not np.isnan(y).any() and 0 <= argmax.min() and argmax.max() < 25
+        y = kernels.avg_pool2d_forward(planes, kernel, stride, padding, out)
+        assert not np.isnan(y).any()
+
+
+def test_ceil_mode_layers_and_bad_values():
+    from cnnblas import nn
+
+    x = np.arange(9.0).reshape(1, 1, 3, 3)
+    for layer in (nn.MaxPool2d(2, ceil_mode=True), nn.AvgPool2d(2, ceil_mode=True)):
+        assert layer(x).shape == (1, 1, 2, 2)
+        assert layer.backward(np.ones((1, 1, 2, 2))).shape == x.shape
+        assert "ceil_mode=True" in repr(layer)
+    assert "ceil_mode" not in repr(nn.MaxPool2d(2))
+    with pytest.raises(TypeError, match="ceil_mode"):
+        nn.MaxPool2d(2, ceil_mode=1)
+    with pytest.raises(TypeError, match="ceil_mode"):
+        avg_pool2d(x, 2, ceil_mode="yes")
+    with pytest.raises(ValueError, match="no output"):
+        max_pool2d(np.zeros((1, 1, 1, 1)), 4, stride=1, ceil_mode=True)
+
+
+@st.composite
+def ceil_cases(draw):
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    size = tuple(draw(st.integers(max(1, kernel[axis] - 2 * padding[axis]), kernel[axis] + 6))
+                 for axis in range(2))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 2)), *size)
+    return shape, kernel, stride, padding, draw(st.booleans()), draw(st.integers(0, 2**16))
+
+
+@pytest.mark.torch
+@settings(max_examples=120, deadline=None)
+@given(ceil_cases())
+def test_ceil_mode_matches_torch(case):
+    torch = pytest.importorskip("torch")
+    functional = torch.nn.functional
+    shape, kernel, stride, padding, ceil_mode, seed = case
+    x = distinct_values(shape, seed)
+    rng = np.random.default_rng(seed)
+    tx = torch.tensor(x, requires_grad=True)
+    ty, tidx = functional.max_pool2d(tx, kernel, stride, padding, ceil_mode=ceil_mode,
+                                     return_indices=True)
+    y, argmax = max_pool2d(x, kernel, stride, padding, ceil_mode)
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_array_equal(argmax, tidx.numpy())
+    dy = rng.standard_normal(y.shape)
+    ty.backward(torch.from_numpy(dy))
+    np.testing.assert_allclose(max_pool2d_backward(dy, argmax, x.shape), tx.grad.numpy(),
+                               rtol=1e-14, atol=1e-14)
+
+    tx.grad = None
+    ty = functional.avg_pool2d(tx, kernel, stride, padding, ceil_mode=ceil_mode)
+    y = avg_pool2d(x, kernel, stride, padding, ceil_mode)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-13, atol=1e-13)
+    ty.backward(torch.from_numpy(dy))
+    dx = avg_pool2d_backward(dy, x.shape, kernel, stride, padding, ceil_mode)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-13, atol=1e-13)
+
+
+@settings(max_examples=25, deadline=None)
+@given(ceil_cases())
+def test_ceil_mode_backward_matches_finite_differences(case):
+    shape, kernel, stride, padding, _, seed = case
+    x = distinct_values(shape, seed)
+    y, argmax = max_pool2d(x, kernel, stride, padding, True)
+    dy = np.random.default_rng(seed).standard_normal(y.shape)
+    dx = max_pool2d_backward(dy, argmax, x.shape)
+    numeric = numerical_gradient(
+        lambda: float(np.sum(max_pool2d(x, kernel, stride, padding, True)[0] * dy)), x, eps=1e-3)
+    assert relative_error(dx, numeric) < 1e-8
+    x = np.random.default_rng(seed + 1).standard_normal(shape)
+    dx = avg_pool2d_backward(dy, x.shape, kernel, stride, padding, True)
+    numeric = numerical_gradient(
+        lambda: float(np.sum(avg_pool2d(x, kernel, stride, padding, True) * dy)), x)
+    assert relative_error(dx, numeric) < 1e-8
