@@ -18,5 +18,7 @@ ImportError saying ``pip install 'cnnblas[onnx]'``.
 """
 
 from cnnblas.onnx.export import export, to_onnx
+from cnnblas.onnx.graph import GraphModule
+from cnnblas.onnx.load import load
 
-__all__ = ["export", "to_onnx"]
+__all__ = ["export", "to_onnx", "load", "GraphModule"]
