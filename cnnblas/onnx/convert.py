@@ -110,14 +110,25 @@ def _with_weights(layer, weight, bias):
     return layer
 
 
-def _conv(view):
+def _conv_parts(view):
+    """What Conv and ConvTranspose read alike: (weight, bias or None, kernel, stride,
+    ((top, bottom), (left, right)), dilation, groups); ``kernel_shape`` defaults to
+    the weight's."""
     view.data_inputs()
     weight = view.constant(1, "weight")
     bias = view.constant(2, "bias", optional=True)
+    if weight.ndim != 4:
+        raise view.fail(f"weight of shape {weight.shape} is not 4-D; only 2-D convolutions "
+                        "are supported")
+    view.attributes.setdefault("kernel_shape", list(weight.shape[2:]))
     kernel, stride, padding, dilation = view.window()
-    groups = view.take("group", 1)
-    if weight.ndim != 4 or tuple(weight.shape[2:]) != kernel:
+    if tuple(weight.shape[2:]) != kernel:
         raise view.fail(f"weight of shape {weight.shape} does not fit kernel_shape {kernel}")
+    return weight, bias, kernel, stride, padding, dilation, view.take("group", 1)
+
+
+def _conv(view):
+    weight, bias, kernel, stride, padding, dilation, groups = _conv_parts(view)
     layer = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], kernel, stride=stride,
                       padding=padding, dilation=dilation, groups=groups, bias=bias is not None,
                       dtype=weight.dtype, rng=0)
@@ -125,19 +136,19 @@ def _conv(view):
 
 
 def _conv_transpose(view):
-    view.data_inputs()
-    weight = view.constant(1, "weight")
-    bias = view.constant(2, "bias", optional=True)
-    kernel, stride, padding, dilation = view.window()
-    groups = view.take("group", 1)
+    weight, bias, kernel, stride, padding, dilation, groups = _conv_parts(view)
     output_padding = view.take("output_padding", [0, 0])
     if view.take("output_shape") is not None:
         raise view.fail("attribute 'output_shape' is not supported; give pads and "
                         "output_padding instead")
-    if weight.ndim != 4 or tuple(weight.shape[2:]) != kernel:
-        raise view.fail(f"weight of shape {weight.shape} does not fit kernel_shape {kernel}")
+    # A smaller end padding is output_padding: the output extends at the bottom/right.
+    (top, bottom), (left, right) = padding
+    if bottom > top or right > left:
+        raise view.fail(f"pads {[top, left, bottom, right]} are larger at the end than at the "
+                        "start; only the start padding and output_padding are supported")
+    output_padding = (output_padding[0] + top - bottom, output_padding[1] + left - right)
     layer = nn.ConvTranspose2d(weight.shape[0], weight.shape[1] * groups, kernel, stride=stride,
-                               padding=view.symmetric(padding), output_padding=output_padding,
+                               padding=(top, left), output_padding=output_padding,
                                groups=groups, bias=bias is not None, dilation=dilation,
                                dtype=weight.dtype, rng=0)
     return _with_weights(layer, weight, bias)

@@ -9,7 +9,7 @@ ReLU), with its parameters as initializers named by their state-dict keys
 cnnblas                                ONNX
 =====================================  =========================================
 Conv2d (any padding, stride, groups)   Conv (explicit ``pads``)
-ConvTranspose2d                        ConvTranspose (``pads``, ``output_padding``)
+ConvTranspose2d                        ConvTranspose (output_padding as end pads)
 Linear                                 Gemm (``transB=1``)
 ReLU, LeakyReLU, Sigmoid, Tanh         Relu, LeakyRelu, Sigmoid, Tanh
 MaxPool2d                              MaxPool
@@ -103,12 +103,19 @@ def _conv(builder, layer, path, x_name, x):
 
 
 def _conv_transpose(builder, layer, path, x_name, x):
+    # output_padding extends the output at the bottom and right. Within the padding
+    # it is a smaller end padding (real values, not zeros); only the rest stays
+    # output_padding, as onnxruntime accepts it only below the stride.
+    ends, extra = [], []
+    for pad, out_pad in zip(layer.padding, layer.output_padding, strict=True):
+        ends.append(pad - min(pad, out_pad))
+        extra.append(out_pad - min(pad, out_pad))
     (pad_h, pad_w) = layer.padding
     return builder.node("ConvTranspose", [x_name, *_params(builder, layer, path)], path,
                         dilations=list(layer.dilation), group=layer.groups,
-                        output_padding=list(layer.output_padding),
+                        output_padding=extra,
                         **_window(layer.kernel_size, layer.stride,
-                                  ((pad_h, pad_h), (pad_w, pad_w))))
+                                  ((pad_h, ends[0]), (pad_w, ends[1]))))
 
 
 def _linear(builder, layer, path, x_name, x):
