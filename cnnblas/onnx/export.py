@@ -20,7 +20,7 @@ BatchNorm2d                            BatchNormalization (running statistics)
 Flatten                                Flatten (``axis=1``)
 Dropout, Identity                      Identity (the model is exported in eval mode)
 Sequential, BasicBlock, Bottleneck,    their layers, the shortcut sum as Add
-ResNet
+ResNet, GraphModule (from ``load``)
 =====================================  =========================================
 
 A composite module's ``forward`` is Python code, so only the composites above
@@ -40,6 +40,7 @@ import numpy as np
 from cnnblas import nn
 from cnnblas.checks import check_int, normalize_padding
 from cnnblas.onnx._common import MIN_OPSET, require_onnx, write_atomic
+from cnnblas.onnx.graph import Add, GraphModule
 
 __all__ = ["export", "to_onnx"]
 
@@ -210,13 +211,15 @@ def _emit(builder, module, path, x_name, x):
         return _emit_block(builder, module, path, x_name, x)
     if kind is nn.ResNet:
         return _emit_resnet(builder, module, path, x_name, x)
+    if kind is GraphModule:
+        return _emit_graph(builder, module, path, x_name, x)
     convert = _leaf_converter(module)
     if convert is None:
         composite = any(True for _ in module.children())
         raise TypeError(
             f"cannot export {path or 'the model'} ({kind.__name__}): "
             + ("its forward is Python code and ONNX export knows only Sequential, BasicBlock, "
-               "Bottleneck and ResNet among composite modules" if composite else
+               "Bottleneck, ResNet and GraphModule among composite modules" if composite else
                "no ONNX operator is known for this layer")
         )
     name = convert(builder, module, path, x_name, x)
@@ -251,6 +254,20 @@ def _emit_resnet(builder, net, path, x_name, x):
         x_name, x = _emit(builder, layer, _join(path, name), x_name, x)
     x_name = builder.node("Flatten", [x_name], _join(path, "flatten"), axis=1)
     return _emit(builder, net.fc, _join(path, "fc"), x_name, x.reshape(x.shape[0], -1))
+
+
+def _emit_graph(builder, graph, path, x_name, x):
+    """A loaded graph (e.g. imported, then fine-tuned): its nodes in their order."""
+    values = {graph.input_name: (x_name, x)}
+    for node in graph.nodes:
+        inputs = [values[name] for name in node.inputs]
+        where = _join(path, node.name)
+        if type(node.module) is Add:
+            values[node.output] = (builder.node("Add", [name for name, _ in inputs], where),
+                                   inputs[0][1] + inputs[1][1])
+        else:
+            values[node.output] = _emit(builder, node.module, where, *inputs[0])
+    return values[graph.output_name]
 
 
 def _model_dtype(model) -> np.dtype:

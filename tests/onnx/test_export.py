@@ -9,6 +9,7 @@ import pytest
 
 from cnnblas import nn
 from cnnblas.nn.blocks import downsample
+from tests.onnx.common import randomize_batchnorm, relative_error
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnx.reference")
@@ -17,26 +18,9 @@ ort = pytest.importorskip("onnxruntime")
 from cnnblas.onnx import export  # noqa: E402
 
 
-def randomize_batchnorm(model, seed=1):
-    """Non-trivial running statistics and affine parameters (fresh ones are 0/1)."""
-    rng = np.random.default_rng(seed)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            c = module.num_features
-            module.running_mean[...] = rng.normal(size=c)
-            module.running_var[...] = rng.uniform(0.5, 2.0, c)
-            module.weight.data[...] = rng.normal(size=c)
-            module.bias.data[...] = rng.normal(size=c)
-    return model
-
-
 def onnxruntime_output(path, x):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {"input": x})[0]
-
-
-def relative_error(got, expected):
-    return float(np.abs(got - expected).max() / np.abs(expected).max())
 
 
 def mixed_sequential():

@@ -14,7 +14,7 @@ from cnnblas.nn.gradcheck import check_module_gradients
 onnx = pytest.importorskip("onnx")
 
 from cnnblas.onnx import GraphModule, export, load  # noqa: E402
-from tests.onnx.test_export import randomize_batchnorm, relative_error  # noqa: E402
+from tests.onnx.common import randomize_batchnorm, relative_error  # noqa: E402
 
 helper = onnx.helper
 
@@ -188,3 +188,16 @@ def test_without_onnx_the_error_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ImportError, match=r"pip install 'cnnblas\[onnx\]'"):
         load(tmp_path / "a.onnx")
+
+
+def test_a_loaded_graph_exports_again(tmp_path):
+    """Import, change the weights (as fine-tuning would), export: onnxruntime agrees."""
+    ort = pytest.importorskip("onnxruntime")
+    loaded = load(export(residual_net(), tmp_path / "a.onnx", (2, 6, 6)))
+    for param in loaded.parameters():
+        param.data *= 1.5
+    path = export(loaded, tmp_path / "b.onnx", (2, 6, 6))
+    x = np.random.default_rng(0).standard_normal((2, 2, 6, 6)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert relative_error(session.run(None, {"input": x})[0], loaded(x)) < 1e-5
+    assert list(load(path).state_dict()) == list(loaded.state_dict())

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from cnnblas.onnx import load  # noqa: E402
-from tests.onnx.test_export import relative_error  # noqa: E402
+from tests.onnx.common import relative_error  # noqa: E402
 
 
 def torch_lenet5():
