@@ -92,3 +92,38 @@ def test_imported_lenet5_trains_like_pytorch(tmp_path):
     after = criterion(loaded(x.numpy()), labels.numpy())
     assert after < loss
     assert abs(after - torch_after) < 1e-4
+
+
+def test_other_layers_from_pytorch(tmp_path):
+    """Average pooling with padding, a BatchNorm the exporter cannot fold (after a ReLU),
+    a transposed convolution, smooth activations and ``view(N, -1)`` (Constant + Reshape)."""
+    tnn = torch.nn
+
+    class Net(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = tnn.Sequential(
+                tnn.Conv2d(3, 6, 3, stride=2, padding=(1, 0), dilation=(1, 2), groups=3),
+                tnn.ReLU(), tnn.BatchNorm2d(6), tnn.LeakyReLU(0.1),
+                tnn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1),
+                tnn.Tanh(), tnn.AvgPool2d(3, 2, 1), tnn.Sigmoid(), tnn.MaxPool2d(2),
+                tnn.Identity())
+            self.fc = tnn.Linear(4 * 3 * 2, 5)
+
+        def forward(self, x):
+            y = self.features(x)
+            return self.fc(y.view(y.size(0), -1))
+
+    torch.manual_seed(0)
+    model = Net()
+    with torch.no_grad():
+        bn = model.features[2]
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, 11, 13, generator=torch.Generator().manual_seed(1))
+    loaded = load(export_torch(model, x, tmp_path / "net.onnx"))
+    assert {node.op_type for node in loaded.nodes} >= {"BatchNormalization", "AveragePool",
+                                                        "ConvTranspose", "Reshape"}
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert relative_error(loaded(x.numpy()), expected) < 1e-4
