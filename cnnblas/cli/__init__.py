@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cnnblas.cli import bench, predict, train
+from cnnblas.cli import bench, export, predict, train
 
 __all__ = ["main", "build_parser"]
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_command(commands)
     train.add_command(commands)
     predict.add_command(commands)
+    export.add_command(commands)
     return parser
 
 
