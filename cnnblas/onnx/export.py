@@ -38,8 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from cnnblas import nn
+from cnnblas.checkpoint import write_atomic
 from cnnblas.checks import check_int, normalize_padding
-from cnnblas.onnx._common import MIN_OPSET, require_onnx, write_atomic
+from cnnblas.onnx._common import MIN_OPSET, require_onnx
 from cnnblas.onnx.graph import Add, GraphModule
 
 __all__ = ["export", "to_onnx"]
@@ -373,4 +374,5 @@ def export(model, path: str | os.PathLike, input_shape, *, opset=17, batch_size=
     dropped (as by :meth:`~cnnblas.nn.Module.eval`).
     """
     proto = to_onnx(model, input_shape, opset=opset, batch_size=batch_size)
-    return write_atomic(path, proto.SerializeToString())
+    data = proto.SerializeToString()
+    return write_atomic(path, lambda handle: handle.write(data))
