@@ -10,9 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnnblas.checks import as_pair, check_bool, check_groups, check_int
-from cnnblas.nn import init
 from cnnblas.nn.layers import _ConvLayer
-from cnnblas.nn.module import Parameter
 from cnnblas.ops.algorithms import check_algorithm
 from cnnblas.ops.conv_transpose import (
     check_output_padding,
@@ -90,12 +88,7 @@ class ConvTranspose2d(_ConvLayer):
         shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
         check_algorithm(shape, self.stride, self.dilation, self.groups, algorithm)
         self.algorithm = algorithm
-        dtype = init.as_float_dtype(dtype)
-        rng = init.as_rng(rng)
-        self.weight = Parameter(init.kaiming_uniform(shape, dtype=dtype, rng=rng))
-        bound = 1.0 / np.sqrt(init.fan_in(shape))
-        self.bias = (Parameter(init.uniform((self.out_channels,), bound, dtype, rng))
-                     if bias else None)
+        self._init_parameters(shape, bias, dtype, rng)
 
     def _conv_args(self) -> dict:
         return dict(stride=self.stride, padding=self.padding, output_padding=self.output_padding,

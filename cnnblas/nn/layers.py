@@ -77,6 +77,17 @@ class _ConvLayer(_Layer):
     def _conv_args(self) -> dict:
         raise NotImplementedError
 
+    def _init_parameters(self, shape, bias: bool, dtype, rng) -> None:
+        """``weight`` of ``shape`` and ``bias`` (out_channels,) initialised as PyTorch's
+        convolutions: both ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, ``fan_in =
+        shape[1] * kh * kw`` (kaiming-uniform with ``a = sqrt(5)`` for the weight)."""
+        dtype = init.as_float_dtype(dtype)
+        rng = init.as_rng(rng)
+        self.weight = Parameter(init.kaiming_uniform(shape, dtype=dtype, rng=rng))
+        bound = 1.0 / np.sqrt(init.fan_in(shape))
+        self.bias = (Parameter(init.uniform((self.out_channels,), bound, dtype, rng))
+                     if bias else None)
+
     def extra_repr(self) -> str:
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
         for name, default in self._repr_defaults.items():
@@ -170,12 +181,7 @@ class Conv2d(_ConvLayer):
         # Checked now, not at the first forward: an unusable algorithm is a build error.
         check_algorithm(shape, self.stride, self.dilation, self.groups, algorithm)
         self.algorithm = algorithm
-        dtype = init.as_float_dtype(dtype)
-        rng = init.as_rng(rng)
-        self.weight = Parameter(init.kaiming_uniform(shape, dtype=dtype, rng=rng))
-        bound = 1.0 / np.sqrt(init.fan_in(shape))
-        self.bias = (Parameter(init.uniform((self.out_channels,), bound, dtype, rng))
-                     if bias else None)
+        self._init_parameters(shape, bias, dtype, rng)
 
     def _conv_args(self) -> dict:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
