@@ -100,6 +100,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
                                              dir=directory)
     try:
+        # mkstemp creates the file private (0600); give it the permissions any
+        # other new file would get, since weights and models are meant to be shared.
+        os.fchmod(descriptor, 0o666 & ~_umask())
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
             handle.flush()
@@ -113,6 +116,13 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         raise
     _fsync_directory(directory)
     return path
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _write_npz(handle: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:

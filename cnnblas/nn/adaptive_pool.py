@@ -3,7 +3,7 @@
 Output row ``i`` of ``out_h`` averages input rows ``floor(i * H / out_h)`` up
 to (excluding) ``ceil((i + 1) * H / out_h)``, and likewise for the columns:
 PyTorch's ``adaptive_avg_pool2d`` rule. The bins tile the input exactly when
-``out_h`` divides ``H``; otherwise neighbouring bins overlap by one row.
+``out_h`` divides ``H``; otherwise neighbouring bins overlap by at most one row.
 
 Averaging over a bin is linear and separable, so with the ``(out_h, H)``
 matrix ``A_h`` whose row ``i`` holds ``1 / len(bin i)`` on bin ``i`` (and

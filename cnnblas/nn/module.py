@@ -302,11 +302,13 @@ class Module:
         return self.train(False)
 
     def zero_grad(self) -> None:
-        """Reset the gradient of every parameter to zero and drop every cache
-        (the start of a new step: no earlier forward is back-propagated now)."""
+        """Reset the gradient of every parameter to zero.
+
+        The caches of pending backwards are kept, so PyTorch's order (forward,
+        loss, ``zero_grad``, backward) works; :meth:`clear_caches`, :meth:`train`
+        and :meth:`eval` drop them."""
         for param in self.parameters():
             param.zero_grad()
-        self.clear_caches()
 
     def clear_caches(self) -> None:
         """Drop what every layer holds for pending backwards, here and below."""

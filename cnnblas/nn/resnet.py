@@ -81,6 +81,9 @@ class ResNet(Module):
         if stem not in STAGE_WIDTHS:
             raise ValueError(f"ResNet stem must be one of {sorted(STAGE_WIDTHS)}, got {stem!r}")
         widths = STAGE_WIDTHS[stem]
+        if not isinstance(layers, (tuple, list)):
+            raise TypeError(f"ResNet layers must be a sequence of {len(widths)} block counts "
+                            f"for the {stem!r} stem, got {layers!r}")
         layers = tuple(layers)
         if len(layers) != len(widths):
             raise ValueError(f"ResNet layers must give {len(widths)} block counts for the "

@@ -4,8 +4,8 @@ Each converter gets a :class:`NodeView` (the node's attributes, its constant
 inputs as arrays, its computed inputs' one-batch probe values) and returns a
 layer whose weights are copies of the node's initializers. Attributes are
 taken one by one; one left over, or one with a value cnnblas does not
-implement (``auto_pad`` other than ``NOTSET``, ``ceil_mode=1``, asymmetric
-pooling pads, ...), raises ValueError naming the node and the operator.
+implement (``auto_pad`` other than ``NOTSET``, asymmetric pooling pads, ...),
+raises ValueError naming the node and the operator.
 """
 
 from __future__ import annotations
@@ -183,24 +183,24 @@ def _pool(view):
     kernel, stride, padding, dilation = view.window()
     if dilation != (1, 1):
         raise view.fail(f"dilations {list(dilation)} are not supported (only [1, 1])")
-    view.expect("ceil_mode", 0, 0)
-    return kernel, stride, view.symmetric(padding)
+    ceil_mode = bool(view.take("ceil_mode", 0))
+    return kernel, stride, view.symmetric(padding), ceil_mode
 
 
 def _max_pool(view):
-    kernel, stride, padding = _pool(view)
+    kernel, stride, padding, ceil_mode = _pool(view)
     view.expect("storage_order", 0, 0)
-    return nn.MaxPool2d(kernel, stride, padding)
+    return nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
 
 
 def _average_pool(view):
-    kernel, stride, padding = _pool(view)
+    kernel, stride, padding, ceil_mode = _pool(view)
     # Without padding both divisors are the window size.
     include = view.take("count_include_pad", 0)
     if not include and padding != (0, 0):
         raise view.fail("count_include_pad=0 with padding is not supported (AvgPool2d "
                         "divides every window by its full size)")
-    return nn.AvgPool2d(kernel, stride, padding)
+    return nn.AvgPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
 
 
 def _batch_norm(view):

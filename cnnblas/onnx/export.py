@@ -127,10 +127,28 @@ def _linear(builder, layer, path, x_name, x):
 def _pool(op_type: str, **extra):
     def convert(builder, layer, path, x_name, x):
         (pad_h, pad_w) = layer.padding
-        return builder.node(op_type, [x_name], path, **extra,
+        attributes = dict(extra)
+        if layer.ceil_mode:
+            _check_ceil_mode_shape(layer, path, x, layer(x).shape[2:])
+            attributes["ceil_mode"] = 1
+        return builder.node(op_type, [x_name], path, **attributes,
                             **_window(layer.kernel_size, layer.stride,
                                       ((pad_h, pad_h), (pad_w, pad_w))))
     return convert
+
+
+def _check_ceil_mode_shape(layer, path, x, out_size) -> None:
+    """ONNX's shape rule for ``ceil_mode`` lacks PyTorch's (and cnnblas's) correction
+    that drops a last window starting in the padding; refuse the geometries where the
+    two rules differ rather than write a graph whose declared shapes are wrong."""
+    onnx_size = tuple(-(-(size + 2 * pad - kernel) // stride) + 1 for size, pad, kernel, stride
+                      in zip(x.shape[2:], layer.padding, layer.kernel_size, layer.stride,
+                             strict=True))
+    if onnx_size != tuple(out_size):
+        raise TypeError(
+            f"cannot export {path or 'the model'} ({layer._describe()}): with ceil_mode its "
+            f"output is {tuple(out_size)} on a {tuple(x.shape[2:])} input, where ONNX's rule "
+            f"gives {onnx_size} (the last window would start in the padding)")
 
 
 def _adaptive_avg_pool(builder, layer, path, x_name, x):

@@ -112,7 +112,8 @@ class GraphModule(Module):
         grads: dict[str, np.ndarray] = {self.output_name: dy}
         for node in reversed(self.nodes):
             grad = grads.pop(node.output, None)
-            if grad is None:  # nothing downstream passes a gradient back
+            if grad is None:  # nothing downstream passes a gradient back:
+                node.module.clear_caches()  # its forward's cache will never be used
                 continue
             try:
                 result = node.module.backward(grad)

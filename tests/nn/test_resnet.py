@@ -370,3 +370,8 @@ def test_load_model_rebuilds_a_resnet_checkpoint(tmp_path):
     with pytest.raises(ValueError, match=r"wrong\.npz: cannot rebuild the model 'resnet32'.*"
                                          r"first missing key 'layer1\.3\.conv1\.weight'"):
         nn.load_model(tmp_path / "wrong.npz")
+
+
+def test_resnet_layers_must_be_a_sequence():
+    with pytest.raises(TypeError, match="ResNet layers must be a sequence of 3 block counts"):
+        nn.ResNet(nn.BasicBlock, 3, stem="cifar")

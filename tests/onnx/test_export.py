@@ -53,6 +53,9 @@ CASES = {
         nn.Bottleneck(8, 4, stride=2, downsample=downsample(8, 16, 2, rng=0), rng=0),
         nn.Bottleneck(16, 4, rng=1), nn.AdaptiveAvgPool2d(2), nn.Flatten())), (8, 8, 8)),
     "sequential": (mixed_sequential, (3, 13, 11)),
+    "ceil_mode": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, rng=0), nn.MaxPool2d(2, ceil_mode=True),
+                                        nn.AvgPool2d(3, 2, padding=1, ceil_mode=True)),
+                  (1, 10, 10)),
 }
 
 
@@ -131,6 +134,14 @@ def test_a_subclass_that_changes_forward_is_refused(tmp_path):
     export(nn.Sequential(PlainReLU()), tmp_path / "plain.onnx", (2,))
     with pytest.raises(TypeError, match=r"cannot export 0 \(DoubleReLU\)"):
         export(nn.Sequential(DoubleReLU()), tmp_path / "double.onnx", (2,))
+
+
+def test_ceil_mode_where_onnx_sizes_the_output_differently_is_refused(tmp_path):
+    """A 5x5 input, kernel 2, stride 2, padding 1: PyTorch's rule drops the window that
+    would start in the padding (3x3 out), ONNX's shape rule keeps it (4x4 out)."""
+    model = nn.Sequential(nn.MaxPool2d(2, 2, padding=1, ceil_mode=True))
+    with pytest.raises(TypeError, match=r"cannot export 0 \(MaxPool2d.*ceil_mode.*\(3, 3\)"):
+        export(model, tmp_path / "m.onnx", (1, 5, 5))
 
 
 def test_bad_arguments(tmp_path):

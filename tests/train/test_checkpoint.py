@@ -190,3 +190,18 @@ def test_written_archive_is_uncompressed_zip(tmp_path):
     with zipfile.ZipFile(io.BytesIO(path.read_bytes())) as archive:
         assert archive.testzip() is None
         assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_STORED}
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through a private temporary file, but the result is as readable
+    as any other new file (0666 less the umask), not owner-only."""
+    import os
+
+    from cnnblas.checkpoint import write_atomic
+
+    mask = os.umask(0o022)
+    try:
+        path = write_atomic(tmp_path / "w.bin", lambda handle: handle.write(b"x"))
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
