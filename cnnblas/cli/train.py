@@ -267,6 +267,22 @@ def _setup_everywhere(args, world):
     return None
 
 
+def _stretch_schedule(trainer, epochs: int, log) -> None:
+    """Make a resumed cosine schedule span this run's ``epochs``, saying so.
+
+    The checkpoint restores the schedule of the run that wrote it; extending a
+    finished run (more ``--epochs``) would otherwise wrap around its cosine.
+    """
+    scheduler = trainer.scheduler
+    if scheduler is None or scheduler.t_max == epochs or trainer.epoch >= epochs:
+        return
+    saved = scheduler.t_max
+    scheduler.load_state_dict({**scheduler.state_dict(), "t_max": epochs})  # sets the lr
+    if trainer.is_main:
+        log(f"the cosine schedule now spans {epochs} epochs instead of {saved}: "
+            f"lr {scheduler.lr:g} at epoch {trainer.epoch + 1}")
+
+
 def _train(args, world) -> int:
     started = time.perf_counter()
     prepared = _setup_everywhere(args, world)
@@ -276,10 +292,14 @@ def _train(args, world) -> int:
     say = print if trainer.is_main else (lambda *args, **kwargs: None)
     say(header, flush=True)
     callbacks = [EpochAugmentation(data, args.seed)] if data.raw_train is not None else []
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    if args.resume:
+        trainer.resume(args.checkpoint, log)
+        _stretch_schedule(trainer, args.epochs, log)
     trainer.fit((data.x_train, data.y_train), args.epochs, batch_size=args.batch_size,
                 seed=args.seed, val=(data.x_test, data.y_test), val_name="test",
-                checkpoint=args.checkpoint, resume=args.resume, progress=not args.no_progress,
-                log=lambda line: print(line, flush=True), callbacks=callbacks)
+                checkpoint=args.checkpoint, progress=not args.no_progress, log=log,
+                callbacks=callbacks)
     x_test, y_test = data.x_test, data.y_test
     result = trainer.evaluate(x_test, y_test)  # collective under MPI
     if not trainer.is_main:
