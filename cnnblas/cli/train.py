@@ -24,6 +24,7 @@ the run says what was chosen.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -143,6 +144,42 @@ def _check_args(args, world) -> None:
             f"--batch-size ({args.batch_size}) is the global batch, split across the "
             f"{world.size} ranks: it must be at least the number of ranks"
         )
+    if world.is_main:  # rank 0 alone writes the files
+        for option in ("checkpoint", "history", "plot"):
+            _check_output(getattr(args, option), f"--{option}")
+        if args.plot is not None:
+            _check_plot_format(args.plot)
+
+
+def _check_output(path: Path | None, option: str) -> None:
+    """Fail now, not after training, when ``path`` cannot be written."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ValueError(f"{option}: {path} is a directory; give a file name")
+    parent = path.parent
+    if not parent.exists():
+        raise FileNotFoundError(f"{option}: the directory {parent} does not exist")
+    if not parent.is_dir():
+        raise ValueError(f"{option}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"{option}: the directory {parent} is not writable")
+
+
+def _check_plot_format(path: Path) -> None:
+    """matplotlib is installed and writes the format of ``path``'s extension."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError as error:
+        raise ImportError(
+            "--plot needs matplotlib, which is not installed; install it with: "
+            "pip install 'cnnblas[data]' (or pip install matplotlib)"
+        ) from error
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix and suffix not in formats:
+        raise ValueError(f"--plot: matplotlib cannot write '.{suffix}' files; use one of "
+                         + ", ".join(f".{name}" for name in sorted(formats)))
 
 
 def _build_trainer(args, world, data: TrainingData):
