@@ -43,7 +43,10 @@ from cnnblas.cli.pipeline import (
 )
 from cnnblas.nn import MODEL_BUILDERS
 
-__all__ = ["add_command", "prepare_run", "run_train", "DEFAULTS"]
+__all__ = ["add_command", "prepare_run", "run_train", "DEFAULTS", "INTERRUPTED"]
+
+#: Exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
 
 
 def add_command(commands) -> None:
@@ -280,6 +283,9 @@ def run_train(args) -> int:
     except ERRORS as error:
         print(f"cnnblas train: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before training started (Ctrl-C while loading data)
+        print("cnnblas train: interrupted before training", file=sys.stderr)
+        return INTERRUPTED
 
 
 def _setup_everywhere(args, world):
@@ -302,6 +308,19 @@ def _setup_everywhere(args, world):
         where = "" if world.is_main else f" (rank {world.rank} of {world.size})"
         print(f"cnnblas train: error{where}: {failure}", file=sys.stderr, flush=True)
     return None
+
+
+def _interrupted(args, epoch: int) -> str:
+    """What Ctrl-C after ``epoch`` complete epochs left behind, and how to continue."""
+    where = f"during epoch {epoch + 1}" if epoch < args.epochs else f"after epoch {epoch}"
+    if args.checkpoint is None:
+        return (f"interrupted {where}; no checkpoint was written "
+                f"(--checkpoint PATH.npz writes one after every epoch)")
+    if epoch == 0 or not args.checkpoint.exists():
+        return f"interrupted {where}; no checkpoint was written to {args.checkpoint} yet"
+    again = "again" if args.resume else "with --resume"
+    return (f"interrupted {where}; {args.checkpoint} holds epoch {epoch}: "
+            f"run the same command {again} to continue")
 
 
 def _stretch_schedule(trainer, epochs: int, log) -> None:
@@ -330,13 +349,19 @@ def _train(args, world) -> int:
     say(header, flush=True)
     callbacks = [EpochAugmentation(data, args.seed)] if data.raw_train is not None else []
     log = lambda line: print(line, flush=True)  # noqa: E731
-    if args.resume:
-        trainer.resume(args.checkpoint, log)
-        _stretch_schedule(trainer, args.epochs, log)
-    trainer.fit((data.x_train, data.y_train), args.epochs, batch_size=args.batch_size,
-                seed=args.seed, val=(data.x_test, data.y_test), val_name="test",
-                checkpoint=args.checkpoint, progress=not args.no_progress, log=log,
-                callbacks=callbacks)
+    try:
+        if args.resume:
+            trainer.resume(args.checkpoint, log)
+            _stretch_schedule(trainer, args.epochs, log)
+        trainer.fit((data.x_train, data.y_train), args.epochs, batch_size=args.batch_size,
+                    seed=args.seed, val=(data.x_test, data.y_test), val_name="test",
+                    checkpoint=args.checkpoint, progress=not args.no_progress, log=log,
+                    callbacks=callbacks)
+    except KeyboardInterrupt:
+        if trainer.is_main:
+            print(f"cnnblas train: {_interrupted(args, trainer.epoch)}", file=sys.stderr,
+                  flush=True)
+        return INTERRUPTED
     x_test, y_test = data.x_test, data.y_test
     result = trainer.evaluate(x_test, y_test)  # collective under MPI
     if not trainer.is_main:
