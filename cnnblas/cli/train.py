@@ -248,7 +248,8 @@ def _header(args, world, data: TrainingData, trainer, given: list[str]) -> str:
             + (f", {augmentation}" if augmentation else "")
             + f"; {optimizer_text}, lr {args.lr:g}"
             + (", cosine schedule" if trainer.scheduler else "")
-            + f", batch {args.batch_size}{family}, {args.epochs} epochs, {parallel}")
+            + f", batch {args.batch_size}{family}, {args.epochs} epoch"
+            + ("s" if args.epochs != 1 else "") + f", {parallel}")
 
 
 def prepare_run(args, world):
