@@ -27,7 +27,8 @@ def _warmup(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every sub-command; each sets ``func``, which runs it and returns its code."""
-    parser = argparse.ArgumentParser(prog="cnnblas", description=__doc__)
+    # The docstring's reST literals (``info``) read as plain words in --help.
+    parser = argparse.ArgumentParser(prog="cnnblas", description=__doc__.replace("``", ""))
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="versions, BLAS libraries, threads, kernel cache"
                         ).set_defaults(func=_info)
@@ -37,12 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_command(commands)
     predict.add_command(commands)
     export.add_command(commands)
+    for command in commands.choices.values():
+        command.set_defaults(command_parser=command)  # reports its own unknown options
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``cnnblas`` with ``argv`` (default: the process's arguments); returns the exit code."""
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # with the usage of the command they were given to, not the top level's
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.func(args)
 
 

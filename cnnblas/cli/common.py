@@ -28,8 +28,18 @@ def preprocess(images: np.ndarray, upsample: int = 1, mean: float | Sequence[flo
 
 
 def set_threads(threads: int | None) -> None:
-    """Use ``threads`` threads for kernels and BLAS; None keeps the current setting."""
+    """Use ``threads`` threads for kernels and BLAS; None keeps the current setting.
+
+    Raises
+    ------
+    ValueError
+        ``threads`` is out of range; the message names ``--threads``.
+    """
     if threads is not None:
         import cnnblas
+        from cnnblas.threads import max_threads
 
+        if not 1 <= threads <= max_threads():
+            raise ValueError(f"--threads must be between 1 and {max_threads()} (the cores "
+                             f"numba may use, NUMBA_NUM_THREADS), got {threads}")
         cnnblas.set_num_threads(threads)

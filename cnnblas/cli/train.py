@@ -24,6 +24,7 @@ the run says what was chosen.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,10 @@ from cnnblas.cli.pipeline import (
 )
 from cnnblas.nn import MODEL_BUILDERS
 
-__all__ = ["add_command", "prepare_run", "run_train", "DEFAULTS"]
+__all__ = ["add_command", "prepare_run", "run_train", "DEFAULTS", "INTERRUPTED"]
+
+#: Exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
 
 
 def add_command(commands) -> None:
@@ -143,6 +147,42 @@ def _check_args(args, world) -> None:
             f"--batch-size ({args.batch_size}) is the global batch, split across the "
             f"{world.size} ranks: it must be at least the number of ranks"
         )
+    if world.is_main:  # rank 0 alone writes the files
+        for option in ("checkpoint", "history", "plot"):
+            _check_output(getattr(args, option), f"--{option}")
+        if args.plot is not None:
+            _check_plot_format(args.plot)
+
+
+def _check_output(path: Path | None, option: str) -> None:
+    """Fail now, not after training, when ``path`` cannot be written."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ValueError(f"{option}: {path} is a directory; give a file name")
+    parent = path.parent
+    if not parent.exists():
+        raise FileNotFoundError(f"{option}: the directory {parent} does not exist")
+    if not parent.is_dir():
+        raise ValueError(f"{option}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"{option}: the directory {parent} is not writable")
+
+
+def _check_plot_format(path: Path) -> None:
+    """matplotlib is installed and writes the format of ``path``'s extension."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError as error:
+        raise ImportError(
+            "--plot needs matplotlib, which is not installed; install it with: "
+            "pip install 'cnnblas[data]' (or pip install matplotlib)"
+        ) from error
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix and suffix not in formats:
+        raise ValueError(f"--plot: matplotlib cannot write '.{suffix}' files; use one of "
+                         + ", ".join(f".{name}" for name in sorted(formats)))
 
 
 def _build_trainer(args, world, data: TrainingData):
@@ -208,7 +248,8 @@ def _header(args, world, data: TrainingData, trainer, given: list[str]) -> str:
             + (f", {augmentation}" if augmentation else "")
             + f"; {optimizer_text}, lr {args.lr:g}"
             + (", cosine schedule" if trainer.scheduler else "")
-            + f", batch {args.batch_size}{family}, {args.epochs} epochs, {parallel}")
+            + f", batch {args.batch_size}{family}, {args.epochs} epoch"
+            + ("s" if args.epochs != 1 else "") + f", {parallel}")
 
 
 def prepare_run(args, world):
@@ -243,6 +284,9 @@ def run_train(args) -> int:
     except ERRORS as error:
         print(f"cnnblas train: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before training started (Ctrl-C while loading data)
+        print("cnnblas train: interrupted before training", file=sys.stderr)
+        return INTERRUPTED
 
 
 def _setup_everywhere(args, world):
@@ -267,6 +311,35 @@ def _setup_everywhere(args, world):
     return None
 
 
+def _interrupted(args, epoch: int) -> str:
+    """What Ctrl-C after ``epoch`` complete epochs left behind, and how to continue."""
+    where = f"during epoch {epoch + 1}" if epoch < args.epochs else f"after epoch {epoch}"
+    if args.checkpoint is None:
+        return (f"interrupted {where}; no checkpoint was written "
+                f"(--checkpoint PATH.npz writes one after every epoch)")
+    if epoch == 0 or not args.checkpoint.exists():
+        return f"interrupted {where}; no checkpoint was written to {args.checkpoint} yet"
+    again = "again" if args.resume else "with --resume"
+    return (f"interrupted {where}; {args.checkpoint} holds epoch {epoch}: "
+            f"run the same command {again} to continue")
+
+
+def _stretch_schedule(trainer, epochs: int, log) -> None:
+    """Make a resumed cosine schedule span this run's ``epochs``, saying so.
+
+    The checkpoint restores the schedule of the run that wrote it; extending a
+    finished run (more ``--epochs``) would otherwise wrap around its cosine.
+    """
+    scheduler = trainer.scheduler
+    if scheduler is None or scheduler.t_max == epochs or trainer.epoch >= epochs:
+        return
+    saved = scheduler.t_max
+    scheduler.load_state_dict({**scheduler.state_dict(), "t_max": epochs})  # sets the lr
+    if trainer.is_main:
+        log(f"the cosine schedule now spans {epochs} epochs instead of {saved}: "
+            f"lr {scheduler.lr:g} at epoch {trainer.epoch + 1}")
+
+
 def _train(args, world) -> int:
     started = time.perf_counter()
     prepared = _setup_everywhere(args, world)
@@ -276,10 +349,20 @@ def _train(args, world) -> int:
     say = print if trainer.is_main else (lambda *args, **kwargs: None)
     say(header, flush=True)
     callbacks = [EpochAugmentation(data, args.seed)] if data.raw_train is not None else []
-    trainer.fit((data.x_train, data.y_train), args.epochs, batch_size=args.batch_size,
-                seed=args.seed, val=(data.x_test, data.y_test), val_name="test",
-                checkpoint=args.checkpoint, resume=args.resume, progress=not args.no_progress,
-                log=lambda line: print(line, flush=True), callbacks=callbacks)
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    try:
+        if args.resume:
+            trainer.resume(args.checkpoint, log)
+            _stretch_schedule(trainer, args.epochs, log)
+        trainer.fit((data.x_train, data.y_train), args.epochs, batch_size=args.batch_size,
+                    seed=args.seed, val=(data.x_test, data.y_test), val_name="test",
+                    checkpoint=args.checkpoint, progress=not args.no_progress, log=log,
+                    callbacks=callbacks)
+    except KeyboardInterrupt:
+        if trainer.is_main:
+            print(f"cnnblas train: {_interrupted(args, trainer.epoch)}", file=sys.stderr,
+                  flush=True)
+        return INTERRUPTED
     x_test, y_test = data.x_test, data.y_test
     result = trainer.evaluate(x_test, y_test)  # collective under MPI
     if not trainer.is_main:

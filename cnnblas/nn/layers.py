@@ -37,6 +37,7 @@ from cnnblas.checks import (
     check_int,
     check_real,
     check_shape,
+    normalize_padding,
 )
 from cnnblas.nn import init
 from cnnblas.nn.module import Module, Parameter
@@ -176,7 +177,10 @@ class Conv2d(_ConvLayer):
         self.kernel_size = as_pair(kernel_size, "kernel_size")
         self.stride = as_pair(stride, "stride")
         self.dilation = as_pair(dilation, "dilation")
-        self.padding = padding  # validated against the input size by conv2d
+        # The form of padding is checked now; 'same' and whether the padded input
+        # fits the kernel depend on the input size, checked by conv2d.
+        normalize_padding(padding, self.kernel_size, self.stride, self.dilation, (1, 1))
+        self.padding = padding
         shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         # Checked now, not at the first forward: an unusable algorithm is a build error.
         check_algorithm(shape, self.stride, self.dilation, self.groups, algorithm)

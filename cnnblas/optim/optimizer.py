@@ -29,7 +29,14 @@ _HEADER_KEYS = ("optimizer", "num_params")
 
 def _checked_params(params: Iterable) -> list:
     """The parameters as a list: non-empty, no duplicates, float ``.data`` and a ``.grad``."""
-    params = list(params)
+    if callable(getattr(params, "parameters", None)):  # a model given for its parameters
+        raise TypeError(f"params must be an iterable of parameters, got a "
+                        f"{type(params).__name__} module: pass model.parameters()")
+    try:
+        params = list(params)
+    except TypeError as error:
+        raise TypeError(f"params must be an iterable of parameters (such as "
+                        f"model.parameters()), got {type(params).__name__}") from error
     if not params:
         raise ValueError("params must contain at least one parameter, got an empty list")
     seen: set[int] = set()

@@ -46,6 +46,7 @@ def plot_history(history: list[Mapping], path: str | os.PathLike) -> Path:
     """
     try:
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError as error:
         raise ImportError(
             "plotting the training history needs matplotlib, which is not installed; "
@@ -66,6 +67,7 @@ def plot_history(history: list[Mapping], path: str | os.PathLike) -> Path:
             points = [(record["epoch"], record[key]) for record in history if key in record]
             axes.plot(*zip(*points, strict=True), marker="o", label=split)
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
         axes.set_ylabel(metric)
         axes.grid(alpha=0.3)
         axes.legend()

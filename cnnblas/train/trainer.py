@@ -315,7 +315,7 @@ class Trainer:
                                 val_name if val is not None else None), *callbacks]
         with self.world.guard():
             if resume:
-                self._resume(checkpoint, log)
+                self.resume(checkpoint, log)
             loader = self._prepare(train, batch_size, shuffle, seed, val, val_name)
             while self.epoch < epochs:
                 record = self._train_epoch(loader, self.epoch + 1, hooks)
@@ -324,14 +324,22 @@ class Trainer:
                     hook.on_epoch_end(self, record)
         return self.history
 
-    def _resume(self, checkpoint, log) -> None:
-        """Restore ``checkpoint`` when it exists on rank 0; say which happened."""
-        if self.world.broadcast_flag(Path(checkpoint).exists()):  # rank 0's file decides
-            self.load_checkpoint(checkpoint)
-            if log is not None:
-                log(f"resumed from {checkpoint} at epoch {self.epoch}")
-        elif log is not None:
-            log(f"no checkpoint at {checkpoint}: starting from scratch")
+    def resume(self, checkpoint: str | os.PathLike,
+               log: Callable[[str], object] | None = print) -> None:
+        """Restore ``checkpoint`` when it exists on rank 0 (see :meth:`load_checkpoint`).
+
+        ``log`` (rank 0 only) receives one line saying which happened. ``fit(...,
+        resume=True)`` calls this first; call it yourself to adjust the restored
+        state (e.g. the schedule's length) before :meth:`fit`.
+        """
+        log = log if self.is_main else None
+        with self.world.guard():
+            if self.world.broadcast_flag(Path(checkpoint).exists()):  # rank 0's file decides
+                self.load_checkpoint(checkpoint)
+                if log is not None:
+                    log(f"resumed from {checkpoint} at epoch {self.epoch}")
+            elif log is not None:
+                log(f"no checkpoint at {checkpoint}: starting from scratch")
 
     def _prepare(self, train, batch_size, shuffle, seed, val, val_name) -> DataLoader:
         """The loader, the labels checked against the model, every rank on rank 0's weights."""

@@ -80,7 +80,7 @@ def test_resnet_train_header_metadata_and_files(cifar, trained, capsys):
         f"resnet20 on cifar10:{cifar['dir']}: 40 training and 12 test images 3x32x32, "
         "10 classes, random 4-px crops and flips every epoch; sgd (momentum 0.9, weight decay "
         "0.0005), lr 0.1, cosine schedule, batch 20 (resnet defaults; --batch-size given), "
-        "1 epochs, 1 thread(s)"
+        "1 epoch, 1 thread(s)"
     )
     assert EPOCH_LINE.fullmatch(out.splitlines()[1]).group(1) == "1"
 
@@ -179,7 +179,7 @@ def test_resnet_on_one_channel_digits(capsys):
     assert out.splitlines()[0].startswith(
         "resnet20 on digits: 48 training and 48 test images 1x8x8 (+4 copies shifted by 1 px) "
         "upsampled to 16x16, 10 classes; sgd (momentum 0.9, weight decay 0.0005), lr 0.05, "
-        "cosine schedule, batch 128 (resnet defaults; --lr given), 1 epochs")
+        "cosine schedule, batch 128 (resnet defaults; --lr given), 1 epoch")
 
 
 def parse_train(argv):

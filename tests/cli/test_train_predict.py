@@ -71,7 +71,8 @@ def test_resume_continues_to_the_requested_epoch(trained, capsys, tmp_path):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[1] == f"resumed from {copy} at epoch 2"
-    assert EPOCH_LINE.fullmatch(lines[2]).group(1) == "3"
+    assert lines[2].startswith("the cosine schedule now spans 3 epochs instead of 2: lr ")
+    assert EPOCH_LINE.fullmatch(lines[3]).group(1) == "3"
     assert load_model(copy)[1].epoch == 3
 
 

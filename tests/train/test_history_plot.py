@@ -1,0 +1,28 @@
+"""The history plot's epoch axis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnblas.train.history import plot_history
+
+
+def test_epoch_ticks_are_integers(tmp_path, monkeypatch):
+    figure_module = pytest.importorskip("matplotlib.figure")
+    saved = []
+    original = figure_module.Figure.savefig
+
+    def savefig(self, *args, **kwargs):
+        saved.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(figure_module.Figure, "savefig", savefig)
+    history = [{"epoch": epoch, "loss": 1.0 / epoch, "accuracy": 0.5, "val_loss": 1.0,
+                "val_accuracy": 0.4} for epoch in (1, 2)]
+    plot_history(history, tmp_path / "history.png")
+    (figure,) = saved
+    for axes in figure.axes:
+        ticks = axes.get_xticks()
+        visible = ticks[(ticks >= 1) & (ticks <= 2)]
+        assert len(visible) and np.array_equal(visible, np.round(visible)), ticks
