@@ -208,8 +208,9 @@ def load_idx(path: str | os.PathLike, magic: int | None = None) -> np.ndarray:
         When ``path`` does not exist.
     ValueError
         On a bad magic number (or not the expected ``magic``), an unknown
-        type byte, zero dimensions, a truncated header, a payload shorter or longer than the header
-        promises, or an invalid gzip stream; the message names the file.
+        type byte, zero dimensions, a truncated header, a payload shorter or
+        longer than the header promises, or an invalid gzip stream; the
+        message names the file.
     """
     path = Path(path)
     data = _read_maybe_gzip(path)
