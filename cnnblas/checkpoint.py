@@ -177,6 +177,10 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # a local file header: the start of every non-empty zip
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def load_npz(path: str | os.PathLike, data: bytes | None = None, *,
              what: str = "checkpoint") -> dict[str, np.ndarray]:
     """Read every array of the ``.npz`` file ``path`` (no pickle).
@@ -200,14 +204,32 @@ def load_npz(path: str | os.PathLike, data: bytes | None = None, *,
     path = Path(path)
     if data is None and not path.exists():
         raise FileNotFoundError(f"{what} {path} does not exist")
+    invalid = f"{path} is not a valid cnnblas {what}"
+    if data is None:
+        with open(path, "rb") as handle:
+            start = handle.read(len(_ZIP_MAGIC))
+    else:
+        start = data[:len(_ZIP_MAGIC)]
+    # np.load takes any file that is neither a zip nor a .npy for a pickle and
+    # suggests loading it unsafely: refuse such files before it sees them.
+    if start != _ZIP_MAGIC:
+        kind = "a single .npy array" if start and _NPY_MAGIC.startswith(start) else "another format"
+        raise ValueError(
+            f"{invalid}: it is not a zip archive (.npz) but {kind}, or a truncated or "
+            f"corrupted file (starts with {start!r})"
+        )
     try:
-        archive = np.load(path if data is None else io.BytesIO(data), allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single .npy array, not an .npz archive")
-        with archive:
+        with np.load(path if data is None else io.BytesIO(data), allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable .npz {what}: {error}") from error
+    except ValueError as error:
+        if "pickle" not in str(error):
+            raise ValueError(f"{invalid}: not a readable .npz archive: {error}") from error
+        raise ValueError(
+            f"{invalid}: an entry holds pickled (object) data, which cnnblas never loads"
+        ) from error
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError,
+            NotImplementedError) as error:  # NotImplementedError: a flipped zip method or flag
+        raise ValueError(f"{invalid}: not a readable .npz archive: {error}") from error
 
 
 def json_to_array(value) -> np.ndarray:
@@ -306,21 +328,22 @@ def load_checkpoint(path: str | os.PathLike, data: bytes | None = None) -> Check
     """
     path = Path(path)
     arrays = load_npz(path, data)
+    invalid = f"{path} is not a valid cnnblas checkpoint"
     missing = [key for key in _HEADER_KEYS if key not in arrays]
     if missing:
-        raise ValueError(f"{path} is not a cnnblas checkpoint: missing entries {missing}")
+        raise ValueError(f"{invalid}: missing entries {missing}")
 
     def scalar(key, kind):
         value = arrays[key]
         if value.shape != () or value.dtype.kind not in kind:
             raise ValueError(
-                f"{path}: checkpoint entry {key!r} has dtype {value.dtype} and shape "
+                f"{invalid}: checkpoint entry {key!r} has dtype {value.dtype} and shape "
                 f"{value.shape}, expected a scalar"
             )
         return value.item()
 
     if scalar("format", "U") != FORMAT:
-        raise ValueError(f"{path}: format is {arrays['format'].item()!r}, expected {FORMAT!r}")
+        raise ValueError(f"{invalid}: format is {arrays['format'].item()!r}, expected {FORMAT!r}")
     version = scalar("version", "iu")
     if not 1 <= version <= VERSION:
         raise ValueError(
@@ -329,17 +352,17 @@ def load_checkpoint(path: str | os.PathLike, data: bytes | None = None) -> Check
         )
     epoch = scalar("epoch", "iu")
     if epoch < 0:
-        raise ValueError(f"{path}: checkpoint entry 'epoch' is negative ({epoch})")
-    metadata = array_to_json(arrays["metadata"], f"{path}: checkpoint entry 'metadata'")
-    history = array_to_json(arrays["history"], f"{path}: checkpoint entry 'history'")
+        raise ValueError(f"{invalid}: checkpoint entry 'epoch' is negative ({epoch})")
+    metadata = array_to_json(arrays["metadata"], f"{invalid}: checkpoint entry 'metadata'")
+    history = array_to_json(arrays["history"], f"{invalid}: checkpoint entry 'history'")
     if not isinstance(metadata, dict) or not isinstance(history, list):
-        raise ValueError(f"{path}: 'metadata' must be a JSON object and 'history' a JSON list")
+        raise ValueError(f"{invalid}: 'metadata' must be a JSON object and 'history' a JSON list")
     sections: dict[str, dict[str, np.ndarray]] = {name: {} for name in SECTIONS}
     for key, value in arrays.items():
         if key in _HEADER_KEYS:
             continue
         section, dot, rest = key.partition(".")
         if not dot or section not in sections:
-            raise ValueError(f"{path}: unexpected checkpoint entry {key!r}")
+            raise ValueError(f"{invalid}: unexpected checkpoint entry {key!r}")
         sections[section][rest] = value
     return Checkpoint(path, version, epoch, metadata, history, sections)

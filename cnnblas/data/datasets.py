@@ -177,7 +177,7 @@ def _read_maybe_gzip(path: Path) -> bytes:
         raise ValueError(f"{path}: corrupt or truncated gzip stream ({err})") from err
 
 
-def load_idx(path: str | os.PathLike) -> np.ndarray:
+def load_idx(path: str | os.PathLike, magic: int | None = None) -> np.ndarray:
     """Read one IDX file (the MNIST format), raw or gzip-compressed.
 
     The file is a 4-byte magic number ``0x00 0x00 <type> <ndim>``, then
@@ -191,6 +191,10 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
     ----------
     path : str or os.PathLike
         The file.
+    magic : int, optional
+        The magic number the file must start with (2051 for MNIST images,
+        2049 for labels); checked before anything else, so a file of the
+        wrong kind is reported as such. ``None`` accepts any valid IDX file.
 
     Returns
     -------
@@ -203,16 +207,23 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
     FileNotFoundError
         When ``path`` does not exist.
     ValueError
-        On a bad magic number, an unknown type byte, zero dimensions, a
-        truncated header, a payload shorter or longer than the header
-        promises, or an invalid gzip stream; the message names the file.
+        On a bad magic number (or not the expected ``magic``), an unknown
+        type byte, zero dimensions, a truncated header, a payload shorter or
+        longer than the header promises, or an invalid gzip stream; the
+        message names the file.
     """
     path = Path(path)
     data = _read_maybe_gzip(path)
     if len(data) < 4:
         raise ValueError(f"{path}: {len(data)} bytes is too short for the 4-byte IDX magic number")
     zero, type_code, ndim = data[:2], data[2], data[3]
-    magic = int.from_bytes(data[:4], "big")
+    found = int.from_bytes(data[:4], "big")
+    if magic is not None and found != magic:
+        raise ValueError(
+            f"{path}: expected IDX magic {magic} (0x{magic:08X}), found {found} "
+            f"(0x{found:08X}): not the expected kind of IDX file"
+        )
+    magic = found
     if zero != b"\x00\x00":
         raise ValueError(
             f"{path}: bad IDX magic number 0x{magic:08X}: the first two bytes must be zero "
@@ -266,21 +277,33 @@ def _check_directory(directory, what: str, expected: list[str]) -> Path:
     return directory
 
 
-# What load_mnist expects in each IDX file: rank, and the words of its error message.
-_MNIST_IMAGES = (3, "images of shape (N, rows, cols)", 2051)
-_MNIST_LABELS = (1, "labels of shape (N,)", 2049)
+# What load_mnist expects in each IDX file: the words of its error message, and the
+# magic number (0x0803: uint8, 3 dimensions; 0x0801: uint8, 1 dimension).
+_MNIST_IMAGES = ("images of shape (N, rows, cols)", 2051)
+_MNIST_LABELS = ("labels of shape (N,)", 2049)
 
 
-def _read_mnist_idx(path: Path, expected: tuple[int, str, int]) -> np.ndarray:
-    """:func:`load_idx` of ``path``, which must hold uint8 of the ``expected`` rank."""
-    ndim, what, magic = expected
-    array = load_idx(path)
-    if array.dtype != np.uint8 or array.ndim != ndim:
+#: Class indices of the MNIST-format data sets (MNIST, Fashion-MNIST, KMNIST): 0..9.
+_MNIST_CLASSES = 10
+
+
+def _read_mnist_idx(path: Path, expected: tuple[str, int]) -> np.ndarray:
+    """:func:`load_idx` of ``path``, which must start with the ``expected`` magic number."""
+    what, magic = expected
+    try:
+        return load_idx(path, magic=magic)
+    except ValueError as err:
+        raise ValueError(f"{err}; expected uint8 {what}") from err
+
+
+def _check_labels(path: Path, labels: np.ndarray, classes: int) -> None:
+    """Raise ValueError naming ``path``, the index and the value of the first label >= classes."""
+    bad = np.flatnonzero(labels >= classes)
+    if bad.size:
         raise ValueError(
-            f"{path}: expected uint8 {what} (IDX magic {magic}), got {array.dtype} of shape "
-            f"{array.shape}"
+            f"{path}: label {bad[0]} is {labels[bad[0]]}, expected a class index "
+            f"0..{classes - 1} (corrupt file?)"
         )
-    return array
 
 
 def load_mnist(directory: str | os.PathLike) -> Dataset:
@@ -309,9 +332,10 @@ def load_mnist(directory: str | os.PathLike) -> Dataset:
         When the directory or one of the files is missing; the message lists
         the expected file names and the directory.
     ValueError
-        On a corrupt file (see :func:`load_idx`), images that are not 3-D
-        uint8, labels that are not 1-D uint8, or image and label counts that
-        differ; the message names the file(s).
+        On a corrupt file (see :func:`load_idx`), an images file without the
+        magic number 2051 (3-D uint8) or a labels file without 2049 (1-D
+        uint8), a label above 9, or image and label counts that differ; the
+        message names the file(s).
     """
     expected = list(MNIST_FILES.values())
     directory = _check_directory(directory, "MNIST", expected)
@@ -321,6 +345,7 @@ def load_mnist(directory: str | os.PathLike) -> Dataset:
     for split in ("train", "test"):
         images = _read_mnist_idx(paths[f"{split}_images"], _MNIST_IMAGES)
         labels = _read_mnist_idx(paths[f"{split}_labels"], _MNIST_LABELS)
+        _check_labels(paths[f"{split}_labels"], labels, _MNIST_CLASSES)
         if len(images) != len(labels):
             raise ValueError(
                 f"{paths[f'{split}_images']} holds {len(images)} images but "

@@ -117,8 +117,10 @@ def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 
     4·(kw − 1) wide and kernels larger than 1x1 (LeNet-5's first layer,
     3 -> 32 3x3 layers); and the im2col GEMM otherwise. The other names force
     a choice, checked by :func:`check_algorithm`. (Given non-finite inputs, the
-    backward pass of a "direct" layer runs the GEMM instead; see
-    :func:`cnnblas.ops.direct.inputs_finite`.)
+    backward pass of a "direct" layer and every pass of a Winograd layer run
+    the GEMM instead, which gives PyTorch's inf/NaN pattern; see
+    :func:`cnnblas.ops.direct.inputs_finite` and
+    :func:`cnnblas.ops.problem.all_finite`.)
 
     Parameters
     ----------

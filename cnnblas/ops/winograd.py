@@ -46,8 +46,8 @@ import numpy as np
 from cnnblas import threads
 from cnnblas._kernels import winograd_f2, winograd_f4
 from cnnblas.checks import Padding2d, as_pair, ceil_div, conv_geometry, normalize_padding
-from cnnblas.ops import parallel, workspace
-from cnnblas.ops.problem import ConvProblem
+from cnnblas.ops import gemm, parallel, workspace
+from cnnblas.ops.problem import ConvProblem, all_finite
 from cnnblas.ops.workspace import Slot
 
 # V and M of a chunk stay within this many bytes even when the workspace budget
@@ -399,10 +399,18 @@ def winograd_conv2d_weight_grad(dy: np.ndarray, x: np.ndarray, padding=((1, 1), 
 
 
 # --------------------------------------------------------------------------- the backend
+#
+# The transforms add and subtract input values of a whole tile: one inf there
+# becomes inf - inf = NaN in outputs that a plain convolution gives as inf (or
+# finite). Given any non-finite input the GEMM backend computes the layer
+# instead, so results match PyTorch's; checking costs one read of each array.
 
 def forward(problem: ConvProblem, bias: np.ndarray | None, y: np.ndarray, tile: int) -> None:
     """Fill ``y`` (N, K, out_h, out_w) with the convolution of ``problem``, plus ``bias``,
     by F(tile x tile, 3x3); the worker threads share one weight transform."""
+    if not all_finite(problem.x, problem.weight):
+        gemm.forward(problem, bias, y)
+        return
     plan = forward_plan(problem.x, problem.weight, bias, problem.geom.padding, tile)
     parallel.map_image_ranges(lambda start, stop, serial: plan.run(start, stop, y, serial),
                               problem.n_images, problem.flops)
@@ -412,6 +420,9 @@ def input_grad(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray, tile: int) 
     """Fill ``dx`` (N, C, H, W) with the input gradient of ``problem`` for a
     C-contiguous ``dy``, by F(tile x tile, 3x3) (:func:`input_grad_plan`), without
     the weight gradient; ``problem.x`` is not read."""
+    if not all_finite(dy, problem.weight):
+        gemm.input_grad(problem, dy, dx)
+        return
     geom = problem.geom
     plan = input_grad_plan(dy, problem.weight, geom.padding, (geom.in_h, geom.in_w), tile)
     parallel.map_image_ranges(lambda start, stop, serial: plan.run(start, stop, dx, serial),
@@ -422,6 +433,8 @@ def backward(problem: ConvProblem, dy: np.ndarray, input_grad: bool, tile: int):
     """(dx or None, dweight, dbias) of ``problem`` for a C-contiguous ``dy``, by
     F(tile x tile, 3x3): dW from GEMMs of transformed dY and input tiles, dX as a
     3x3 correlation of dY (:func:`input_grad_plan`)."""
+    if not all_finite(problem.x, problem.weight, dy):
+        return gemm.backward(problem, dy, input_grad)
     geom = problem.geom
     weight_plan = weight_grad_plan(problem.x, dy, geom.padding, tile)
     input_plan = (input_grad_plan(dy, problem.weight, geom.padding, problem.x.shape[2:], tile)

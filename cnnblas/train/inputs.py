@@ -52,6 +52,23 @@ def check_images(x, name: str) -> np.ndarray:
     return x
 
 
+def check_finite_images(x: np.ndarray, name: str) -> None:
+    """ValueError naming ``name`` and the first sample of ``x`` holding NaN or inf.
+
+    One read of ``x``: a sample's sum is finite when all its values are; only
+    samples whose sum is not (NaN/inf, or an overflow of finite values) are
+    looked at value by value. Caught here, such input is not mistaken for a
+    diverged training run later.
+    """
+    sums = x.reshape(len(x), -1).sum(axis=1, dtype=np.float64)
+    for index in np.flatnonzero(~np.isfinite(sums)):
+        if not np.isfinite(x[index]).all():
+            raise ValueError(
+                f"{name} hold non-finite values (NaN or inf), first in sample {index}; "
+                "clean or drop such samples before training"
+            )
+
+
 def check_labels(y, num_samples: int, name: str, x_name: str) -> np.ndarray:
     """``y`` as 1-D integer class indices >= 0, one per sample of the images ``x_name``."""
     y = np.asarray(y)

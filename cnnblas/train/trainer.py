@@ -23,6 +23,7 @@ from cnnblas.functional import softmax
 from cnnblas.train.callbacks import Callback, checkpoint_note, fit_callbacks
 from cnnblas.train.history import plot_history, save_history
 from cnnblas.train.inputs import (
+    check_finite_images,
     check_images,
     check_label_range,
     check_labels,
@@ -290,8 +291,10 @@ class Trainer:
             non-finite parameters at the end of an epoch. The checkpoint of the
             last good epoch is left untouched.
         TypeError, ValueError
-            Bad training or validation data (shapes, dtypes, label range), or
-            a checkpoint that cannot be restored.
+            Bad training or validation data (shapes, dtypes, label range,
+            NaN or inf images: the message names the split and the first bad
+            sample, checked once per call before the first step), or a
+            checkpoint that cannot be restored.
         cnnblas.distributed.WeightsDivergedError
             With several MPI ranks: the weights differ between ranks at the
             end of an epoch (raised on every rank).
@@ -344,6 +347,12 @@ class Trainer:
     def _prepare(self, train, batch_size, shuffle, seed, val, val_name) -> DataLoader:
         """The loader, the labels checked against the model, every rank on rank 0's weights."""
         loader = self._make_loader(train, batch_size, shuffle, seed)
+        # Before the first step, on the whole set (not a rank's shard): a NaN
+        # pixel would otherwise surface as a "diverged" loss.
+        full_x = train.x if isinstance(train, DataLoader) else np.asarray(train[0])
+        check_finite_images(full_x, "the training images")
+        if val is not None:
+            check_finite_images(val[0], f"the {val_name} images")
         num_outputs = self._num_outputs(loader.x)
         check_label_range(loader.y, num_outputs, "the training labels")
         if val is not None:

@@ -156,7 +156,7 @@ def test_load_mnist_missing_directory(tmp_path):
 @pytest.mark.parametrize("key, array, message", [
     ("train_labels", np.zeros((5, 1), np.uint8), r"expected uint8 labels of shape \(N,\)"),
     ("test_images", np.zeros((3, 784), np.uint8), r"expected uint8 images of shape \(N, rows"),
-    ("test_images", np.zeros((3, 28, 28), np.int32), "got int32"),
+    ("test_images", np.zeros((3, 28, 28), np.int32), r"found 3075 \(0x00000C03\)"),
     ("test_labels", np.zeros(4, np.uint8), "holds 3 images but .* holds 4 labels"),
 ])
 def test_load_mnist_wrong_dims(tmp_path, key, array, message):
@@ -164,6 +164,47 @@ def test_load_mnist_wrong_dims(tmp_path, key, array, message):
     write(tmp_path / MNIST_FILES[key], idx_bytes(array))
     with pytest.raises(ValueError, match=message):
         load_mnist(tmp_path)
+
+
+def _swap_magic(payload: bytes, ndim: int) -> bytes:
+    """The same IDX payload with the dimension byte of its magic number replaced."""
+    return payload[:3] + bytes([ndim]) + payload[4:]
+
+
+@pytest.mark.parametrize("key, payload, found", [
+    # an images file whose magic says 4 dimensions (0x0804 = 2052)
+    ("train_images", _swap_magic(idx_bytes(np.zeros((5, 28, 28), np.uint8)), 4), 2052),
+    # a labels file where the images belong
+    ("test_images", idx_bytes(np.zeros(3, np.uint8)), 2049),
+    # an images file where the labels belong
+    ("train_labels", idx_bytes(np.zeros((5, 28, 28), np.uint8)), 2051),
+])
+def test_load_mnist_wrong_magic_names_file_expected_and_found(tmp_path, key, payload, found):
+    write_mnist(tmp_path, compress=(False, False))
+    path = write(tmp_path / MNIST_FILES[key], payload)
+    expected = 2051 if key.endswith("images") else 2049
+    with pytest.raises(ValueError, match=f"expected IDX magic {expected} .*found {found} ") as info:
+        load_mnist(tmp_path)
+    assert str(path) in str(info.value)
+    assert "trailing" not in str(info.value) and "truncated" not in str(info.value)
+
+
+@pytest.mark.parametrize("key", ["train_labels", "test_labels"])
+def test_load_mnist_label_out_of_range_names_file_index_value(tmp_path, key):
+    arrays = write_mnist(tmp_path, compress=(False, False))
+    labels = arrays[key].copy()
+    labels[2] = 200
+    path = write(tmp_path / MNIST_FILES[key], idx_bytes(labels))
+    with pytest.raises(ValueError, match=r"label 2 is 200, expected a class index 0\.\.9") as info:
+        load_mnist(tmp_path)
+    assert str(path) in str(info.value)
+
+
+def test_load_idx_checks_an_expected_magic(tmp_path):
+    path = write(tmp_path / "labels", idx_bytes(np.zeros(3, np.uint8)))
+    np.testing.assert_array_equal(load_idx(path, magic=2049), np.zeros(3, np.uint8))
+    with pytest.raises(ValueError, match="expected IDX magic 2051 .*found 2049 "):
+        load_idx(path, magic=2051)
 
 
 def test_load_mnist_corrupt_file_is_named(tmp_path):
@@ -253,6 +294,7 @@ def test_load_cifar10_missing(tmp_path):
     (lambda b: b[:-1], "not a positive multiple of the 3073-byte"),
     (lambda b: b"", "size 0 bytes"),
     (lambda b: b[:3073] + bytes([10]) + b[3074:], "record 1 has label byte 10"),
+    (lambda b: b[:3073] + bytes([200]) + b[3074:], "record 1 has label byte 200"),
 ])
 def test_load_cifar10_corrupt(tmp_path, corrupt, message):
     write_cifar(tmp_path)

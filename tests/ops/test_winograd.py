@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cnnblas as cb
+import cnnblas.functional as F
 from cnnblas import reference
 from cnnblas._kernels import winograd_f2, winograd_f4
 from cnnblas.ops import winograd, workspace
@@ -394,3 +395,57 @@ def test_weight_grad_bad_input():
         winograd_conv2d_weight_grad(dy.astype(np.float32), x, 1)
     with pytest.raises(ValueError, match="larger than the padded input"):
         winograd_conv2d_weight_grad(dy, x[:, :, :2], 0)
+
+
+# --------------------------------------------------------------------------- non-finite values
+
+
+def _assert_same_values(got, want):
+    """Equal up to float32 rounding, with NaN, +inf and -inf in the same places."""
+    for special in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(special(got), special(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4)
+
+
+def _non_finite_case(where: str, value: float):
+    """An 8 -> 8 3x3 layer with one non-finite value in x, the weight or dy."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 8, 9, 10)).astype(np.float32)
+    weight = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((2, 8, 9, 10)).astype(np.float32)
+    index = (1, 2, 1, 1) if where == "weight" else (1, 2, 4, 5)
+    {"x": x, "weight": weight, "dy": dy}[where][index] = value
+    return x, weight, dy
+
+
+@pytest.mark.parametrize("algorithm", ["auto", "winograd4x4", "winograd2x2"])
+@pytest.mark.parametrize("where", ["x", "weight", "dy"])
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_non_finite_values_give_the_gemm_results(algorithm, where, value):
+    x, weight, dy = _non_finite_case(where, value)
+    bias = np.linspace(-1, 1, 8).astype(np.float32)
+    assert cb.choose_algorithm(x.shape, weight.shape) == "winograd4x4"
+    kw = {"padding": 1}
+    if where != "dy":
+        _assert_same_values(cb.conv2d(x, weight, bias, algorithm=algorithm, **kw),
+                            cb.conv2d(x, weight, bias, algorithm="gemm", **kw))
+    got = cb.conv2d_backward(dy, x, weight, algorithm=algorithm, **kw)
+    want = cb.conv2d_backward(dy, x, weight, algorithm="gemm", **kw)
+    for g, w in zip(got, want, strict=True):
+        _assert_same_values(g, w)
+    if where != "x":
+        _assert_same_values(
+            F.conv2d_input_grad(dy, weight, x.shape[2:], algorithm=algorithm, **kw),
+            F.conv2d_input_grad(dy, weight, x.shape[2:], algorithm="gemm", **kw))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_non_finite_pixel_gives_pytorch_forward(value):
+    torch = pytest.importorskip("torch")
+    x, weight, _ = _non_finite_case("x", value)
+    want = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(weight),
+                                      padding=1).numpy()
+    assert np.isinf(want).any() if value == np.inf else np.isnan(want).any()
+    _assert_same_values(cb.conv2d(x, weight, padding=1), want)

@@ -129,6 +129,39 @@ def test_corrupted_payload_gives_value_error(tmp_path):
         ckpt.load_checkpoint(path)
 
 
+def assert_invalid_checkpoint(path):
+    """load_checkpoint refuses ``path`` naming it, and never suggests loading pickles."""
+    with pytest.raises(ValueError, match="is not a valid cnnblas checkpoint") as info:
+        ckpt.load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "unsafely" not in message and "pickle.load" not in message
+    assert "allow_pickle" not in message
+
+
+@pytest.mark.parametrize("text", ["hello, not a checkpoint\n", "", "x" * 5000])
+def test_text_file_is_not_a_valid_checkpoint(tmp_path, text):
+    path = tmp_path / "notes.npz"
+    path.write_text(text)
+    assert_invalid_checkpoint(path)
+
+
+def test_flipped_bytes_are_not_a_valid_checkpoint(tmp_path):
+    data = write_checkpoint(tmp_path / "run.npz").read_bytes()
+    path = tmp_path / "flipped.npz"
+    refused = 0
+    for offset in range(len(data)):  # every byte, inverted
+        flipped = bytearray(data)
+        flipped[offset] ^= 0xFF
+        path.write_bytes(bytes(flipped))
+        try:
+            ckpt.load_checkpoint(path)  # a flip in an unchecked zip field can load intact data
+        except ValueError:
+            assert_invalid_checkpoint(path)
+            refused += 1
+    assert refused > len(data) // 2
+
+
 def test_garbage_and_non_npz_files(tmp_path):
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"\x00" * 100)
@@ -137,7 +170,7 @@ def test_garbage_and_non_npz_files(tmp_path):
     single = tmp_path / "single.npz"
     with open(single, "wb") as handle:
         np.save(handle, np.zeros(3))
-    with pytest.raises(ValueError, match="single.npz.*not an .npz"):
+    with pytest.raises(ValueError, match=r"single.npz is not a valid .*single \.npy"):
         ckpt.load_checkpoint(single)
 
 

@@ -16,6 +16,7 @@ from cnnblas.nn import build_model, load_model, tutorial_cnn
 from cnnblas.train import Trainer
 from cnnblas.train.callbacks import Callback
 from cnnblas.train.history import plot_history
+from cnnblas.train.inputs import check_finite_images
 from tests.conftest import MNIST5K
 
 
@@ -207,6 +208,41 @@ def test_bad_training_labels(digits, labels, error, message):
     with pytest.raises(error, match=message):
         trainer.fit((x, labels(y)), 1, log=None, progress=False)
     assert weights_bytes(trainer) == before and trainer.epoch == 0
+
+
+def _with_value(x, index, value):
+    x = x.copy()
+    x[index] = value
+    return x
+
+
+@pytest.mark.parametrize("split, value, as_loader", [
+    ("training", np.nan, False), ("training", np.inf, True), ("val", np.nan, False),
+    ("val", -np.inf, False),
+])
+def test_non_finite_input_is_named_before_the_first_step(digits, split, value, as_loader):
+    x, y, xt, yt = digits
+    if split == "training":
+        x = _with_value(x, (37, 0, 4, 5), value)
+    else:
+        xt = _with_value(xt, (5, 0, 0, 0), value)
+    train = DataLoader(x, y, batch_size=32) if as_loader else (x, y)
+    trainer = make_trainer()
+    before = weights_bytes(trainer)
+    with pytest.raises(ValueError) as info:
+        trainer.fit(train, 1, val=(xt, yt), log=None, progress=False)
+    message = str(info.value)
+    assert f"the {split} images" in message and "non-finite" in message
+    assert f"sample {37 if split == 'training' else 5}" in message
+    assert "diverged" not in message
+    assert weights_bytes(trainer) == before and trainer.epoch == 0
+
+
+def test_finite_overflowing_sums_are_not_reported():
+    big = np.full((8, 1, 8, 8), np.finfo(np.float32).max / 2, np.float32)
+    check_finite_images(big, "the training images")  # the sums overflow, the values are finite
+    with pytest.raises(ValueError, match="sample 2"):
+        check_finite_images(_with_value(big, (2, 0, 1, 1), np.nan), "x")
 
 
 def test_bad_validation_and_evaluation_data(digits):
