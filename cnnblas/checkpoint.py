@@ -208,11 +208,14 @@ def load_npz(path: str | os.PathLike, data: bytes | None = None, *,
     if data is None:
         with open(path, "rb") as handle:
             start = handle.read(len(_ZIP_MAGIC))
+        is_zip = zipfile.is_zipfile(path)
     else:
         start = data[:len(_ZIP_MAGIC)]
+        is_zip = zipfile.is_zipfile(io.BytesIO(data))
     # np.load takes any file that is neither a zip nor a .npy for a pickle and
-    # suggests loading it unsafely: refuse such files before it sees them.
-    if start != _ZIP_MAGIC:
+    # suggests loading it unsafely: refuse such files (and zips cut short, whose
+    # end record is missing) before it sees them.
+    if not is_zip:
         kind = "a single .npy array" if start and _NPY_MAGIC.startswith(start) else "another format"
         raise ValueError(
             f"{invalid}: it is not a zip archive (.npz) but {kind}, or a truncated or "

@@ -27,7 +27,6 @@ the destination's directory, fsync'ed, then renamed over the destination.
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -193,7 +192,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ValueError(f"weights file {path} is not a regular file")
     if path.suffix.lower() == ".npz":
-        arrays = _load_npz(path)
+        arrays = load_npz(path, what="weights file")
     else:
         arrays = _load_safetensors(path)
     for key, value in arrays.items():
@@ -202,17 +201,6 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 f"{path}: entry {key!r} has dtype {value.dtype}; weight files hold {_DTYPE_NAMES}"
             )
     return {key: np.asarray(value, dtype=_native(value.dtype)) for key, value in arrays.items()}
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    # np.load on a file that is neither a zip nor a .npy assumes a pickle and
-    # reports only that pickles are disallowed: say what is wrong instead.
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"{path} is not a .npz file: it is not a zip archive (another format, or a "
-            "truncated or corrupted file)"
-        )
-    return load_npz(path, what="weights file")
 
 
 def _load_safetensors(path: Path) -> dict[str, np.ndarray]:

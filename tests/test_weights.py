@@ -340,7 +340,8 @@ def test_npz_holding_a_safetensors_file_and_vice_versa(tmp_path):
                                      .read_bytes())
     (tmp_path / "a.safetensors").write_bytes(cb.save_weights(state, tmp_path / "n.npz")
                                              .read_bytes())
-    with pytest.raises(ValueError, match=r"a\.npz is not a \.npz file"):
+    with pytest.raises(ValueError, match=r"a\.npz is not a valid cnnblas weights file: "
+                                         r"it is not a zip archive \(\.npz\)"):
         cb.load_weights(tmp_path / "a.npz")
     with pytest.raises(ValueError, match=r"a\.safetensors is not a readable \.safetensors"):
         cb.load_weights(tmp_path / "a.safetensors")

@@ -19,7 +19,7 @@ import numpy as np
 from cnnblas._kernels.direct_fast import direct_backward, direct_forward
 from cnnblas.checks import as_pair
 from cnnblas.ops import gemm, parallel
-from cnnblas.ops.problem import ConvProblem
+from cnnblas.ops.problem import ConvProblem, all_finite
 
 
 def supports(weight_shape, stride=1, dilation=1, groups: int = 1) -> bool:
@@ -75,7 +75,7 @@ def inputs_finite(x: np.ndarray, weight: np.ndarray) -> bool:
     real output used it; :func:`backward` runs the GEMM backend instead when
     this is False.
     """
-    return bool(np.isfinite(x).all() and np.isfinite(weight).all())
+    return all_finite(x, weight)
 
 
 def backward(problem: ConvProblem, dy: np.ndarray, input_grad: bool):
