@@ -42,6 +42,7 @@ from cnnblas.checkpoint import write_atomic
 from cnnblas.checks import check_int, normalize_padding
 from cnnblas.onnx._common import MIN_OPSET, require_onnx
 from cnnblas.onnx.graph import Add, GraphModule
+from cnnblas.ops.pooling import ceil_output_size
 
 __all__ = ["export", "to_onnx"]
 
@@ -129,7 +130,7 @@ def _pool(op_type: str, **extra):
         (pad_h, pad_w) = layer.padding
         attributes = dict(extra)
         if layer.ceil_mode:
-            _check_ceil_mode_shape(layer, path, x, layer(x).shape[2:])
+            _check_ceil_mode_shape(layer, path, x)
             attributes["ceil_mode"] = 1
         return builder.node(op_type, [x_name], path, **attributes,
                             **_window(layer.kernel_size, layer.stride,
@@ -137,13 +138,14 @@ def _pool(op_type: str, **extra):
     return convert
 
 
-def _check_ceil_mode_shape(layer, path, x, out_size) -> None:
+def _check_ceil_mode_shape(layer, path, x) -> None:
     """ONNX's shape rule for ``ceil_mode`` lacks PyTorch's (and cnnblas's) correction
     that drops a last window starting in the padding; refuse the geometries where the
     two rules differ rather than write a graph whose declared shapes are wrong."""
-    onnx_size = tuple(-(-(size + 2 * pad - kernel) // stride) + 1 for size, pad, kernel, stride
-                      in zip(x.shape[2:], layer.padding, layer.kernel_size, layer.stride,
-                             strict=True))
+    axes = list(zip(x.shape[2:], layer.kernel_size, layer.stride, layer.padding, strict=True))
+    out_size = tuple(ceil_output_size(*axis) for axis in axes)
+    onnx_size = tuple(-(-(size + 2 * pad - kernel) // stride) + 1
+                      for size, kernel, stride, pad in axes)
     if onnx_size != tuple(out_size):
         raise TypeError(
             f"cannot export {path or 'the model'} ({layer._describe()}): with ceil_mode its "

@@ -63,7 +63,7 @@ def pool_window(kernel_size, stride=None, padding=0):
     return kernel, stride, pad
 
 
-def _ceil_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
+def ceil_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
     """Ceil-mode output size along one axis (PyTorch's rule)."""
     out = -(-(size + 2 * pad - kernel) // stride) + 1
     # The last window must start inside the input or its left padding: one
@@ -82,7 +82,7 @@ def _pool_geometry(in_size, kernel_size, stride, padding, ceil_mode=False) -> Co
     kernel, stride, pad = pool_window(kernel_size, stride, padding)
     if not check_bool(ceil_mode, "ceil_mode"):
         return conv_geometry(in_size, kernel, stride, pad, 1)
-    out = tuple(_ceil_output_size(in_size[axis], kernel[axis], stride[axis], pad[axis])
+    out = tuple(ceil_output_size(in_size[axis], kernel[axis], stride[axis], pad[axis])
                 for axis in range(2))
     if min(out) < 1:
         raise ValueError(
@@ -292,4 +292,7 @@ def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0,
     return dx.reshape(n, c, h, w)
 
 
-__all__ = ["pool_window", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
+__all__ = [
+    "pool_window", "ceil_output_size", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
+    "avg_pool2d_backward",
+]
