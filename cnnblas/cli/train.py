@@ -206,8 +206,6 @@ def _build_trainer(args, world, data: TrainingData):
         if args.schedule == "cosine" else None
     metadata = {
         "model": {"name": args.model, "kwargs": kwargs},
-        "input": {"shape": list(data.shape), "pixel_max": data.pixel_max,
-                  "upsample": data.upsample, "mean": data.mean, "std": data.std},
         "data": args.data,
         "train": {"batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
                   "momentum": args.momentum, "nesterov": args.nesterov,
@@ -217,7 +215,8 @@ def _build_trainer(args, world, data: TrainingData):
                   "sync_batchnorm": args.sync_batchnorm},
     }
     return Trainer(model, nn.SoftmaxCrossEntropy(), optimizer, scheduler, metadata=metadata,
-                   comm=world, sync_batchnorm=args.sync_batchnorm)
+                   preprocessing=data.preprocessing, comm=world,
+                   sync_batchnorm=args.sync_batchnorm)
 
 
 def _header(args, world, data: TrainingData, trainer, given: list[str]) -> str:
