@@ -13,14 +13,6 @@ from cnnblas.train import Trainer
 from tests.conftest import MNIST5K
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = cb.get_num_threads()
-    cb.set_num_threads(1)
-    yield
-    cb.set_num_threads(before)
-
-
 def sgd_trainer(model, **kwargs):
     opt = optim.SGD(model.parameters(), lr=0.02, momentum=0.9, nesterov=True)
     return Trainer(model, nn.SoftmaxCrossEntropy(), opt, **kwargs)
