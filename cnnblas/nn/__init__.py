@@ -74,6 +74,7 @@ from cnnblas.nn.losses import MSELoss, SoftmaxCrossEntropy
 from cnnblas.nn.models import (
     MODEL_BUILDERS,
     build_model,
+    get_model_builder,
     lenet5,
     model_from_checkpoint,
     register_model,
@@ -102,6 +103,6 @@ __all__ = [
     "lenet5", "tutorial_cnn",
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet_cifar",
     "resnet18", "resnet34",
-    "MODEL_BUILDERS", "register_model", "build_model", "model_from_checkpoint",
+    "MODEL_BUILDERS", "register_model", "get_model_builder", "build_model", "model_from_checkpoint",
     "init",
 ]

@@ -191,7 +191,7 @@ MODEL_BUILDERS: dict[str, Callable[..., Module]] = {
 # How to make a user's builder known, for the messages about unknown names.
 _HOW_TO_REGISTER = (
     "register its builder with cnnblas.nn.register_model({name!r}, builder) in a module "
-    "imported before the model is built or loaded (cnnblas predict --import MODULE)"
+    "imported before the model is built or loaded (cnnblas train/predict --import MODULE)"
 )
 
 
@@ -293,6 +293,23 @@ def _json_kwargs(kwargs: dict) -> dict | None:
     return converted
 
 
+def get_model_builder(name: str) -> Callable[..., Module]:
+    """The builder registered as ``name``.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not registered; the message lists the registered names and
+        says how to register a builder.
+    """
+    if name not in MODEL_BUILDERS:
+        raise ValueError(
+            f"unknown model {name!r}; registered: {', '.join(sorted(MODEL_BUILDERS))}. To use "
+            "a model of your own, " + _HOW_TO_REGISTER.format(name=name)
+        )
+    return MODEL_BUILDERS[name]
+
+
 def build_model(name: str, **kwargs) -> Module:
     """Build the model registered as ``name`` (see :func:`register_model`).
 
@@ -306,12 +323,7 @@ def build_model(name: str, **kwargs) -> Module:
     ValueError
         ``name`` is not registered; the message says how to register it.
     """
-    if name not in MODEL_BUILDERS:
-        raise ValueError(
-            f"unknown model {name!r}; registered: {', '.join(sorted(MODEL_BUILDERS))}. To use "
-            "a model of your own, " + _HOW_TO_REGISTER.format(name=name)
-        )
-    model = MODEL_BUILDERS[name](**kwargs)
+    model = get_model_builder(name)(**kwargs)
     if not isinstance(model, Module):
         raise TypeError(f"the builder of {name!r} must return a cnnblas.nn.Module, "
                         f"got {type(model).__name__}")
@@ -366,5 +378,5 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[Module, ckpt.Checkpo
     return model.eval(), saved
 
 
-__all__ = ["lenet5", "tutorial_cnn", "MODEL_BUILDERS", "register_model", "build_model",
-           "model_from_checkpoint"]
+__all__ = ["lenet5", "tutorial_cnn", "MODEL_BUILDERS", "register_model", "get_model_builder",
+           "build_model", "model_from_checkpoint"]

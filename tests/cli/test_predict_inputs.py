@@ -109,10 +109,11 @@ class Residual(nn.Module):
 
 
 @nn.register_model("user_resnet")
-def user_resnet(num_classes=10, in_channels=1, input_size=8, width=6, rng=None):
+def user_resnet(num_classes=10, in_channels=1, input_size=(8, 8), width=6, rng=None):
+    height, wide = input_size  # cnnblas train passes [H, W], after its upsampling
     return nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, rng=rng), nn.ReLU(),
                          Residual(width, rng=rng), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(width * (input_size // 2) ** 2, num_classes, rng=rng))
+                         nn.Linear(width * (height // 2) * (wide // 2), num_classes, rng=rng))
 '''
 
 TRAIN_SCRIPT = '''
@@ -124,7 +125,7 @@ from cnnblas.train import Trainer
 
 data = load_digits()
 prep = Preprocessing.fit(data.x_train, pixel_max=16)
-model = nn.build_model("user_resnet", input_size=8, width=5, rng=0)
+model = nn.build_model("user_resnet", input_size=(8, 8), width=5, rng=0)
 opt = optim.Adam(model.parameters(), lr=3e-3)
 trainer = Trainer(model, nn.SoftmaxCrossEntropy(), opt, preprocessing=prep)
 trainer.fit((prep(data.x_train), data.y_train), 2, batch_size=32, log=None, progress=False,
@@ -166,12 +167,34 @@ def test_predict_rebuilds_a_users_registered_architecture(tmp_path, capsys):
     assert (code, out) == (1, "")
     assert re.search(r"user\.npz: the checkpoint's model 'user_resnet' is not registered "
                      r"\(registered: lenet5, .*\); register its builder with "
-                     r"cnnblas\.nn\.register_model\('user_resnet', builder\) in a module imported "
-                     r"before the model is built or loaded \(cnnblas predict --import MODULE\)",
+                     r"cnnblas\.nn\.register_model\('user_resnet', builder\) in a module "
+                     r"imported before the model is built or loaded \(cnnblas train/predict "
+                     r"--import MODULE\)",
                      err), err
     code, out, err = run_cli(["predict", str(tmp_path / "user.npz"), str(tmp_path / "images.npy"),
                               "--import", "no_such_module_here"], capsys)
     assert code == 1 and re.search(r"--import no_such_module_here: ModuleNotFoundError", err), err
+
+
+def test_train_command_trains_a_users_registered_architecture(tmp_path, capsys):
+    (tmp_path / "user_models.py").write_text(textwrap.dedent(USER_MODULE))
+    trained = run_python(["-m", "cnnblas", "train", "--import", "user_models", "--model",
+                          "user_resnet", "--epochs", "1", "--limit", "300", "--no-progress",
+                          "--threads", "1", "--checkpoint", "cli.npz"], tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert trained.stdout.startswith("user_resnet on digits: 300 training")
+    correct = re.search(r"test accuracy [01]\.\d{4} \((\d+)/300\)", trained.stdout).group(1)
+    data = load_digits()
+    np.save(tmp_path / "images.npy", (data.x_test[:300, 0] * 16).round().astype(np.uint8))
+    np.save(tmp_path / "labels.npy", data.y_test[:300])
+    result = run_python(["-m", "cnnblas", "predict", "cli.npz", "images.npy", "--labels",
+                         "labels.npy", "--import", "user_models", "--threads", "1"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].endswith(f"({correct}/300)")
+
+    code, _, err = run_cli(["train", "--model", "vgg"], capsys)
+    assert code == 1 and re.search(r"--model: unknown model 'vgg'; registered: lenet5, .*"
+                                   r"register_model\('vgg', builder\)", err), err
 
 
 # --------------------------------------------------------------------------- MNIST

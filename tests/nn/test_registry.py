@@ -108,7 +108,7 @@ def test_model_from_checkpoint_rebuilds_a_registered_builder(tmp_path):
     with pytest.raises(ValueError, match=r"model\.npz: the checkpoint's model 'two_layer' is not "
                                          r"registered \(registered: lenet5, .*\); register its "
                                          r"builder with cnnblas\.nn\.register_model\('two_layer', "
-                                         r"builder\).*cnnblas predict --import MODULE"):
+                                         r"builder\).*cnnblas train/predict --import MODULE"):
         nn.model_from_checkpoint(path)
 
 
