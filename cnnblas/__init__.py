@@ -18,6 +18,7 @@ _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from cnnblas import data, functional, nn, optim  # noqa: E402
 from cnnblas._version import __version__  # noqa: E402
+from cnnblas.inference import Predictor, load_model  # noqa: E402
 from cnnblas.ops.algorithms import choose_algorithm  # noqa: E402
 from cnnblas.ops.conv import col2im, conv2d, conv2d_backward, im2col  # noqa: E402
 from cnnblas.ops.conv_transpose import conv_transpose2d, conv_transpose2d_backward  # noqa: E402
@@ -29,6 +30,6 @@ __all__ = [
     "im2col", "col2im", "conv2d", "conv2d_backward", "choose_algorithm",
     "conv_transpose2d", "conv_transpose2d_backward",
     "set_num_threads", "get_num_threads", "set_workspace_limit", "get_workspace_limit",
-    "save_weights", "load_weights",
+    "save_weights", "load_weights", "load_model", "Predictor",
     "nn", "optim", "data", "functional", "__version__",
 ]

@@ -1,30 +1,11 @@
-"""What ``cnnblas train`` and ``cnnblas predict`` share: the input pipeline, threads, errors."""
+"""What the commands share: the thread setting, the errors reported as one line."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
-
-from cnnblas.data import standardize
-
-__all__ = ["ERRORS", "preprocess", "set_threads"]
+__all__ = ["ERRORS", "set_threads"]
 
 #: Errors a command reports as one line (``cnnblas <command>: error: ...``, exit code 1).
 ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError, ImportError, OSError)
-
-
-def preprocess(images: np.ndarray, upsample: int = 1, mean: float | Sequence[float] = 0.0,
-               std: float | Sequence[float] = 1.0) -> np.ndarray:
-    """Images in [0, 1] (N, C, H, W) -> the model's input: upsampled, standardised, float32.
-
-    ``upsample`` repeats every pixel ``upsample`` times along both axes
-    (nearest neighbour); then ``(x - mean) / std`` with one value for every
-    channel or one per channel (see :func:`cnnblas.data.standardize`).
-    """
-    if upsample > 1:
-        images = images.repeat(upsample, axis=2).repeat(upsample, axis=3)
-    return standardize(images, mean, std)
 
 
 def set_threads(threads: int | None) -> None:
@@ -43,3 +24,49 @@ def set_threads(threads: int | None) -> None:
             raise ValueError(f"--threads must be between 1 and {max_threads()} (the cores "
                              f"numba may use, NUMBA_NUM_THREADS), got {threads}")
         cnnblas.set_num_threads(threads)
+
+
+def add_import_option(parser) -> None:
+    """Add ``--import MODULE`` (repeatable) to a command that loads a checkpoint."""
+    parser.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="MODULE",
+        help="import MODULE first (a module name, found in the current directory or on "
+             "PYTHONPATH, or a path to a .py file), e.g. the module that registers a model "
+             "of your own with cnnblas.nn.register_model; may be repeated")
+
+
+def import_user_modules(modules: list[str]) -> None:
+    """Import every ``--import`` value: a module name or a ``.py`` file, in order.
+
+    The current directory is searched first, as ``python -m`` does, so
+    ``--import my_models`` finds ``./my_models.py`` from the installed
+    ``cnnblas`` command too.
+
+    Raises
+    ------
+    ImportError
+        A module that cannot be found or fails while importing; the message
+        names ``--import`` and the module.
+    """
+    import importlib
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    for module in modules:
+        try:
+            if module.endswith(".py"):
+                path = Path(module)
+                if not path.is_file():
+                    raise ImportError(f"the file {path} does not exist")
+                spec = importlib.util.spec_from_file_location(path.stem, path)
+                loaded = importlib.util.module_from_spec(spec)
+                sys.modules[path.stem] = loaded
+                spec.loader.exec_module(loaded)
+            else:
+                if os.getcwd() not in sys.path and "" not in sys.path:
+                    sys.path.insert(0, os.getcwd())
+                importlib.import_module(module)
+        except Exception as error:  # the user's code may raise anything while importing
+            raise ImportError(f"--import {module}: {type(error).__name__}: {error}") from error

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 
-from cnnblas.nn import MODEL_BUILDERS
+from cnnblas.nn import get_model_builder
 
 __all__ = ["DEFAULTS", "FAMILY_DEFAULTS", "family", "resolve_defaults", "per_data",
            "model_kwargs"]
@@ -104,7 +104,7 @@ def model_kwargs(name: str, candidates: dict) -> dict:
     so each is passed only when the builder's signature names it (all of
     them to a builder with ``**kwargs``).
     """
-    parameters = inspect.signature(MODEL_BUILDERS[name]).parameters.values()
+    parameters = inspect.signature(get_model_builder(name)).parameters.values()
     if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
         return dict(candidates)
     names = {parameter.name for parameter in parameters}

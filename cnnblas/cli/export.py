@@ -1,7 +1,7 @@
 """``cnnblas export CHECKPOINT OUT.onnx``: a trained model as an ONNX file.
 
 Rebuilds the model saved by ``cnnblas train --checkpoint`` (see
-:func:`cnnblas.nn.load_model`) and writes it with :func:`cnnblas.onnx.export`
+:func:`cnnblas.nn.model_from_checkpoint`) and writes it with :func:`cnnblas.onnx.export`
 for the input the model saw in training: the images' shape from the
 checkpoint's metadata, upsampled as training did. The graph starts at the
 model's input, so images must be prepared as ``cnnblas predict`` does
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cnnblas.cli.common import ERRORS, set_threads
+from cnnblas.cli.common import ERRORS, add_import_option, import_user_modules, set_threads
 
 __all__ = ["add_command", "run_export", "model_input_shape"]
 
@@ -33,6 +33,7 @@ def add_command(commands) -> None:
                         help="fix the batch axis to this size (default: a symbolic 'N')")
     export.add_argument("--threads", type=int, default=None,
                         help="threads for kernels and BLAS (default: all cores)")
+    add_import_option(export)
     export.set_defaults(func=run_export)
 
 
@@ -57,11 +58,12 @@ def run_export(args) -> int:
 
 
 def _export(args) -> int:
-    from cnnblas.nn import load_model
+    from cnnblas.nn import model_from_checkpoint
     from cnnblas.onnx import export
 
     set_threads(args.threads)
-    model, saved = load_model(args.checkpoint)
+    import_user_modules(args.imports)
+    model, saved = model_from_checkpoint(args.checkpoint)
     shape = model_input_shape(saved.metadata, args.checkpoint)
     export(model, args.output, shape, opset=args.opset, batch_size=args.batch_size)
     spec = saved.metadata.get("input", {})

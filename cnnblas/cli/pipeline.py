@@ -13,9 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cnnblas.cli.common import preprocess
 from cnnblas.cli.defaults import per_data
-from cnnblas.data import augmentation_rng, channel_statistics, random_crop_flip, shifted_copies
+from cnnblas.data import Preprocessing, augmentation_rng, random_crop_flip, shifted_copies
 from cnnblas.train.callbacks import Callback
 
 __all__ = ["AUGMENTATIONS", "TrainingData", "load_data", "training_data", "EpochAugmentation"]
@@ -38,11 +37,17 @@ class TrainingData(NamedTuple):
     originals: int  # training images before the shifted copies
     shift: int
     upsample: int
-    mean: float | list[float]  # one value, or one per channel
-    std: float | list[float]
+    mean: float | tuple[float, ...]  # one value, or one per channel
+    std: float | tuple[float, ...]
     augment: str  # a key of AUGMENTATIONS
     pad: int  # zero padding (and largest shift) of the random crops
     raw_train: np.ndarray | None  # the training images in [0, 1] when augmented, else None
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """Raw images -> the model's input, as done to the training and test images."""
+        return Preprocessing(shape=self.shape, pixel_max=self.pixel_max, upsample=self.upsample,
+                             mean=self.mean, std=self.std)
 
 
 def load_data(spec: str):
@@ -88,11 +93,11 @@ def training_data(args) -> TrainingData:
     originals = len(x_train)
     if shift:
         x_train, y_train = shifted_copies(x_train, y_train, shift)
-    mean, std = channel_statistics(x_train) if args.standardize else (0.0, 1.0)
-    shape = tuple(int(size) for size in x_train.shape[1:])
-    return TrainingData(preprocess(x_train, upsample, mean, std), y_train,
-                        preprocess(x_test, upsample, mean, std), y_test, dataset.num_classes,
-                        pixel_max, shape, originals, shift, upsample, mean, std, augment, pad,
+    prepare = Preprocessing.fit(x_train, pixel_max, upsample, args.standardize)
+    return TrainingData(prepare(x_train, "the training images"), y_train,
+                        prepare(x_test, "the test images"), y_test, dataset.num_classes,
+                        pixel_max, prepare.shape, originals, shift, upsample, prepare.mean,
+                        prepare.std, augment, pad,
                         x_train if augment != "none" else None)
 
 
@@ -107,8 +112,9 @@ class EpochAugmentation(Callback):
     """Before every epoch, redraw the training array from the raw images.
 
     Writes into ``data.x_train`` in place, the very array the trainer's data
-    loader reads, ``preprocess(random_crop_flip(raw, rng))`` of the raw
-    training images in chunks, with ``rng = augmentation_rng(seed, epoch)``:
+    loader reads, ``random_crop_flip(raw, rng)`` of the raw
+    training images in chunks, upsampled and standardised as the test images
+    (``data.preprocessing``), with ``rng = augmentation_rng(seed, epoch)``:
     the epoch's augmentation depends on ``(seed, epoch)`` alone, so a run
     resumed from a checkpoint sees the same images as an uninterrupted one,
     and every MPI rank the same as the others. The crops pad with zeros in
@@ -131,6 +137,7 @@ class EpochAugmentation(Callback):
             raise ValueError("EpochAugmentation needs augmented training data")
         self.data, self.seed = data, seed
         self.crop, self.flip = AUGMENTATIONS[data.augment]
+        self.preprocessing = data.preprocessing
 
     def on_epoch_begin(self, trainer, epoch: int, num_batches: int) -> None:
         data = self.data
@@ -138,5 +145,5 @@ class EpochAugmentation(Callback):
         pad = data.pad if self.crop else 0
         for low in range(0, len(data.raw_train), self.CHUNK):
             images = random_crop_flip(data.raw_train[low:low + self.CHUNK], rng, pad, self.flip)
-            data.x_train[low:low + len(images)] = preprocess(images, data.upsample, data.mean,
-                                                             data.std)
+            data.x_train[low:low + len(images)] = \
+                self.preprocessing.resize_and_standardize(images)

@@ -1,8 +1,10 @@
 """``cnnblas predict CHECKPOINT INPUT``: one predicted class per image.
 
-Rebuilds the model saved by ``cnnblas train --checkpoint`` (see
-:func:`cnnblas.nn.load_model`), brings the images to its input as training
-did, and prints one class per line (or saves them with ``--output``).
+Loads the checkpoint with :func:`cnnblas.load_model` (the model rebuilt by its
+registered builder, ``--import`` bringing in a user's own, and the
+preprocessing of its training images), predicts with the returned
+:class:`~cnnblas.inference.Predictor`, which refuses images the model was not
+trained on, and prints one class per line (or saves them with ``--output``).
 """
 
 from __future__ import annotations
@@ -12,22 +14,35 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnblas.cli.common import ERRORS, preprocess, set_threads
+from cnnblas.cli.common import ERRORS, add_import_option, import_user_modules, set_threads
 
 __all__ = ["add_command", "run_predict"]
+
+
+#: What ``predict --help`` says about the accepted images.
+INPUT_HELP = (
+    "images: an IDX file (raw or .gz) or a .npy array of shape (N, H, W) or (N, C, H, W), "
+    "the size the model was trained on. Integer pixels must lie in the training data's range "
+    "(0..255 for MNIST and CIFAR-10, 0..16 for the digits) and are scaled as in training; "
+    "float pixels must already be scaled to the training range (0..1, i.e. pixels / 255). "
+    "NaN or inf, integers above the training range (e.g. 16-bit images for a 0..255 model) "
+    "and floats outside 0..1 are errors, never silently converted"
+)
 
 
 def add_command(commands) -> None:
     """Add ``predict`` to an argparse sub-parsers object."""
     predict = commands.add_parser(
-        "predict", help="classify images with a checkpoint written by 'cnnblas train'",
-        description="Print the predicted class of every image, one per line.",
+        "predict", help="classify images with a checkpoint written by 'cnnblas train' or a "
+                        "Trainer",
+        description="Print the predicted class of every image, one per line. The images are "
+                    "prepared as the training images were (scaled, upsampled, standardised "
+                    "with the checkpoint's statistics; see cnnblas.load_model). A model of "
+                    "your own is rebuilt by the builder registered with "
+                    "cnnblas.nn.register_model in the module given to --import.",
     )
     predict.add_argument("checkpoint", type=Path, help="a .npz written by cnnblas train")
-    predict.add_argument("input", type=Path,
-                         help="images: an IDX file (raw or .gz) or a .npy array of shape "
-                              "(N, H, W) or (N, C, H, W); integer pixels are scaled as in "
-                              "training, float pixels are taken as they are")
+    predict.add_argument("input", type=Path, help=INPUT_HELP)
     predict.add_argument("--labels", type=Path, default=None,
                          help="true labels (IDX or .npy): also print the accuracy")
     predict.add_argument("--output", type=Path, default=None, metavar="PATH.npy",
@@ -36,6 +51,7 @@ def add_command(commands) -> None:
                          help="images per forward pass (default: %(default)s)")
     predict.add_argument("--threads", type=int, default=None,
                          help="threads for kernels and BLAS (default: all cores)")
+    add_import_option(predict)
     predict.set_defaults(func=run_predict)
 
 
@@ -50,40 +66,6 @@ def _read_array(path: Path, what: str) -> np.ndarray:
         except (ValueError, OSError, EOFError) as error:
             raise ValueError(f"{path}: cannot read the {what} as .npy: {error}") from error
     return load_idx(path)
-
-
-def _prepare_images(images: np.ndarray, metadata: dict, path: Path) -> np.ndarray:
-    """Bring raw images to the model's input, as ``cnnblas train`` did (see :func:`preprocess`).
-
-    The same upsampling and standardisation (per channel) as the training
-    images, never their random augmentation. Integer pixels are divided by
-    the training data's maximum pixel value (16 for digits, 255 for MNIST and
-    CIFAR-10); float pixels are taken to be in [0, 1] already.
-    """
-    spec = metadata.get("input", {})
-    expected = spec.get("shape")
-    if images.ndim == 3:
-        images = images[:, None, :, :]
-    if images.ndim != 4:
-        raise ValueError(
-            f"{path}: images must have shape (N, H, W) or (N, C, H, W), got {images.shape}"
-        )
-    if expected is not None and list(images.shape[1:]) != list(expected):
-        raise ValueError(
-            f"{path}: images have shape {tuple(images.shape[1:])} per sample, the model was "
-            f"trained on {tuple(expected)}"
-        )
-    if len(images) == 0:
-        raise ValueError(f"{path} holds no images")
-    if images.dtype.kind in "iu":
-        images = images.astype(np.float32) / np.float32(spec.get("pixel_max", 255))
-    elif images.dtype.kind != "f":
-        raise ValueError(
-            f"{path}: images must be integer or float pixels, got dtype {images.dtype}"
-        )
-    # mean and std: one float, or one per channel (what cnnblas train stores)
-    return preprocess(images, int(spec.get("upsample", 1)), spec.get("mean", 0.0),
-                      spec.get("std", 1.0))
 
 
 def _read_labels(path: Path, num_images: int, images_path: Path) -> np.ndarray:
@@ -110,20 +92,20 @@ def run_predict(args) -> int:
 
 
 def _predict(args) -> int:
-    from cnnblas.nn import load_model
+    from cnnblas.inference import load_model
 
     set_threads(args.threads)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    model, saved = load_model(args.checkpoint)
-    images = _prepare_images(_read_array(args.input, "images"), saved.metadata, args.input)
+    import_user_modules(args.imports)
+    predictor = load_model(args.checkpoint)
+    # Checked (and integers scaled) first, so that bad images are named before the labels.
+    images = predictor.preprocessing.scale(_read_array(args.input, "images"),
+                                           f"the images of {args.input}")
     labels = None
     if args.labels is not None:
         labels = _read_labels(args.labels, len(images), args.input)
-    predictions = np.concatenate([
-        model(images[low:low + args.batch_size]).argmax(axis=1)
-        for low in range(0, len(images), args.batch_size)
-    ]).astype(np.int64)
+    predictions = predictor.predict(images, batch_size=args.batch_size)
     if args.output is not None:
         np.save(args.output, predictions)
         print(f"{len(predictions)} predictions saved to {args.output}")

@@ -19,6 +19,11 @@ cifar10:DIR`` trains with SGD (lr 0.1, momentum 0.9, weight decay 5e-4), a
 cosine schedule, batch 128, random crops and flips redrawn every epoch and
 per-channel standardisation (:mod:`cnnblas.cli.pipeline`); the first line of
 the run says what was chosen.
+
+A model of your own trains the same way once a module registers its builder
+(:func:`cnnblas.nn.register_model`): ``cnnblas train --import my_models
+--model my_net``; ``cnnblas predict --import my_models`` then reads its
+checkpoints.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnblas import distributed
-from cnnblas.cli.common import ERRORS, set_threads
+from cnnblas.cli.common import ERRORS, add_import_option, import_user_modules, set_threads
 from cnnblas.cli.defaults import DEFAULTS, FAMILY_DEFAULTS, model_kwargs, resolve_defaults
 from cnnblas.cli.pipeline import (
     AUGMENTATIONS,
@@ -41,7 +46,7 @@ from cnnblas.cli.pipeline import (
     describe_augmentation,
     training_data,
 )
-from cnnblas.nn import MODEL_BUILDERS
+from cnnblas.nn import MODEL_BUILDERS, get_model_builder
 
 __all__ = ["add_command", "prepare_run", "run_train", "DEFAULTS", "INTERRUPTED"]
 
@@ -59,10 +64,12 @@ def add_command(commands) -> None:
                     "train with SGD, lr 0.1, momentum 0.9, weight decay 5e-4, a cosine "
                     "schedule and batch 128; the others as the defaults below say.",
     )
-    train.add_argument("--model", choices=tuple(MODEL_BUILDERS), default=DEFAULTS["model"],
-                       help="lenet5 (default), the tutorial's MNIST network (32 3x3 and "
-                            "64 4x4 filters, 100 sigmoid units), or a registered network "
-                            "such as the residual networks")
+    train.add_argument("--model", default=DEFAULTS["model"], metavar="NAME",
+                       help="lenet5 (default), tutorial (the tutorial's MNIST network: 32 3x3 "
+                            "and 64 4x4 filters, 100 sigmoid units), another registered "
+                            f"network ({', '.join(MODEL_BUILDERS)}), or a model of your own "
+                            "registered with cnnblas.nn.register_model in a module given to "
+                            "--import")
     train.add_argument("--data", default=DEFAULTS["data"], metavar="digits|mnist:DIR|cifar10:DIR",
                        help="the 8x8 digits shipped with scikit-learn (default), MNIST-format "
                             "IDX files in DIR, or the CIFAR-10 binary batches in DIR")
@@ -129,6 +136,7 @@ def add_command(commands) -> None:
     train.add_argument("--plot", type=Path, default=None, metavar="PATH.png",
                        help="plot loss and accuracy per epoch (needs matplotlib)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_import_option(train)
     train.set_defaults(func=run_train)
 
 
@@ -206,8 +214,6 @@ def _build_trainer(args, world, data: TrainingData):
         if args.schedule == "cosine" else None
     metadata = {
         "model": {"name": args.model, "kwargs": kwargs},
-        "input": {"shape": list(data.shape), "pixel_max": data.pixel_max,
-                  "upsample": data.upsample, "mean": data.mean, "std": data.std},
         "data": args.data,
         "train": {"batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
                   "momentum": args.momentum, "nesterov": args.nesterov,
@@ -217,7 +223,8 @@ def _build_trainer(args, world, data: TrainingData):
                   "sync_batchnorm": args.sync_batchnorm},
     }
     return Trainer(model, nn.SoftmaxCrossEntropy(), optimizer, scheduler, metadata=metadata,
-                   comm=world, sync_batchnorm=args.sync_batchnorm)
+                   preprocessing=data.preprocessing, comm=world,
+                   sync_batchnorm=args.sync_batchnorm)
 
 
 def _header(args, world, data: TrainingData, trainer, given: list[str]) -> str:
@@ -258,6 +265,11 @@ def prepare_run(args, world):
     Returns ``(trainer, data, header)``: the :class:`~cnnblas.train.Trainer`, the
     :class:`~cnnblas.cli.pipeline.TrainingData` and the run's first log line.
     """
+    import_user_modules(args.imports)
+    try:
+        get_model_builder(args.model)
+    except ValueError as error:
+        raise ValueError(f"--model: {error}") from None
     given = resolve_defaults(args)
     _check_args(args, world)
     data = training_data(args)

@@ -14,7 +14,9 @@ resumable per-epoch shuffling. Augmentation: :func:`random_crop_flip` (random
 crops of the zero-padded images and horizontal flips, drawn from
 :func:`augmentation_rng` of the run's seed and the epoch) and
 :func:`shifted_copies`. Normalisation: :func:`channel_statistics` and
-:func:`standardize`.
+:func:`standardize`. :class:`Preprocessing` is the whole way from raw pixels to
+a model's input (scaling, upsampling, standardisation), saved with a
+checkpoint so that a saved model takes raw images (:func:`cnnblas.load_model`).
 """
 
 from cnnblas.data.augment import augmentation_rng, random_crop_flip, shifted_copies
@@ -31,10 +33,11 @@ from cnnblas.data.datasets import (
 )
 from cnnblas.data.loader import DataLoader
 from cnnblas.data.normalize import channel_statistics, standardize
+from cnnblas.data.preprocessing import Preprocessing
 
 __all__ = [
     "Dataset", "DataLoader", "shifted_copies", "random_crop_flip", "augmentation_rng",
-    "channel_statistics", "standardize",
+    "channel_statistics", "standardize", "Preprocessing",
     "load_digits", "load_idx", "load_mnist", "load_cifar10",
     "MNIST_FILES", "CIFAR10_TRAIN_FILES", "CIFAR10_TEST_FILE", "CIFAR10_CLASSES",
 ]

@@ -1,7 +1,8 @@
 """Layers, containers, losses and model builders with explicit backward passes.
 
 Models are built by name with :func:`build_model` (the builders of
-:data:`MODEL_BUILDERS`) and rebuilt from a checkpoint with :func:`load_model`.
+:data:`MODEL_BUILDERS`, to which :func:`register_model` adds a user's own) and
+rebuilt from a checkpoint with :func:`model_from_checkpoint`.
 
 >>> import numpy as np
 >>> from cnnblas import nn
@@ -73,8 +74,10 @@ from cnnblas.nn.losses import MSELoss, SoftmaxCrossEntropy
 from cnnblas.nn.models import (
     MODEL_BUILDERS,
     build_model,
+    get_model_builder,
     lenet5,
-    load_model,
+    model_from_checkpoint,
+    register_model,
     tutorial_cnn,
 )
 from cnnblas.nn.module import IncompatibleKeys, Module, Parameter, Sequential
@@ -100,6 +103,6 @@ __all__ = [
     "lenet5", "tutorial_cnn",
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet_cifar",
     "resnet18", "resnet34",
-    "MODEL_BUILDERS", "build_model", "load_model",
+    "MODEL_BUILDERS", "register_model", "get_model_builder", "build_model", "model_from_checkpoint",
     "init",
 ]

@@ -3,12 +3,14 @@
 LeNet-5 and the tutorial's network are :class:`~cnnblas.nn.Sequential`, so their
 state-dict keys are those of the same ``torch.nn.Sequential``; the residual
 networks (:mod:`cnnblas.nn.resnet`) have torchvision's keys. :data:`MODEL_BUILDERS` names
-the builders a checkpoint can record (``cnnblas train --model``);
-:func:`load_model` rebuilds a model from such a checkpoint.
+the builders a checkpoint can record (``cnnblas train --model``), and
+:func:`register_model` adds a user's own; :func:`model_from_checkpoint`
+rebuilds a model from such a checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 
@@ -177,7 +179,8 @@ def tutorial_cnn(num_classes=10, in_channels=1, input_size=28, dtype=np.float32,
 #: Model builders by name, as used by ``cnnblas train --model`` and recorded in
 #: checkpoints: each takes ``num_classes``, ``in_channels``, ``rng``, ``dtype`` and
 #: ``input_grad``; LeNet-5 and the tutorial's network also ``input_size`` (the
-#: ResNets end in a global average pooling and take any input size).
+#: ResNets end in a global average pooling and take any input size). Add a
+#: builder of your own with :func:`register_model`.
 MODEL_BUILDERS: dict[str, Callable[..., Module]] = {
     "lenet5": lenet5,
     "tutorial": tutorial_cnn,
@@ -185,25 +188,158 @@ MODEL_BUILDERS: dict[str, Callable[..., Module]] = {
                                                 "resnet110", "resnet18", "resnet34")},
 }
 
+# How to make a user's builder known, for the messages about unknown names.
+_HOW_TO_REGISTER = (
+    "register its builder with cnnblas.nn.register_model({name!r}, builder) in a module "
+    "imported before the model is built or loaded (cnnblas train/predict --import MODULE)"
+)
 
-def build_model(name: str, **kwargs) -> Module:
-    """Build the model registered as ``name`` in :data:`MODEL_BUILDERS`.
+
+def _same_builder(first: Callable, second: Callable) -> bool:
+    """The same function, or the same definition run again (a module reloaded, a
+    notebook cell re-run): same module and qualified name."""
+    def key(builder):
+        return getattr(builder, "__module__", None), getattr(builder, "__qualname__", None)
+
+    return first is second or (key(first) == key(second) and None not in key(first))
+
+
+def register_model(name: str, builder: Callable[..., Module] | None = None, *,
+                   replace: bool = False):
+    """Register a model builder under ``name``, for :func:`build_model` and checkpoints.
+
+    A registered builder is what lets a checkpoint rebuild a user's own
+    architecture: :func:`build_model` records the name and keyword arguments
+    on the model, the :class:`~cnnblas.train.Trainer` saves them, and
+    :func:`cnnblas.load_model` (or ``cnnblas predict --import MODULE``) calls
+    the builder again once the module that registers it is imported.
+
+    Parameters
+    ----------
+    name : str
+        Non-empty, without whitespace.
+    builder : callable, optional
+        ``builder(**kwargs) -> cnnblas.nn.Module``; its keyword arguments must
+        be JSON values (numbers, strings, lists) to be saved in a checkpoint
+        (``dtype`` and an integer ``rng`` seed are converted). Left out,
+        ``register_model(name)`` is a decorator.
+    replace : bool, default False
+        Allow replacing another builder already registered under ``name``.
+
+    Returns
+    -------
+    callable
+        ``builder`` (or the decorator).
+
+    Raises
+    ------
+    TypeError
+        ``name`` is not a string or ``builder`` is not callable.
+    ValueError
+        ``name`` is empty or holds whitespace, or names another builder and
+        ``replace`` is False.
+
+    Examples
+    --------
+    >>> from cnnblas import nn
+    >>> @nn.register_model("tiny_mlp")
+    ... def tiny_mlp(num_classes=10, in_channels=1, input_size=8, rng=None):
+    ...     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * input_size ** 2,
+    ...                                                  num_classes, rng=rng))
+    >>> nn.build_model("tiny_mlp", num_classes=3, rng=0).build_spec
+    {'name': 'tiny_mlp', 'kwargs': {'num_classes': 3, 'rng': 0}}
+    >>> del nn.MODEL_BUILDERS["tiny_mlp"]
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, got {type(name).__name__}")
+    if not name or name != "".join(name.split()):
+        raise ValueError(f"name must be non-empty and hold no whitespace, got {name!r}")
+
+    def register(function: Callable[..., Module]) -> Callable[..., Module]:
+        if not callable(function):
+            raise TypeError(f"builder must be callable, got {type(function).__name__}")
+        known = MODEL_BUILDERS.get(name)
+        if known is not None and not replace and not _same_builder(known, function):
+            raise ValueError(
+                f"a different builder is already registered as {name!r} "
+                f"({getattr(known, '__module__', '?')}.{getattr(known, '__qualname__', '?')}); "
+                "pass replace=True to replace it"
+            )
+        MODEL_BUILDERS[name] = function
+        return function
+
+    return register if builder is None else register(builder)
+
+
+def _json_kwargs(kwargs: dict) -> dict | None:
+    """``kwargs`` as JSON values (dtype as its name, rng seed kept), or None if impossible.
+
+    A random generator is left out: it only draws the initial weights, which a
+    checkpoint's weights replace.
+    """
+    converted = {}
+    for key, value in kwargs.items():
+        if key == "dtype":
+            value = np.dtype(value).name
+        elif key == "rng" and not isinstance(value, (int, type(None))):
+            continue
+        elif isinstance(value, tuple):
+            value = list(value)
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            return None
+        converted[key] = value
+    return converted
+
+
+def get_model_builder(name: str) -> Callable[..., Module]:
+    """The builder registered as ``name``.
 
     Raises
     ------
     ValueError
-        ``name`` is not registered.
+        ``name`` is not registered; the message lists the registered names and
+        says how to register a builder.
     """
     if name not in MODEL_BUILDERS:
-        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODEL_BUILDERS)}")
-    return MODEL_BUILDERS[name](**kwargs)
+        raise ValueError(
+            f"unknown model {name!r}; registered: {', '.join(sorted(MODEL_BUILDERS))}. To use "
+            "a model of your own, " + _HOW_TO_REGISTER.format(name=name)
+        )
+    return MODEL_BUILDERS[name]
 
 
-def load_model(path: str | os.PathLike) -> tuple[Module, ckpt.Checkpoint]:
+def build_model(name: str, **kwargs) -> Module:
+    """Build the model registered as ``name`` (see :func:`register_model`).
+
+    The model gets an attribute ``build_spec = {"name": name, "kwargs":
+    {...}}`` (JSON values, or None when some argument has no JSON form), which
+    the :class:`~cnnblas.train.Trainer` saves in its checkpoints so that
+    :func:`cnnblas.load_model` can build the model again.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not registered; the message says how to register it.
+    """
+    model = get_model_builder(name)(**kwargs)
+    if not isinstance(model, Module):
+        raise TypeError(f"the builder of {name!r} must return a cnnblas.nn.Module, "
+                        f"got {type(model).__name__}")
+    spec = _json_kwargs(kwargs)
+    model.build_spec = None if spec is None else {"name": name, "kwargs": spec}
+    return model
+
+
+def model_from_checkpoint(path: str | os.PathLike) -> tuple[Module, ckpt.Checkpoint]:
     """Rebuild the model saved in a checkpoint and load its weights.
 
-    The checkpoint's metadata must name the builder: ``{"model": {"name":
-    "lenet5", "kwargs": {...}}}`` (what ``cnnblas train`` writes).
+    The checkpoint's metadata must name a registered builder and its keyword
+    arguments: ``{"model": {"name": "lenet5", "kwargs": {...}}}``, what
+    ``cnnblas train`` writes and what a :class:`~cnnblas.train.Trainer` writes
+    for a model made by :func:`build_model`. :func:`cnnblas.load_model` wraps
+    the result with the checkpoint's preprocessing, ready for raw images.
 
     Returns
     -------
@@ -215,24 +351,32 @@ def load_model(path: str | os.PathLike) -> tuple[Module, ckpt.Checkpoint]:
     Raises
     ------
     ValueError
-        Unreadable checkpoint, no or unknown model builder in its metadata, or
-        weights that do not fit the rebuilt model; the message names the file.
+        Unreadable checkpoint, no or unregistered model builder in its
+        metadata (the message says how to register it), or weights that do
+        not fit the rebuilt model; the message names the file.
     """
     saved = ckpt.load_checkpoint(path)
     spec = saved.metadata.get("model")
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise ValueError(
             f"{saved.path}: the checkpoint's metadata does not say how to build the model "
-            "(expected metadata['model'] = {'name': ..., 'kwargs': {...}})"
+            "(expected metadata['model'] = {'name': ..., 'kwargs': {...}}, which the Trainer "
+            "writes for a model made by cnnblas.nn.build_model)"
+        )
+    name = spec["name"]
+    if name not in MODEL_BUILDERS:
+        raise ValueError(
+            f"{saved.path}: the checkpoint's model {name!r} is not registered (registered: "
+            f"{', '.join(sorted(MODEL_BUILDERS))}); " + _HOW_TO_REGISTER.format(name=name)
         )
     kwargs = dict(spec.get("kwargs") or {})
     try:
-        model = build_model(spec["name"], **kwargs)
+        model = build_model(name, **kwargs)
         model.load_state_dict(saved.sections["model"])
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{saved.path}: cannot rebuild the model {spec['name']!r}: {error}") \
-            from error
+        raise ValueError(f"{saved.path}: cannot rebuild the model {name!r}: {error}") from error
     return model.eval(), saved
 
 
-__all__ = ["lenet5", "tutorial_cnn", "MODEL_BUILDERS", "build_model", "load_model"]
+__all__ = ["lenet5", "tutorial_cnn", "MODEL_BUILDERS", "register_model", "get_model_builder",
+           "build_model", "model_from_checkpoint"]

@@ -29,7 +29,10 @@ checkpoint ends with the same weights, to the bit, as an uninterrupted run
 (same thread count). A non-finite loss stops training with
 :class:`FloatingPointError` before the next checkpoint is written, so the last
 good checkpoint survives. The history is formatted, saved and plotted by
-:mod:`cnnblas.train.history`.
+:mod:`cnnblas.train.history`. A model made by :func:`cnnblas.nn.build_model`
+records its builder, and ``Trainer(..., preprocessing=...)`` (a
+:class:`cnnblas.data.Preprocessing`) how the raw images were prepared: with
+both in the checkpoint, :func:`cnnblas.load_model` predicts from raw images.
 
 Under MPI (``mpiexec -n P python script.py``) the same code trains data-parallel
 (:mod:`cnnblas.distributed`): ``batch_size`` is the global batch, each rank

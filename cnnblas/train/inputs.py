@@ -1,13 +1,17 @@
-"""Checks of what the trainer is given: its parts, images, labels, labels against the model."""
+"""Checks of what the trainer is given (its parts, images, labels) and the metadata it saves."""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Mapping
 
 import numpy as np
 
 from cnnblas import nn, optim
+from cnnblas.data import Preprocessing
 
 __all__ = ["check_trainer_parts", "check_images", "check_labels", "check_label_range",
-           "check_validation"]
+           "check_validation", "checkpoint_metadata"]
 
 
 def check_trainer_parts(model, loss, optimizer, scheduler) -> None:
@@ -104,3 +108,35 @@ def check_validation(val, val_name: str) -> tuple[np.ndarray, np.ndarray] | None
     val_x = check_images(val[0], f"the {val_name} images")
     val_y = check_labels(val[1], len(val_x), f"the {val_name} labels", f"the {val_name} images")
     return val_x, val_y
+
+
+def checkpoint_metadata(model, metadata: Mapping | None,
+                        preprocessing: Preprocessing | None) -> dict:
+    """The metadata a :class:`~cnnblas.train.Trainer` saves: ``metadata`` with the model's
+    builder (``model.build_spec``, unless ``metadata`` names one) and the preprocessing.
+
+    Raises
+    ------
+    TypeError
+        ``preprocessing`` is not a :class:`~cnnblas.data.Preprocessing`, or the
+        metadata is not JSON-serialisable.
+    ValueError
+        ``metadata["input"]`` given together with ``preprocessing``.
+    """
+    result = dict(metadata or {})
+    spec = getattr(model, "build_spec", None)
+    if "model" not in result and spec is not None:
+        result["model"] = spec
+    if preprocessing is not None:
+        if not isinstance(preprocessing, Preprocessing):
+            raise TypeError("preprocessing must be a cnnblas.data.Preprocessing, got "
+                            f"{type(preprocessing).__name__}")
+        if "input" in result:
+            raise ValueError("give the preprocessing either as preprocessing= or as "
+                             "metadata['input'], not both")
+        result["input"] = preprocessing.to_metadata()
+    try:
+        json.dumps(result)  # fail now, not at the first checkpoint
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"metadata must be JSON-serialisable: {error}") from error
+    return result

@@ -6,7 +6,6 @@ See :mod:`cnnblas.train` for the whole story.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,7 +17,7 @@ from cnnblas import checkpoint as ckpt
 from cnnblas import distributed
 from cnnblas._version import __version__
 from cnnblas.checks import check_int
-from cnnblas.data import DataLoader
+from cnnblas.data import DataLoader, Preprocessing
 from cnnblas.functional import softmax
 from cnnblas.train.callbacks import Callback, checkpoint_note, fit_callbacks
 from cnnblas.train.history import plot_history, save_history
@@ -29,6 +28,7 @@ from cnnblas.train.inputs import (
     check_labels,
     check_trainer_parts,
     check_validation,
+    checkpoint_metadata,
 )
 from cnnblas.train.state import restore_training_state, training_sections
 
@@ -50,9 +50,17 @@ class Trainer:
     scheduler : cnnblas.optim.LRScheduler, optional
         Stepped once at the end of every epoch.
     metadata : dict, optional
-        JSON-serialisable facts stored in every checkpoint; ``cnnblas
-        predict`` reads ``metadata["model"] = {"name", "kwargs"}`` (see
-        :func:`cnnblas.nn.load_model`) and ``metadata["input"] = {"shape", "pixel_max"}``.
+        JSON-serialisable facts stored in every checkpoint.
+        :func:`cnnblas.load_model` and ``cnnblas predict`` read
+        ``metadata["model"] = {"name", "kwargs"}`` (the registered builder, see
+        :func:`cnnblas.nn.model_from_checkpoint`; filled in from
+        ``model.build_spec`` when the model was made by
+        :func:`cnnblas.nn.build_model`) and ``metadata["input"]`` (see
+        ``preprocessing``).
+    preprocessing : cnnblas.data.Preprocessing, optional
+        How the raw images were brought to the arrays given to :meth:`fit`;
+        saved as ``metadata["input"]`` so that the checkpoint's model, loaded
+        by :func:`cnnblas.load_model`, predicts from raw images.
     comm : None, False, mpi4py communicator or world, default None
         Data-parallel training over MPI ranks (see :func:`cnnblas.distributed.init`).
         None: ``MPI.COMM_WORLD`` when the process was started by ``mpiexec``
@@ -92,11 +100,11 @@ class Trainer:
     """
 
     def __init__(self, model, loss, optimizer, scheduler=None, *, metadata: Mapping | None = None,
-                 comm=None, sync_batchnorm: bool = False):
+                 preprocessing: Preprocessing | None = None, comm=None,
+                 sync_batchnorm: bool = False):
         check_trainer_parts(model, loss, optimizer, scheduler)
         self.model, self.loss, self.optimizer, self.scheduler = model, loss, optimizer, scheduler
-        self.metadata = dict(metadata or {})
-        json.dumps(self.metadata)  # fail now, not at the first checkpoint
+        self.metadata = checkpoint_metadata(model, metadata, preprocessing)
         self.epoch = 0
         self.history: list[dict] = []
         self._loader: DataLoader | None = None

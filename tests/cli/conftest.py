@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 import cnnblas
@@ -29,3 +30,13 @@ def run_cli(argv, capsys):
     code = main(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def training_input(raw, pixel_max, upsample, mean, std):
+    """Raw (N, C, H, W) integer pixels -> a model's input, written out in float32 steps
+    (an independent twin of :class:`cnnblas.data.Preprocessing`)."""
+    x = raw.astype(np.float32) / np.float32(pixel_max)
+    x = x.repeat(upsample, axis=2).repeat(upsample, axis=3)
+    channels = np.float32(np.broadcast_to(mean, (raw.shape[1],)))[:, None, None]
+    scale = np.float32(np.broadcast_to(std, (raw.shape[1],)))[:, None, None]
+    return (x - channels) / scale

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnblas.cli.common import preprocess
-from cnnblas.nn import load_model
-from tests.cli.conftest import run_cli
+from cnnblas.nn import model_from_checkpoint
+from tests.cli.conftest import run_cli, training_input
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -43,10 +42,10 @@ def test_exported_checkpoint_runs_in_onnxruntime_as_predict(checkpoint, tmp_path
     assert code == 0, err
     predicted = np.array(out.split(), dtype=np.int64)
 
-    model, saved = load_model(checkpoint)
+    model, saved = model_from_checkpoint(checkpoint)
     spec = saved.metadata["input"]
-    x = preprocess(raw[:, None].astype(np.float32) / spec["pixel_max"], spec["upsample"],
-                   spec["mean"], spec["std"])
+    x = training_input(raw[:, None], spec["pixel_max"], spec["upsample"], spec["mean"],
+                       spec["std"])
     session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     logits = session.run(None, {"input": x})[0]
     expected = model(x)

@@ -19,7 +19,7 @@ from cnnblas.cli import main
 from cnnblas.cli.defaults import DEFAULTS, model_kwargs, resolve_defaults
 from cnnblas.cli.pipeline import EpochAugmentation, training_data
 from cnnblas.data import CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, augmentation_rng, random_crop_flip
-from cnnblas.nn import MODEL_BUILDERS, load_model
+from cnnblas.nn import MODEL_BUILDERS, model_from_checkpoint
 from tests.cli.conftest import EPOCH_LINE, run_cli
 from tests.distributed.test_distributed import BIN, needs_mpi, run
 
@@ -84,7 +84,7 @@ def test_resnet_train_header_metadata_and_files(cifar, trained, capsys):
     )
     assert EPOCH_LINE.fullmatch(out.splitlines()[1]).group(1) == "1"
 
-    model, saved = load_model(trained["run.npz"])
+    model, saved = model_from_checkpoint(trained["run.npz"])
     meta = saved.metadata
     # The builder takes no input_size: only the arguments of its signature are recorded.
     assert meta["model"] == {"name": "resnet20", "kwargs": {
@@ -111,7 +111,7 @@ def test_predict_applies_the_stored_normalisation(cifar, trained, capsys, tmp_pa
     assert code == 0, err
     lines = out.splitlines()
     predictions = np.array([int(line) for line in lines[:-1]])
-    model, saved = load_model(trained["run.npz"])
+    model, saved = model_from_checkpoint(trained["run.npz"])
     mean = np.array(saved.metadata["input"]["mean"])[:, None, None]
     std = np.array(saved.metadata["input"]["std"])[:, None, None]
     inputs = ((cifar["x_test"] / 255.0 - mean) / std).astype(np.float32)  # no augmentation

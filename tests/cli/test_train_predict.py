@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnblas.cli.common import preprocess
-from cnnblas.nn import load_model
-from tests.cli.conftest import EPOCH_LINE, run_cli
+from cnnblas.nn import model_from_checkpoint
+from tests.cli.conftest import EPOCH_LINE, run_cli, training_input
 from tests.conftest import REPO
 
 
@@ -54,7 +53,7 @@ def test_train_prints_epoch_lines_and_writes_files(trained, capsys):
     history = json.loads(paths["history.json"].read_text())
     assert [record["epoch"] for record in history] == [1, 2]
     assert paths["history.png"].read_bytes()[:4] == b"\x89PNG"
-    model, saved = load_model(paths["run.npz"])
+    model, saved = model_from_checkpoint(paths["run.npz"])
     assert saved.epoch == 2 and saved.metadata["model"]["name"] == "lenet5"
     assert saved.metadata["input"]["upsample"] == 2 and saved.metadata["input"]["pixel_max"] == 16
     assert not model.training
@@ -73,7 +72,7 @@ def test_resume_continues_to_the_requested_epoch(trained, capsys, tmp_path):
     assert lines[1] == f"resumed from {copy} at epoch 2"
     assert lines[2].startswith("the cosine schedule now spans 3 epochs instead of 2: lr ")
     assert EPOCH_LINE.fullmatch(lines[3]).group(1) == "3"
-    assert load_model(copy)[1].epoch == 3
+    assert model_from_checkpoint(copy)[1].epoch == 3
 
 
 def write_idx(path: Path, array: np.ndarray) -> Path:
@@ -97,9 +96,9 @@ def test_predict_round_trip(trained, raw_digits, capsys, tmp_path):
     lines = out.splitlines()
     predictions = np.array([int(line) for line in lines[:-1]])
     # The same model applied in-process to the images preprocessed as in training:
-    model, saved = load_model(paths["run.npz"])
+    model, saved = model_from_checkpoint(paths["run.npz"])
     spec = saved.metadata["input"]
-    expected = model(preprocess(images[:, None] / np.float32(16), 2, spec["mean"], spec["std"]))
+    expected = model(training_input(images[:, None], 16, 2, spec["mean"], spec["std"]))
     np.testing.assert_array_equal(predictions, expected.argmax(axis=1))
     correct = int(np.sum(predictions == labels))
     assert lines[-1] == f"accuracy {correct / 50:.4f} ({correct}/50)"

@@ -353,13 +353,13 @@ def test_state_dict_shape_or_dtype_mismatch_loads_nothing():
         np.testing.assert_array_equal(value, before[key], err_msg=key)
 
 
-def test_load_model_rebuilds_a_resnet_checkpoint(tmp_path):
+def test_model_from_checkpoint_rebuilds_a_resnet_checkpoint(tmp_path):
     model = nn.resnet20(num_classes=4, rng=0)
     model(np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32))
     path = checkpoint.save_checkpoint(
         tmp_path / "r20.npz", {"model": model.state_dict()}, epoch=1,
         metadata={"model": {"name": "resnet20", "kwargs": {"num_classes": 4}}})
-    loaded, _ = nn.load_model(path)
+    loaded, _ = nn.model_from_checkpoint(path)
     assert not loaded.training
     for (key, value), expected in zip(loaded.state_dict().items(), model.state_dict().values(),
                                       strict=True):
@@ -369,7 +369,7 @@ def test_load_model_rebuilds_a_resnet_checkpoint(tmp_path):
         metadata={"model": {"name": "resnet32", "kwargs": {"num_classes": 4}}})
     with pytest.raises(ValueError, match=r"wrong\.npz: cannot rebuild the model 'resnet32'.*"
                                          r"first missing key 'layer1\.3\.conv1\.weight'"):
-        nn.load_model(tmp_path / "wrong.npz")
+        nn.model_from_checkpoint(tmp_path / "wrong.npz")
 
 
 def test_resnet_layers_must_be_a_sequence():

@@ -12,7 +12,7 @@ import pytest
 import cnnblas
 from cnnblas import nn, optim
 from cnnblas.data import DataLoader, load_digits, load_mnist
-from cnnblas.nn import build_model, load_model, tutorial_cnn
+from cnnblas.nn import build_model, model_from_checkpoint, tutorial_cnn
 from cnnblas.train import Trainer
 from cnnblas.train.callbacks import Callback
 from cnnblas.train.history import plot_history
@@ -384,7 +384,7 @@ def test_corrupt_checkpoint_gives_value_error(digits, tmp_path):
 
     path.write_bytes(b"")  # an empty file
     with pytest.raises(ValueError, match=r"run\.npz"):
-        load_model(path)
+        model_from_checkpoint(path)
 
 
 def test_missing_model_entries_give_value_error(digits, tmp_path):
