@@ -7,6 +7,7 @@ two kinds of pool take turns on the same cores rather than competing.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from contextlib import contextmanager
@@ -105,6 +106,66 @@ def single_threaded_blas():
             _blas_depth -= 1
             if _blas_depth == 0:
                 _set_blas_threads(get_num_threads())
+
+
+#: OpenBLAS's idle pool threads spin for 2**OPENBLAS_THREAD_TIMEOUT cycles after
+#: each call before they sleep (default 2**28, about 0.1 s): long enough to take
+#: a core from cnnblas's worker threads between BLAS calls. 2**4 makes them sleep
+#: at once (see benchmarks/LOG.md). A value the user set is kept.
+OPENBLAS_SPIN_EXPONENT = "4"
+
+
+def _openblas_libraries() -> list:
+    """ctypes handles of the OpenBLAS libraries loaded in this process that can
+    re-read their settings (``openblas_read_env``) and restart their thread
+    pool (``blas_thread_shutdown_``): the pip wheels' builds do."""
+    from threadpoolctl import threadpool_info
+
+    handles = []
+    for library in threadpool_info():
+        if library.get("internal_api") != "openblas":
+            continue
+        try:
+            handle = ctypes.CDLL(library["filepath"])
+            handle.openblas_read_env, handle.blas_thread_shutdown_  # noqa: B018 (probe)
+            handle.openblas_thread_timeout  # noqa: B018 (probe)
+        except (OSError, AttributeError):
+            continue
+        handles.append(handle)
+    return handles
+
+
+def shorten_openblas_spin() -> int:
+    """Make the idle threads of every OpenBLAS already loaded sleep at once.
+
+    OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT`` when it loads and when it starts
+    its thread pool, so setting the variable after NumPy is imported changes
+    nothing by itself. This sets it (unless the user did), then has each loaded
+    OpenBLAS whose setting differs re-read its environment and shut its pool
+    down: the pool restarts on the next multi-threaded call with the new
+    timeout. Libraries that load later read the variable themselves.
+
+    Must not run while another thread is inside a BLAS call: ``import cnnblas``
+    calls it once.
+
+    Returns
+    -------
+    int
+        How many pools were restarted.
+    """
+    wanted = os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_SPIN_EXPONENT)
+    try:
+        wanted_value = int(wanted)
+    except ValueError:  # OpenBLAS's own atoi would read this as 0 (its default)
+        return 0
+    restarted = 0
+    for handle in _openblas_libraries():
+        if handle.openblas_thread_timeout() == wanted_value:
+            continue
+        handle.openblas_read_env()
+        handle.blas_thread_shutdown_()
+        restarted += 1
+    return restarted
 
 
 def blas_info() -> list[dict]:
