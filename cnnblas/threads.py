@@ -138,23 +138,28 @@ def single_threaded_blas():
 OPENBLAS_SPIN_EXPONENT = "4"
 
 
+_OPENBLAS_RESTART_SYMBOLS = ("openblas_thread_timeout", "openblas_read_env",
+                             "blas_thread_shutdown_")
+
+
 def _openblas_libraries() -> list:
     """ctypes handles of the OpenBLAS libraries loaded in this process that can
-    re-read their settings (``openblas_read_env``) and restart their thread
-    pool (``blas_thread_shutdown_``): the pip wheels' builds do."""
+    re-read their settings (``openblas_read_env``) and restart their pthreads
+    thread pool (``blas_thread_shutdown_``): the pip wheels' builds do."""
     from threadpoolctl import threadpool_info
 
     handles = []
     for library in threadpool_info():
-        if library.get("internal_api") != "openblas":
+        # An OpenMP build has no server threads of its own to spin.
+        if (library.get("internal_api"), library.get("threading_layer")) != ("openblas",
+                                                                             "pthreads"):
             continue
         try:
             handle = ctypes.CDLL(library["filepath"])
-            handle.openblas_read_env, handle.blas_thread_shutdown_  # noqa: B018 (probe)
-            handle.openblas_thread_timeout  # noqa: B018 (probe)
-        except (OSError, AttributeError):
+        except OSError:
             continue
-        handles.append(handle)
+        if all(hasattr(handle, name) for name in _OPENBLAS_RESTART_SYMBOLS):
+            handles.append(handle)
     return handles
 
 
