@@ -121,10 +121,10 @@ def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 
     layers with at least 8 input and output channels on images at least 8x8,
     Winograd F(4x4, 3x3) ("winograd4x4"), or F(2x2, 3x3) ("winograd2x2") when
     K·C > 128² (for a single image: only on images of at least 32x32 pixels,
-    and not where the direct kernels apply); otherwise the direct kernels for stride-1, dilation-1,
-    ungrouped layers with at most 2,304 weight elements, input rows at least
-    4·(kw − 1) wide and kernels larger than 1x1 (LeNet-5's first layer,
-    3 -> 32 3x3 layers); and the im2col GEMM otherwise. The other names force
+    and not where the direct kernels apply); otherwise the direct kernels for
+    stride-1, dilation-1, ungrouped layers with at most 2,304 weight elements,
+    input rows at least 4·(kw − 1) wide and kernels larger than 1x1 (LeNet-5's
+    first layer, 3 -> 32 3x3 layers); and the im2col GEMM otherwise. The other names force
     a choice, checked by :func:`check_algorithm`. (Given non-finite inputs, the
     backward pass of a "direct" layer and every pass of a Winograd layer run
     the GEMM instead, which gives PyTorch's inf/NaN pattern; see
