@@ -8,10 +8,6 @@ STAMP  := $(VENV)/.installed
 # AVX2) on CPUs that have AVX-512, which halves SGEMM speed. Let OpenBLAS detect
 # the CPU itself; `cnnblas info` shows which kernels are in use.
 unexport OPENBLAS_CORETYPE
-# Idle OpenBLAS threads sleep at once instead of spinning for 2**28 cycles and
-# taking a core from cnnblas's worker threads (benchmarks/LOG.md).
-OPENBLAS_THREAD_TIMEOUT ?= 4
-export OPENBLAS_THREAD_TIMEOUT
 
 .PHONY: venv test train lint bench report clean
 

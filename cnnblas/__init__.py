@@ -10,10 +10,9 @@ import os as _os
 
 # Idle OpenBLAS pool threads spin for 2**28 cycles before they sleep, taking a
 # core from cnnblas's worker threads between BLAS calls and nearly doubling the
-# CPU time of a two-thread training step (see benchmarks/LOG.md). OpenBLAS
-# reads the variable once, when NumPy loads it, so this only counts when
-# cnnblas is imported first (the command line is); `make` exports it for
-# everything it runs. A value the user set is kept.
+# CPU time of a two-thread training step (see benchmarks/LOG.md). Set before
+# NumPy loads OpenBLAS when cnnblas comes first; shorten_openblas_spin() below
+# applies it to an OpenBLAS already loaded. A value the user set is kept.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from cnnblas import data, functional, nn, optim  # noqa: E402
@@ -24,6 +23,7 @@ from cnnblas.ops.conv import col2im, conv2d, conv2d_backward, im2col  # noqa: E4
 from cnnblas.ops.conv_transpose import conv_transpose2d, conv_transpose2d_backward  # noqa: E402
 from cnnblas.ops.workspace import get_workspace_limit, set_workspace_limit  # noqa: E402
 from cnnblas.threads import get_num_threads, set_num_threads  # noqa: E402
+from cnnblas.threads import shorten_openblas_spin as _shorten_openblas_spin  # noqa: E402
 from cnnblas.weights import load_weights, save_weights  # noqa: E402
 
 __all__ = [
@@ -33,3 +33,6 @@ __all__ = [
     "save_weights", "load_weights", "load_model", "Predictor",
     "nn", "optim", "data", "functional", "__version__",
 ]
+
+# NumPy (or SciPy) imported before cnnblas has read the variable already.
+_shorten_openblas_spin()

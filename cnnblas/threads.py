@@ -7,6 +7,8 @@ two kinds of pool take turns on the same cores rather than competing.
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import os
 import threading
 from contextlib import contextmanager
@@ -17,8 +19,9 @@ from threadpoolctl import ThreadpoolController
 from cnnblas.checks import check_int
 
 _controller: ThreadpoolController | None = None
-# The BLAS libraries' own controllers, filled by _blas_controller on first use.
-_blas_libraries: list = []
+# Per BLAS library, a function setting its thread count: OpenBLAS's own C setter
+# where found, else threadpoolctl's controller method. Filled on first use.
+_blas_setters: list = []
 # The one thread setting. Kept here because numba.set_num_threads only affects
 # the calling thread; the engine re-applies it in whichever thread runs a call.
 _setting: int | None = None
@@ -27,13 +30,31 @@ _blas_lock = threading.Lock()
 _blas_depth = 0
 
 
+def _openblas_setter(library):
+    """``openblas_set_num_threads`` of a pthreads OpenBLAS (under the name its
+    build gives it), as a ctypes function; None for any other library."""
+    if library.internal_api != "openblas" or library.threading_layer != "pthreads":
+        return None
+    try:
+        handle = ctypes.CDLL(library.filepath)
+    except OSError:
+        return None
+    for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+        setter = getattr(handle, f"{prefix}openblas_set_num_threads{suffix}", None)
+        if setter is not None:
+            setter.argtypes, setter.restype = [ctypes.c_int], None
+            return setter
+    return None
+
+
 def _blas_controller() -> ThreadpoolController:
-    global _controller, _blas_libraries
+    global _controller, _blas_setters
     if _controller is None:
         import scipy.linalg  # noqa: F401  (loads SciPy's own BLAS so it is capped too)
 
         _controller = ThreadpoolController()
-        _blas_libraries = _controller.select(user_api="blas").lib_controllers
+        _blas_setters = [_openblas_setter(library) or library.set_num_threads
+                         for library in _controller.select(user_api="blas").lib_controllers]
     return _controller
 
 
@@ -43,11 +64,14 @@ def _set_blas_threads(n: int) -> None:
     Calls each library's own setter directly rather than through
     ``ThreadpoolController.limit``, which re-reads every library's state first
     and is several times slower: :func:`single_threaded_blas` enters and exits
-    on every convolution call.
+    on every convolution call. For OpenBLAS that is its C function: an enter
+    and exit of that block took 3.2 us against 7.6 us through threadpoolctl's
+    method (which also ignores calls from any Python thread but the first one
+    that made one).
     """
     _blas_controller()
-    for library in _blas_libraries:
-        library.set_num_threads(n)
+    for setter in _blas_setters:
+        setter(n)
 
 
 def max_threads() -> int:
@@ -105,6 +129,71 @@ def single_threaded_blas():
             _blas_depth -= 1
             if _blas_depth == 0:
                 _set_blas_threads(get_num_threads())
+
+
+#: OpenBLAS's idle pool threads spin for 2**OPENBLAS_THREAD_TIMEOUT cycles after
+#: each call before they sleep (default 2**28, about 0.1 s): long enough to take
+#: a core from cnnblas's worker threads between BLAS calls. 2**4 makes them sleep
+#: at once (see benchmarks/LOG.md). A value the user set is kept.
+OPENBLAS_SPIN_EXPONENT = "4"
+
+
+_OPENBLAS_RESTART_SYMBOLS = ("openblas_thread_timeout", "openblas_read_env",
+                             "blas_thread_shutdown_")
+
+
+def _openblas_libraries() -> list:
+    """ctypes handles of the OpenBLAS libraries loaded in this process that can
+    re-read their settings (``openblas_read_env``) and restart their pthreads
+    thread pool (``blas_thread_shutdown_``): the pip wheels' builds do."""
+    from threadpoolctl import threadpool_info
+
+    handles = []
+    for library in threadpool_info():
+        # An OpenMP build has no server threads of its own to spin.
+        if (library.get("internal_api"), library.get("threading_layer")) != ("openblas",
+                                                                             "pthreads"):
+            continue
+        try:
+            handle = ctypes.CDLL(library["filepath"])
+        except OSError:
+            continue
+        if all(hasattr(handle, name) for name in _OPENBLAS_RESTART_SYMBOLS):
+            handles.append(handle)
+    return handles
+
+
+def shorten_openblas_spin() -> int:
+    """Make the idle threads of every OpenBLAS already loaded sleep at once.
+
+    OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT`` when it loads and when it starts
+    its thread pool, so setting the variable after NumPy is imported changes
+    nothing by itself. This sets it (unless the user did), then has each loaded
+    OpenBLAS whose setting differs re-read its environment and shut its pool
+    down: the pool restarts on the next multi-threaded call with the new
+    timeout. Libraries that load later read the variable themselves.
+
+    Must not run while another thread is inside a BLAS call: ``import cnnblas``
+    calls it once.
+
+    Returns
+    -------
+    int
+        How many pools were restarted.
+    """
+    wanted = os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_SPIN_EXPONENT)
+    try:
+        wanted_value = int(wanted)
+    except ValueError:  # OpenBLAS's own atoi would read this as 0 (its default)
+        return 0
+    restarted = 0
+    for handle in _openblas_libraries():
+        if handle.openblas_thread_timeout() == wanted_value:
+            continue
+        handle.openblas_read_env()
+        handle.blas_thread_shutdown_()
+        restarted += 1
+    return restarted
 
 
 def blas_info() -> list[dict]:

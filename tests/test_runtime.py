@@ -78,3 +78,53 @@ def test_cli_rejects_unknown_command():
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+OPENBLAS_PROBE = """
+import ctypes, json, os, sys
+import numpy as np  # NumPy first: OpenBLAS loads before cnnblas can set anything
+from threadpoolctl import threadpool_info
+a = np.ones((256, 256))
+a @ a  # start numpy's OpenBLAS pool with the timeout it read at load
+import cnnblas
+libraries = {}
+for info in threadpool_info():
+    if info["internal_api"] == "openblas":
+        lib = ctypes.CDLL(info["filepath"])
+        libraries[info["filepath"]] = {
+            "timeout": lib.openblas_thread_timeout(),
+            "pool_running": ctypes.c_int.in_dll(lib, "blas_server_avail").value}
+a @ a  # the pool restarts on the next call
+print(json.dumps({"env": os.environ.get("OPENBLAS_THREAD_TIMEOUT"), "libraries": libraries,
+                  "restarted_ok": bool(np.allclose(a @ a, 256.0))}))
+"""
+
+
+def _openblas_probe(timeout: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if timeout is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = timeout
+    out = subprocess.run([sys.executable, "-c", OPENBLAS_PROBE], env=env, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_openblas_threads_sleep_at_once_when_numpy_was_imported_first():
+    """Importing cnnblas after NumPy still gives numpy's already-running OpenBLAS
+    pool the short spin: it re-reads its environment and restarts its pool."""
+    probe = _openblas_probe(None)
+    assert probe["env"] == threads.OPENBLAS_SPIN_EXPONENT
+    assert probe["libraries"], "no OpenBLAS found by threadpoolctl"
+    for state in probe["libraries"].values():
+        assert state["timeout"] == int(threads.OPENBLAS_SPIN_EXPONENT)
+        # numpy's pool was running before the import; it restarts lazily afterwards.
+        assert state["pool_running"] == 0
+    assert probe["restarted_ok"]
+
+
+def test_openblas_timeout_set_by_the_user_is_kept():
+    probe = _openblas_probe("12")
+    assert probe["env"] == "12"
+    for state in probe["libraries"].values():
+        assert state["timeout"] == 12
+        assert state["pool_running"] == 1  # nothing to change: the pool was left alone

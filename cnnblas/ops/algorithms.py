@@ -42,6 +42,14 @@ _WINOGRAD_MIN_SIZE = 8
 # (36, K, C) transformed weights no longer fit the caches.
 _WINOGRAD4_MAX_CHANNEL_PAIRS = 128 * 128
 
+# A single image (inference at batch 1) runs serially, its GEMMs only as wide as
+# the image: there F(4x4, 3x3)'s fixed costs (weight transform, P = 36 thin GEMMs
+# of 6-20 tile columns) lost to the direct kernels on layers they take and to
+# the im2col GEMM on images under this many pixels (ResNet-20's 16x16 and 8x8
+# stages: 0.22 vs 0.16 ms and 0.42 vs 0.14 ms, 1 thread; 32x32 32 -> 32: 0.38
+# Winograd vs 0.47 GEMM).
+_WINOGRAD_MIN_PIXELS_ONE_IMAGE = 1024
+
 # "auto" takes the direct kernels for stride-1 layers with at most this many
 # weight elements (K * C * kh * kw: a 16 -> 16 3x3 layer): there forward and
 # backward took 0.3-0.65x the GEMM path's time, while LeNet-5's second layer
@@ -112,10 +120,11 @@ def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 
     ``algorithm="auto"`` picks, for 3x3, stride-1, dilation-1, ungrouped
     layers with at least 8 input and output channels on images at least 8x8,
     Winograd F(4x4, 3x3) ("winograd4x4"), or F(2x2, 3x3) ("winograd2x2") when
-    K·C > 128²; otherwise the direct kernels for stride-1, dilation-1,
-    ungrouped layers with at most 2,304 weight elements, input rows at least
-    4·(kw − 1) wide and kernels larger than 1x1 (LeNet-5's first layer,
-    3 -> 32 3x3 layers); and the im2col GEMM otherwise. The other names force
+    K·C > 128² (for a single image: only on images of at least 32x32 pixels,
+    and not where the direct kernels apply); otherwise the direct kernels for
+    stride-1, dilation-1, ungrouped layers with at most 2,304 weight elements,
+    input rows at least 4·(kw − 1) wide and kernels larger than 1x1 (LeNet-5's
+    first layer, 3 -> 32 3x3 layers); and the im2col GEMM otherwise. The other names force
     a choice, checked by :func:`check_algorithm`. (Given non-finite inputs, the
     backward pass of a "direct" layer and every pass of a Winograd layer run
     the GEMM instead, which gives PyTorch's inf/NaN pattern; see
@@ -146,14 +155,17 @@ def choose_algorithm(x_shape, weight_shape, stride=1, dilation=1, groups: int = 
     check_algorithm(weight_shape, stride, dilation, groups, algorithm)
     if algorithm != "auto":
         return algorithm
+    direct_preferred = (direct.supports(weight_shape, stride, dilation, groups)
+                        and _direct_preferred(x_shape, weight_shape))
+    one_image = x_shape[0] == 1
+    if one_image and direct_preferred:
+        return "direct"
     n_out, channels = weight_shape[:2]
     if (winograd.supports(weight_shape, stride, dilation, groups)
             and min(channels, n_out) >= _WINOGRAD_MIN_CHANNELS
-            and min(x_shape[2:4]) >= _WINOGRAD_MIN_SIZE):
+            and min(x_shape[2:4]) >= _WINOGRAD_MIN_SIZE
+            and not (one_image and x_shape[2] * x_shape[3] < _WINOGRAD_MIN_PIXELS_ONE_IMAGE)):
         if n_out * channels <= _WINOGRAD4_MAX_CHANNEL_PAIRS:
             return "winograd4x4"
         return "winograd2x2"
-    if (direct.supports(weight_shape, stride, dilation, groups)
-            and _direct_preferred(x_shape, weight_shape)):
-        return "direct"
-    return "gemm"
+    return "direct" if direct_preferred else "gemm"

@@ -32,6 +32,12 @@ from cnnblas import threads
 #: 0.1-1.2 MFLOP) trained ~15 % faster on one thread than on two.
 SERIAL_FLOPS = 4e6
 
+#: A call on fewer images than threads (one image at inference) can only be
+#: split inside each step: Numba's thread pool, then multi-threaded BLAS. Below
+#: this many flops it runs serially instead, BLAS at one thread: waking both
+#: pools cost more than it saved on ResNet-20's layers at batch 1 (5-10 MFLOP).
+INTRA_STEP_FLOPS = 64e6
+
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -71,8 +77,9 @@ def map_image_ranges(function: Callable[[int, int, bool], object], n_images: int
                      flops: float = float("inf")) -> list:
     """Run ``function(start, stop, serial)`` over the batch and return the results.
 
-    ``flops`` estimates the call's work. Below :data:`SERIAL_FLOPS`,
-    ``function(0, n_images, True)`` runs here with BLAS held at one thread.
+    ``flops`` estimates the call's work. Below :data:`SERIAL_FLOPS`, or below
+    :data:`INTRA_STEP_FLOPS` with a single worker, ``function(0, n_images, True)``
+    runs here with BLAS held at one thread.
     With one worker, ``function(0, n_images, serial)`` runs here; ``serial``
     is True when the thread setting is 1 (the serial kernels skip the thread
     pool's overhead, 10-25 % on small layers), otherwise the function may use
@@ -82,12 +89,12 @@ def map_image_ranges(function: Callable[[int, int, bool], object], n_images: int
     calling thread works on the first range. Exceptions propagate after every
     worker has finished.
     """
-    if flops < SERIAL_FLOPS:
+    workers = batch_workers(n_images)
+    if flops < SERIAL_FLOPS or (workers == 1 and flops < INTRA_STEP_FLOPS):
         # Too small to share: one thread throughout, BLAS included (waking a
         # BLAS pool for tiny GEMMs cost more than the GEMMs, ~0.6 ms on 2 cores).
         with threads.single_threaded_blas():
             return [function(0, n_images, True)]
-    workers = batch_workers(n_images)
     if workers == 1:
         threads.apply_to_this_thread()  # Numba's setting is per calling thread
         return [function(0, n_images, threads.get_num_threads() == 1)]

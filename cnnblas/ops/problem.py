@@ -173,6 +173,21 @@ def input_grad_problem(n_images: int, weight: np.ndarray, geom: ConvGeometry,
     return ConvProblem(np.broadcast_to(np.zeros((), weight.dtype), shape), weight, geom, groups)
 
 
+def argument_key(value):
+    """A hashable key for call arguments made of ints, strings and tuples of them,
+    equal only for arguments of the same types and values (``True`` and ``1``,
+    ``np.int64(1)`` and ``1`` differ); None for anything else (a list, a float, an
+    array), which the caller then validates afresh. Lets a per-shape cache skip
+    the checks without letting an argument they would refuse through."""
+    kind = type(value)
+    if kind is tuple:
+        parts = tuple(map(argument_key, value))
+        return None if None in parts else (tuple, parts)
+    if kind is int or kind is str or isinstance(value, np.integer):
+        return kind, value
+    return None
+
+
 def check_conv(x, weight, stride, padding, dilation, groups) -> ConvProblem:
     """Validate :func:`cnnblas.conv2d`'s x, weight and window arguments."""
     check_float_array(x, "x", ndim=4)

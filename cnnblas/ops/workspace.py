@@ -7,6 +7,7 @@ between calls (one per thread and dtype), so a training loop allocates it once.
 
 from __future__ import annotations
 
+import math
 import threading
 from enum import IntEnum
 
@@ -63,7 +64,7 @@ def scratch(shape: tuple[int, ...], dtype, slot: Slot) -> np.ndarray:
     and their gradient). Contents are undefined: callers overwrite them.
     """
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     buffers = getattr(_local, "buffers", None)
     if buffers is None or getattr(_local, "generation", None) != _generation:
         buffers = _local.buffers = {}

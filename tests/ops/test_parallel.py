@@ -149,3 +149,22 @@ def test_overlapping_single_thread_sections_restore_the_setting(two_threads):
     inner.__exit__(None, None, None)
     blas = {lib["num_threads"] for lib in cb.threads.blas_info() if lib["user_api"] == "blas"}
     assert blas == {2}
+
+
+def test_one_image_runs_serially_below_the_intra_step_threshold(two_threads):
+    """With fewer images than threads, a call under INTRA_STEP_FLOPS runs in the
+    calling thread on the serial kernels with BLAS at one thread; a larger one
+    may use Numba's pool and multi-threaded BLAS."""
+    from cnnblas import threads
+
+    seen = []
+
+    def record(start, stop, serial):
+        blas = [lib["num_threads"] for lib in threads.blas_info() if lib["user_api"] == "blas"]
+        seen.append((start, stop, serial, max(blas)))
+
+    parallel.map_image_ranges(record, 1, flops=parallel.INTRA_STEP_FLOPS / 2)
+    parallel.map_image_ranges(record, 1, flops=parallel.INTRA_STEP_FLOPS * 2)
+    assert seen[0] == (0, 1, True, 1)
+    assert seen[1][:3] == (0, 1, False)
+    assert seen[1][3] == 2

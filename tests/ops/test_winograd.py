@@ -449,3 +449,20 @@ def test_non_finite_pixel_gives_pytorch_forward(value):
                                       padding=1).numpy()
     assert np.isinf(want).any() if value == np.inf else np.isnan(want).any()
     _assert_same_values(cb.conv2d(x, weight, padding=1), want)
+
+
+@pytest.mark.parametrize("where", ["x", "dy"])
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_non_finite_value_seen_by_one_worker_gives_the_gemm_results(where, value,
+                                                                    two_threads):
+    """Each worker checks its own images: a non-finite value in the second
+    worker's image sends the whole pass to the GEMM backend, not half of it."""
+    x, weight, dy = _non_finite_case(where, value)  # the value sits in image 1 of 2
+    bias = np.linspace(-1, 1, 8).astype(np.float32)
+    if where == "x":
+        _assert_same_values(cb.conv2d(x, weight, bias, padding=1, algorithm="winograd4x4"),
+                            cb.conv2d(x, weight, bias, padding=1, algorithm="gemm"))
+    got = cb.conv2d_backward(dy, x, weight, padding=1, algorithm="winograd4x4")
+    want = cb.conv2d_backward(dy, x, weight, padding=1, algorithm="gemm")
+    for g, w in zip(got, want, strict=True):
+        _assert_same_values(g, w)
