@@ -218,7 +218,8 @@ def run(args: argparse.Namespace) -> dict:
     total = (1 + len(shapes) * 6
              + (len(shapes) * len(memory_impls) if do_memory else 0)
              + (len(memory_impls) if do_memory_target else 0)
-             + (networks.steps(network_settings, network_engines) if network_settings else 0))
+             + (networks.steps(network_settings, network_engines, threads)
+                if network_settings else 0))
     progress = _Progress(total, args.quiet)
     started = time.perf_counter()
     load_start = os.getloadavg()
