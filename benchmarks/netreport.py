@@ -15,20 +15,12 @@ import sys
 from pathlib import Path
 
 from benchmarks import targets
+from benchmarks.common import ms_text as _ms
 from benchmarks.netmodels import NETWORKS
 from benchmarks.netprofile import group_of
 from benchmarks.networks import ENGINE_LABELS
 
 KIND_LABELS = {"step": "training step", "predict": "one-image prediction (eval)"}
-
-
-def _ms(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    ms = seconds * 1e3
-    if ms >= 100:
-        return f"{ms:,.0f}"
-    return f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

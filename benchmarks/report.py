@@ -50,6 +50,7 @@ from benchmarks.common import (
     sgemm_rate,
     torch_available,
 )
+from benchmarks.common import ms_text as _ms
 from benchmarks.memory import MEMORY_IMPLS, measure_in_subprocess
 
 DEFAULT_OUT = BENCH_DIR / "results"
@@ -289,17 +290,6 @@ def run(args: argparse.Namespace) -> dict:
 
 
 # --------------------------------------------------------------------------- Markdown
-
-def _ms(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    ms = seconds * 1e3
-    if ms >= 100:
-        return f"{ms:,.0f}"
-    if ms >= 10:
-        return f"{ms:.1f}"
-    return f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
-
 
 def _num(value: float | None, digits: int = 1) -> str:
     if value is None:
