@@ -169,16 +169,21 @@ def readme_table(results: dict) -> str:
     scaling = networks.get("scaling")
     note = ""
     if scaling:
-        note = (f" LeNet-5 training on mnist5k ran {scaling['speedup']:.2f}× faster on "
-                f"{scaling['threads']} threads than on 1 (target ≥ "
+        note = (f" Second core: LeNet-5 training on mnist5k, {scaling['threads']} threads "
+                f"against 1, speed-up {scaling['speedup']:.2f} (target ≥ "
                 f"{targets.MIN_SCALING_SPEEDUP:g}).")
-    where = (f"{machine.get('cpu', 'unknown CPU')}, {networks['threads']} thread(s), "
+    load = results.get("load_average", {})
+    where = (f"{machine.get('cpu', 'unknown CPU')} ({machine.get('cores', '?')} cores), "
+             f"{networks['threads']} thread(s), SGEMM "
+             f"{results.get('sgemm', {}).get('gflops', float('nan')):.0f} GFLOP/s, load average "
+             f"{load.get('start', [float('nan')])[0]:.1f} at start and "
+             f"{load.get('end', [float('nan')])[0]:.1f} at end, "
              f"{machine.get('date', '')[:10]}, commit `{machine.get('commit', '?')}`")
     return (_table(["whole network", "cnnblas ms", "PyTorch ms", "onnxruntime ms",
                     "cnnblas / PyTorch", "target"], rows)
             + f"\n\nMeasured by `python -m benchmarks.report --networks-only` on {where}; "
               "each engine in its own process, alternating rounds. Times on this shared VM "
-              "vary by tens of percent between runs." + note)
+              "vary by tens of percent between runs, and far more under load." + note)
 
 
 def main(argv: list[str] | None = None) -> int:

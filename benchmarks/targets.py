@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from benchmarks.common import ms_text
 from benchmarks.netmodels import NETWORKS
 
 #: The targets' thresholds and the shape and batch of the memory target.
@@ -98,8 +99,8 @@ def network_targets(networks: dict | None) -> list[dict]:
         row = rows.get(key)
         if row is not None and "torch" in row["seconds"]:
             _, met = network_target(row)
-            target.update(measured=(f"{row['seconds']['cnnblas'] * 1e3:.3g} vs "
-                                    f"{row['seconds']['torch'] * 1e3:.3g} ms "
+            target.update(measured=(f"{ms_text(row['seconds']['cnnblas'])} vs "
+                                    f"{ms_text(row['seconds']['torch'])} ms "
                                     f"({row['ratio_to_torch']['cnnblas']:.2f})"), met=met)
         targets.append(target)
     scaling = (networks or {}).get("scaling")
