@@ -54,6 +54,8 @@ from benchmarks.common import ms_text as _ms
 from benchmarks.memory import MEMORY_IMPLS, measure_in_subprocess
 
 DEFAULT_OUT = BENCH_DIR / "results"
+# --networks-only writes beside the full report, not over it.
+DEFAULT_NETWORKS_OUT = DEFAULT_OUT / "networks"
 
 # Time budgets in seconds per measurement, and the naive subsample's output channels.
 SETTINGS = {
@@ -73,8 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated subset of shapes.csv names (default: all)")
     parser.add_argument("--quick", action="store_true",
                         help="short time budgets and a smaller naive subsample (a smoke run)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"output directory (default: {DEFAULT_OUT})")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output directory (default: {DEFAULT_OUT}, with --networks-only "
+                             f"{DEFAULT_NETWORKS_OUT})")
     parser.add_argument("--batch", type=int, default=None,
                         help="override every shape's batch size N (smoke tests)")
     parser.add_argument("--budget", type=float, default=None,
@@ -101,6 +104,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
     if args.no_networks and args.networks_only:
         parser.error("--no-networks and --networks-only exclude each other")
+    if args.out is None:
+        args.out = DEFAULT_NETWORKS_OUT if args.networks_only else DEFAULT_OUT
     return args
 
 

@@ -392,3 +392,11 @@ def test_mnist_scaling_worker_trains_on_mnist5k():
     result = networker.run_mnist(networker.CnnblasEngine(1), task, None, "test")
     assert result["steps"] == 3 and result["seconds"] > 0
     assert math.isfinite(result["last_loss"]) and result["first_loss"] > 0
+
+
+def test_networks_only_writes_beside_the_full_report(capsys):
+    assert report.parse_args(["--networks-only"]).out == report.DEFAULT_NETWORKS_OUT
+    assert report.parse_args([]).out == report.DEFAULT_OUT
+    with pytest.raises(SystemExit):
+        report.parse_args(["--networks-only", "--no-networks"])
+    assert "exclude each other" in capsys.readouterr().err
