@@ -171,7 +171,9 @@ def run_profile(engine, task: dict, workdir: Path, tag: str) -> dict:
 def run_mnist(engine, task: dict, workdir: Path, tag: str) -> dict:
     """``steps`` LeNet-5 training steps on shuffled mnist5k batches; the seconds of
     all steps after ``warmups``."""
+    from cnnblas import nn
     from cnnblas.data import load_mnist
+    from cnnblas.optim import SGD
 
     network = NETWORKS["lenet5"]
     data = load_mnist(task["data"])
@@ -179,9 +181,6 @@ def run_mnist(engine, task: dict, workdir: Path, tag: str) -> dict:
     batch = task["batch"]
     batches = len(order) // batch
     model = netmodels.cnnblas_lenet5(rng=task["seed"])
-    from cnnblas import nn
-    from cnnblas.optim import SGD
-
     criterion = nn.SoftmaxCrossEntropy()
     optimizer = SGD(model.parameters(), lr=network.lr, momentum=network.momentum)
     losses = []

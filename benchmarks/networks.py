@@ -103,7 +103,7 @@ def available_engines() -> list[str]:
     return engines
 
 
-def _tasks(engine: str, settings: Settings, profile: bool, mnist: Path | None) -> list[dict]:
+def _tasks(engine: str, settings: Settings, profile: bool) -> list[dict]:
     tasks = []
     for network, kind in ROWS:
         if engine == "onnxruntime" and kind == "step":
@@ -234,10 +234,10 @@ def run(threads: int, settings: Settings = FULL, *, sgemm_gflops: float | None =
         progress=None) -> dict:
     """Measure the section; the JSON-ready results (see :mod:`benchmarks.netreport`).
 
-    ``mnist`` is the mnist5k directory (default :data:`MNIST5K`); the scaling
-    run is skipped when it does not exist or ``threads`` is 1. ``progress`` (optional) has
-    ``start(text)`` and ``done()``, called around each process (:func:`steps`
-    of them).
+    ``mnist`` is the mnist5k directory (default :data:`MNIST5K`); the
+    scaling run is skipped when it does not exist or ``threads`` is 1.
+    ``progress`` (optional) has ``start(text)`` and ``done()``, called around
+    each process (:func:`steps` of them).
     """
     engines = engines or available_engines()
     mnist = _mnist_dir(mnist)
@@ -255,7 +255,7 @@ def run(threads: int, settings: Settings = FULL, *, sgemm_gflops: float | None =
                 _note(progress, f"networks round {round_index + 1}/{settings.rounds}: "
                                 f"{ENGINE_LABELS[engine]}")
                 outputs[engine] = run_worker(engine, threads, workdir, round_index,
-                                             _tasks(engine, settings, profile, mnist))
+                                             _tasks(engine, settings, profile))
                 _note(progress)
             for key, error in check_round(workdir, round_index, engines).items():
                 errors[key] = max(errors.get(key, 0.0), error)
