@@ -15,7 +15,8 @@ Writes ``report.md`` (machine, tables), ``report.json`` (every raw number)
 and, with matplotlib, ``gflops.png`` and ``speedup.png`` into ``--out``
 (default ``benchmarks/results``). Progress goes to stderr. A full run takes
 a few minutes on 2 cores; ``--quick`` cuts every time budget to a tenth;
-``--networks-only`` runs the whole networks alone (about 3 minutes).
+``--networks-only`` runs the whole networks alone (an estimated 2-3 minutes
+on an idle machine, about 10 under load).
 """
 
 from __future__ import annotations
