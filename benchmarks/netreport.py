@@ -39,7 +39,8 @@ def _met(row: dict) -> str:
 def _rate(row: dict, engine: str) -> str:
     if "gflops" not in row or engine not in row["gflops"]:
         return "—"
-    text = f"{row['gflops'][engine]:.0f}"
+    gflops = row["gflops"][engine]
+    text = f"{gflops:.0f}" if gflops >= 100 else f"{gflops:.3g}"
     if row.get("sgemm_fraction"):
         text += f" ({row['sgemm_fraction'][engine]:.0%})"
     return text
