@@ -16,7 +16,8 @@ Spec keys: ``engine``, ``threads``, ``workdir`` (the initial weights
   seconds and at least ``min_steps`` steps.
 - *predict*: eval mode, one image; dump the logits, warm up, time calls.
 - *profile* (cnnblas): the step under :class:`benchmarks.netprofile.LayerProfiler`.
-- *mnist* (cnnblas): ``steps`` training steps of LeNet-5 on mnist5k batches.
+- *mnist* (cnnblas): ``steps`` training steps of LeNet-5 on mnist5k batches
+  (data-parallel when started by ``mpiexec -n P``).
 
 The garbage collector stays on, as in a user's loop.
 """
@@ -168,10 +169,12 @@ def run_profile(engine, task: dict, workdir: Path, tag: str) -> dict:
                 wrapper_seconds=wrapper_cost(), wrapped_calls=profiler.total_calls() // count)
 
 
-def run_mnist(engine, task: dict, workdir: Path, tag: str) -> dict:
+def run_mnist(engine, task: dict, workdir: Path, tag: str) -> dict | None:
     """``steps`` LeNet-5 training steps on shuffled mnist5k batches; the seconds of
-    all steps after ``warmups``."""
-    from cnnblas import nn
+    all steps after ``warmups``. Under ``mpiexec -n P`` each rank trains on its
+    part of every batch and the ranks sum their weighted gradients
+    (:mod:`cnnblas.distributed`); only rank 0 returns a result (None elsewhere)."""
+    from cnnblas import distributed, nn
     from cnnblas.data import load_mnist
     from cnnblas.optim import SGD
 
@@ -183,18 +186,24 @@ def run_mnist(engine, task: dict, workdir: Path, tag: str) -> dict:
     model = netmodels.cnnblas_lenet5(rng=task["seed"])
     criterion = nn.SoftmaxCrossEntropy()
     optimizer = SGD(model.parameters(), lr=network.lr, momentum=network.momentum)
+    world = distributed.init()
+    world.attach(optimizer.params)
+    low, high = world.part(batch)
     losses = []
     start = 0.0
     for index in range(task["warmups"] + task["steps"]):
         if index == task["warmups"]:
             start = time.perf_counter()
-        rows = order[(index % batches) * batch:(index % batches + 1) * batch]
+        rows = order[(index % batches) * batch:(index % batches + 1) * batch][low:high]
         optimizer.zero_grad()
         losses.append(criterion(model(data.x_train[rows]), data.y_train[rows]))
-        model.backward(criterion.backward())
+        model.backward(criterion.backward(scale=(high - low) / batch))
+        world.allreduce_gradients()
         optimizer.step()
     seconds = time.perf_counter() - start
-    return dict(seconds=seconds, steps=task["steps"], batch=batch,
+    if not world.is_main:
+        return None
+    return dict(seconds=seconds, steps=task["steps"], batch=batch, ranks=world.size,
                 first_loss=float(losses[0]), last_loss=float(losses[-1]))
 
 
@@ -211,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     for task in spec["tasks"]:
         key = f"{task['kind']}:{task['network']}"
         results[key] = TASKS[task["kind"]](engine, task, workdir, tag)
+    if any(result is None for result in results.values()):
+        return 0  # a rank other than 0 of an MPI run: rank 0 reports
     print(json.dumps(dict(engine=spec["engine"], threads=spec["threads"], results=results)),
           flush=True)
     return 0

@@ -26,7 +26,6 @@ wrong gradient would hide) to the network's ``step_tolerance``
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ import numpy as np
 
 from benchmarks import netmodels
 from benchmarks.common import REPO_DIR, DisagreementError, relative_error
+from benchmarks.mpi_scaling import find_mpiexec, launch
 from benchmarks.netmodels import NETWORKS
 
 #: Largest relative difference of the losses and of the logits of two engines:
@@ -120,15 +120,14 @@ def _tasks(engine: str, settings: Settings, profile: bool) -> list[dict]:
 
 
 def run_worker(engine: str, threads: int, workdir: Path, round_index: int,
-               tasks: list[dict]) -> dict:
-    """Run :mod:`benchmarks.networker` for ``engine`` in a fresh process; its JSON."""
-    spec = workdir / f"spec-{engine}-{round_index}.json"
+               tasks: list[dict], ranks: int = 1) -> dict:
+    """Run :mod:`benchmarks.networker` for ``engine`` in a fresh process (``ranks`` MPI
+    ranks of ``threads`` threads each when ``ranks`` > 1); its JSON."""
+    spec = workdir / f"spec-{engine}-{round_index}-{ranks}x{threads}.json"
     spec.write_text(json.dumps(dict(engine=engine, threads=threads, workdir=str(workdir),
                                     round=round_index, tasks=tasks)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_DIR), env.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, "-m", "benchmarks.networker", str(spec)],
-                            capture_output=True, text=True, env=env, cwd=REPO_DIR,
+    command, env = launch([sys.executable, "-m", "benchmarks.networker", str(spec)], ranks)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_DIR,
                             timeout=900, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"benchmarks.networker ({engine}, round {round_index}) failed:\n"
@@ -272,7 +271,8 @@ def run(threads: int, settings: Settings = FULL, *, sgemm_gflops: float | None =
 def steps(settings: Settings, engines: list[str], threads: int, mnist: Path | None = None
           ) -> int:
     """How many ``progress.done()`` calls :func:`run` makes."""
-    scaling = 2 * settings.mnist_rounds if _mnist_dir(mnist) and threads > 1 else 0
+    scaling = (len(scaling_configurations(threads)) * settings.mnist_rounds
+               if _mnist_dir(mnist) and threads > 1 else 0)
     return 1 + settings.rounds * len(engines) + scaling
 
 
@@ -295,26 +295,40 @@ def _settings_json(settings: Settings) -> dict:
     return {key: getattr(settings, key) for key in settings.__dataclass_fields__}
 
 
+def scaling_configurations(threads: int) -> list[tuple[int, int]]:
+    """(ranks, threads per rank) of the second-core run: every thread in one process,
+    one thread, and, with mpi4py and mpiexec, ``threads`` MPI ranks of one thread."""
+    configurations = [(1, threads), (1, 1)]
+    if find_spec("mpi4py") is not None and find_mpiexec() is not None:
+        configurations.append((threads, 1))
+    return configurations
+
+
 def _scaling(threads: int, settings: Settings, workdir: Path, mnist: Path, progress) -> dict:
-    """LeNet-5 on mnist5k, ``threads`` threads against 1, alternating; the speed-up."""
+    """LeNet-5 on mnist5k in each of :func:`scaling_configurations`, alternating; the
+    speed-ups over one thread (``speedup``: every thread in one process)."""
     task = dict(kind="mnist", network="lenet5", data=str(mnist), seed=0, batch=64,
                 steps=settings.mnist_steps, warmups=settings.mnist_warmups)
-    runs: dict[int, list[dict]] = {threads: [], 1: []}
-    order = [threads, 1]
+    configurations = scaling_configurations(threads)
+    runs: dict[tuple[int, int], list[dict]] = {config: [] for config in configurations}
     for round_index in range(settings.mnist_rounds):
-        for count in order[round_index % 2:] + order[:round_index % 2]:
-            _note(progress, f"mnist5k LeNet-5, {count} thread(s), round {round_index + 1}")
-            output = run_worker("cnnblas", count, workdir, round_index, [task])
-            runs[count].append(output["results"]["mnist:lenet5"])
+        shift = round_index % len(configurations)
+        for ranks, count in configurations[shift:] + configurations[:shift]:
+            _note(progress, f"mnist5k LeNet-5, {ranks} process(es) x {count} thread(s), "
+                            f"round {round_index + 1}")
+            output = run_worker("cnnblas", count, workdir, round_index, [task], ranks=ranks)
+            runs[(ranks, count)].append(output["results"]["mnist:lenet5"])
             _note(progress)
-    ratios = [one["seconds"] / many["seconds"] for one, many in zip(runs[1], runs[threads],
-                                                                      strict=True)]
+    names = {config: f"{config[0]}x{config[1]}" for config in configurations}
+    one = [run["seconds"] for run in runs[(1, 1)]]
+    speedups = {names[config]: [a / run["seconds"] for a, run in zip(one, values, strict=True)]
+                for config, values in runs.items()}
     return dict(threads=threads, steps=settings.mnist_steps, batch=64,
-                warmups=settings.mnist_warmups,
-                seconds={str(count): statistics.median(r["seconds"] for r in values)
-                         for count, values in runs.items()},
-                speedup=statistics.median(ratios), speedups=ratios,
-                last_loss={str(count): values[-1]["last_loss"] for count, values in runs.items()})
+                warmups=settings.mnist_warmups, configurations=list(names.values()),
+                seconds={names[c]: statistics.median(r["seconds"] for r in v)
+                         for c, v in runs.items()},
+                speedups=speedups, speedup=statistics.median(speedups[f"1x{threads}"]),
+                last_loss={names[c]: v[-1]["last_loss"] for c, v in runs.items()})
 
 
 def summarize(rounds: list[dict], engines: list[str], flops: dict,

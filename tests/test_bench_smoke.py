@@ -400,3 +400,15 @@ def test_networks_only_writes_beside_the_full_report(capsys):
     with pytest.raises(SystemExit):
         report.parse_args(["--networks-only", "--no-networks"])
     assert "exclude each other" in capsys.readouterr().err
+
+
+def test_second_core_table_names_each_configuration():
+    scaling = dict(threads=2, steps=10, batch=64, warmups=1,
+                   configurations=["1x2", "1x1", "2x1"],
+                   seconds={"1x2": 0.5, "1x1": 0.8, "2x1": 0.4},
+                   speedups={"1x2": [1.5, 1.7], "1x1": [1.0, 1.0], "2x1": [2.0, 2.2]},
+                   speedup=1.6)
+    text = netreport._scaling_text(scaling)
+    assert "| 1 process × 2 threads | 0.50 | 1,280 | **1.60** | 1.50, 1.70 |" in text
+    assert "| 2 MPI ranks × 1 thread | 0.40 | 1,600 | 2.10 | 2.00, 2.20 |" in text
+    assert networks.scaling_configurations(2)[:2] == [(1, 2), (1, 1)]
