@@ -11,10 +11,12 @@ Spec keys: ``engine``, ``threads``, ``workdir`` (the initial weights
 "profile" or "mnist"), ``network`` and the kind's settings.
 
 - *step*: build the network, load the initial weights, run one training
-  step and dump its loss and updated state (``<engine>-<network>-step.npz``,
-  for the parent's check), then warm up and time steps until ``budget``
-  seconds and at least ``min_steps`` steps.
-- *predict*: eval mode, one image; dump the logits, warm up, time calls.
+  step and dump its loss and updated state
+  (``<engine>-r<round>-<network>-step.npz``, for the parent's check), then
+  warm up and time steps until ``budget`` seconds and at least
+  ``min_steps`` steps.
+- *predict*: eval mode, one image; dump the logits
+  (``<engine>-r<round>-<network>-predict.npy``), warm up, time calls.
 - *profile* (cnnblas): the step under :class:`benchmarks.netprofile.LayerProfiler`.
 - *mnist* (cnnblas): ``steps`` training steps of LeNet-5 on mnist5k batches
   (data-parallel when started by ``mpiexec -n P``).
@@ -42,10 +44,12 @@ def _timed(fn, budget: float, min_calls: int, warmups: int) -> list[float]:
     for _ in range(warmups):
         fn()
     times: list[float] = []
-    while len(times) < min_calls or sum(times) < budget:
+    spent = 0.0
+    while len(times) < min_calls or spent < budget:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+        spent += times[-1]
     return times
 
 
