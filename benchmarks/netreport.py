@@ -183,7 +183,12 @@ def readme_table(results: dict) -> str:
     if scaling:
         note = (f" Second core: LeNet-5 training on mnist5k, {scaling['threads']} threads "
                 f"against 1, speed-up {scaling['speedup']:.2f} (target ≥ "
-                f"{targets.MIN_SCALING_SPEEDUP:g}).")
+                f"{targets.MIN_SCALING_SPEEDUP:g})")
+        ranks = f"{scaling['threads']}x1"
+        if ranks in scaling.get("speedups", {}):
+            note += (f"; {scaling['threads']} MPI ranks of one thread: "
+                     f"{statistics.median(scaling['speedups'][ranks]):.2f}")
+        note += "."
     load = results.get("load_average", {})
     where = (f"{machine.get('cpu', 'unknown CPU')} ({machine.get('cores', '?')} cores), "
              f"{networks['threads']} thread(s), SGEMM "
