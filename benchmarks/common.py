@@ -494,6 +494,18 @@ def _torch_sgemm_gflops(a: np.ndarray, b: np.ndarray, repeats: int) -> float:
     return 2.0 * a.shape[0] * a.shape[1] * b.shape[1] / best / 1e9
 
 
+def ms_text(seconds: float | None) -> str:
+    """Milliseconds with three significant digits or so (``"—"`` for None)."""
+    if seconds is None:
+        return "—"
+    ms = seconds * 1e3
+    if ms >= 100:
+        return f"{ms:,.0f}"
+    if ms >= 10:
+        return f"{ms:.1f}"
+    return f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
+
+
 # --------------------------------------------------------------------------- the machine
 
 def _git_commit() -> str:

@@ -30,9 +30,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _mpiexec() -> str | None:
+def find_mpiexec() -> str | None:
+    """The ``mpiexec`` beside this Python, else on PATH, else None."""
     local = Path(sys.executable).parent / "mpiexec"
     return str(local) if local.exists() else shutil.which("mpiexec")
+
+
+def launch(command: list[str], ranks: int) -> tuple[list[str], dict[str, str]]:
+    """``command`` (a Python module run from this checkout) as ``ranks`` MPI ranks, and
+    its environment: this one without an enclosing MPI job's variables, with the
+    checkout on PYTHONPATH. One rank runs the command as it is."""
+    if ranks > 1:
+        mpiexec = find_mpiexec()
+        if mpiexec is None:
+            raise RuntimeError("mpiexec not found: pip install 'cnnblas[mpi]'")
+        command = [mpiexec, "-n", str(ranks), *command]
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PMI_", "PMIX_", "OMPI_", "MV2_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return command, env
 
 
 # --------------------------------------------------------------------------- worker
@@ -72,14 +88,7 @@ def measure(ranks: int, threads: int, batch_size: int, epochs: int) -> dict:
     command = [sys.executable, "-m", "benchmarks.mpi_scaling", "--worker",
                "--threads", str(threads), "--batch-sizes", str(batch_size),
                "--epochs", str(epochs)]
-    if ranks > 1:
-        mpiexec = _mpiexec()
-        if mpiexec is None:
-            raise RuntimeError("mpiexec not found: pip install 'cnnblas[mpi]'")
-        command = [mpiexec, "-n", str(ranks), *command]
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("PMI_", "PMIX_", "OMPI_", "MV2_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    command, env = launch(command, ranks)
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO,
                             timeout=1800, check=False)
     if result.returncode != 0:

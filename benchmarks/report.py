@@ -8,12 +8,15 @@ compiled implementations in alternating rounds, see
 :func:`benchmarks.common.measure_interleaved`). In the same run it measures the
 machine's own limit (a 2048^3 float32 ``numpy.matmul``), the peak memory of
 each forward+backward in a fresh subprocess (:mod:`benchmarks.memory`) and
-one LeNet-5 training step (:mod:`benchmarks.training`).
+whole networks: LeNet-5 and ResNet-20 training steps and one-image
+predictions, each engine in its own process (:mod:`benchmarks.networks`).
 
 Writes ``report.md`` (machine, tables), ``report.json`` (every raw number)
 and, with matplotlib, ``gflops.png`` and ``speedup.png`` into ``--out``
 (default ``benchmarks/results``). Progress goes to stderr. A full run takes
-a few minutes on 2 cores; ``--quick`` cuts every time budget to a tenth.
+a few minutes on 2 cores; ``--quick`` cuts every time budget to a tenth;
+``--networks-only`` runs the whole networks alone (an estimated 2-3 minutes
+on an idle machine, about 10 under load).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import targets, training
+from benchmarks import netreport, networks, targets
 from benchmarks.bounds import measure_bounds
 from benchmarks.common import (
     BENCH_DIR,
@@ -48,9 +51,12 @@ from benchmarks.common import (
     sgemm_rate,
     torch_available,
 )
+from benchmarks.common import ms_text as _ms
 from benchmarks.memory import MEMORY_IMPLS, measure_in_subprocess
 
 DEFAULT_OUT = BENCH_DIR / "results"
+# --networks-only writes beside the full report, not over it.
+DEFAULT_NETWORKS_OUT = DEFAULT_OUT / "networks"
 
 # Time budgets in seconds per measurement, and the naive subsample's output channels.
 SETTINGS = {
@@ -70,8 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated subset of shapes.csv names (default: all)")
     parser.add_argument("--quick", action="store_true",
                         help="short time budgets and a smaller naive subsample (a smoke run)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"output directory (default: {DEFAULT_OUT})")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output directory (default: {DEFAULT_OUT}, with --networks-only "
+                             f"{DEFAULT_NETWORKS_OUT})")
     parser.add_argument("--batch", type=int, default=None,
                         help="override every shape's batch size N (smoke tests)")
     parser.add_argument("--budget", type=float, default=None,
@@ -79,8 +86,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sgemm-size", type=int, default=2048,
                         help="size of the SGEMM baseline (default 2048; smaller only for tests)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
-    parser.add_argument("--no-training", action="store_true",
-                        help="skip the LeNet-5 training step")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="alternating rounds per measurement (overrides --quick's)")
+    parser.add_argument("--no-networks", action="store_true",
+                        help="skip the whole networks (training steps, predictions)")
+    parser.add_argument("--networks-only", action="store_true",
+                        help="run only the whole networks (and the SGEMM baseline)")
     parser.add_argument("--no-charts", action="store_true", help="do not write PNG charts")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -90,6 +101,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--sgemm-size must be >= 1, got {args.sgemm_size}")
     if args.budget is not None and args.budget <= 0:
         parser.error(f"--budget must be > 0, got {args.budget}")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
+    if args.no_networks and args.networks_only:
+        parser.error("--no-networks and --networks-only exclude each other")
+    if args.out is None:
+        args.out = DEFAULT_NETWORKS_OUT if args.networks_only else DEFAULT_OUT
     return args
 
 
@@ -185,13 +202,21 @@ def run(args: argparse.Namespace) -> dict:
     settings = dict(SETTINGS[mode])
     if args.budget is not None:
         settings["budget"] = args.budget
+    if args.rounds is not None:
+        settings["rounds"] = args.rounds
     threads = set_threads(args.threads)
-    shapes = load_shapes(args.shapes.split(",") if args.shapes else None)
+    shapes = ([] if args.networks_only
+              else load_shapes(args.shapes.split(",") if args.shapes else None))
     if args.batch is not None:
         shapes = [shape.with_batch(args.batch) for shape in shapes]
     has_torch = torch_available()
-    do_memory = not args.no_memory
-    do_training = not args.no_training and training.available()
+    do_memory = not args.no_memory and not args.networks_only
+    network_settings = None
+    if not args.no_networks:
+        network_settings = networks.configure(
+            args.quick, rounds=args.rounds, batch=args.batch,
+            budget_scale=settings["budget"] / SETTINGS[mode]["budget"])
+        network_engines = networks.available_engines()
 
     # Per shape: forward check, naive, the rest interleaved; forward+backward
     # check and interleaved; the stage profile.
@@ -200,7 +225,8 @@ def run(args: argparse.Namespace) -> dict:
     total = (1 + len(shapes) * 6
              + (len(shapes) * len(memory_impls) if do_memory else 0)
              + (len(memory_impls) if do_memory_target else 0)
-             + (2 if do_training else 0))
+             + (networks.steps(network_settings, network_engines, threads)
+                if network_settings else 0))
     progress = _Progress(total, args.quiet)
     started = time.perf_counter()
     load_start = os.getloadavg()
@@ -236,20 +262,10 @@ def run(args: argparse.Namespace) -> dict:
                     targets.MEMORY_SHAPE, impl, threads, targets.MEMORY_BATCH))
                 progress.done()
 
-        train = None
-        if do_training:
-            progress.start("LeNet-5 step: check")
-            steps, step_error = training.training_steps()
-            progress.done()
-            train = dict(batch=training.BATCH, flops=training.lenet5_flops(),
-                         max_rel_error=step_error, results=[])
-            progress.start(f"LeNet-5 step: {', '.join(steps)}")
-            timings = measure_interleaved(steps, settings["budget"], rounds=settings["rounds"],
-                                          min_repeats=settings["min_repeats"])
-            for impl, timing in timings.items():
-                train["results"].append(dict(impl=impl, seconds=timing.median,
-                                             best_seconds=timing.best, repeats=timing.repeats))
-            progress.done()
+        whole = None
+        if network_settings:
+            whole = networks.run(threads, network_settings, sgemm_gflops=sgemm["gflops"],
+                                 engines=network_engines, progress=progress)
     finally:
         progress.close()
 
@@ -274,23 +290,12 @@ def run(args: argparse.Namespace) -> dict:
         memory_method=("peak RSS (VmHWM after resetting it via /proc/self/clear_refs) minus the "
                        "RSS before the pass, in a fresh subprocess per (shape, impl); "
                        "see benchmarks/memory.py"),
-        training=train,
+        networks=whole,
         torch_available=has_torch,
     )
 
 
 # --------------------------------------------------------------------------- Markdown
-
-def _ms(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    ms = seconds * 1e3
-    if ms >= 100:
-        return f"{ms:,.0f}"
-    if ms >= 10:
-        return f"{ms:.1f}"
-    return f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
-
 
 def _num(value: float | None, digits: int = 1) -> str:
     if value is None:
@@ -521,24 +526,6 @@ def _bounds_section(results: dict) -> str:
               "See `benchmarks/bounds.py`.")
 
 
-def _training_section(results: dict) -> str:
-    train = results["training"]
-    by_impl = {r["impl"]: r for r in train["results"]}
-    torch_seconds = by_impl["torch"]["seconds"] if "torch" in by_impl else None
-    rows = [[LABELS[r["impl"]], _ms(r["seconds"]), f"{train['batch'] / r['seconds']:,.0f}",
-             _num(train["flops"] / r["seconds"] / 1e9),
-             "—" if torch_seconds is None or r["impl"] == "torch"
-             else _ratio(r["seconds"] / torch_seconds)]
-            for r in train["results"]]
-    return (f"## LeNet-5 training step (batch {train['batch']}, 1×28×28)\n\n"
-            + _table(["implementation", "time ms", "images/s", "GFLOP/s", "time / PyTorch"],
-                     rows)
-            + "\n\nForward, softmax cross-entropy, backward and SGD (momentum 0.9) update; "
-              "GFLOP/s counts only the convolutions' and linear layers' three passes. After "
-              "one step from the same weights the two agree to "
-              f"{train['max_rel_error']:.1e} (relative).")
-
-
 def to_markdown(results: dict, charts: list[Path]) -> str:
     settings = results["settings"]
     parts = [
@@ -546,20 +533,22 @@ def to_markdown(results: dict, charts: list[Path]) -> str:
         f"`{results['command']}` — {settings['mode']} run "
         f"({settings['budget']:g} s of timed calls per measurement, median reported), "
         f"{results['wall_seconds'] / 60:.1f} min. All float32, NCHW. Before any timing every "
-        f"implementation's outputs were checked against {LABELS[settings['reference']]} "
-        f"(max |difference| / max |value| ≤ {settings['tolerance']:g}): all agreed. "
+        f"implementation's outputs were checked against a reference "
+        f"({LABELS[settings['reference']]} for single convolutions, max |difference| / "
+        f"max |value| ≤ {settings['tolerance']:g}; PyTorch for whole networks): all agreed. "
         "See `benchmarks/README.md` for the method and the column meanings.",
         _targets_section(results),
         _machine_section(results),
-        _shapes_section(results),
-        *(_conv_section(results, pass_name) for pass_name in PASSES),
     ]
+    if results.get("networks"):
+        parts.append(netreport.section(results))
+    if results["convolutions"]:
+        parts += [_shapes_section(results),
+                  *(_conv_section(results, pass_name) for pass_name in PASSES)]
     if results.get("bounds"):
         parts.append(_bounds_section(results))
     if results["memory"]:
         parts.append(_memory_section(results))
-    if results["training"]:
-        parts.append(_training_section(results))
     if charts:
         parts.append("## Charts\n\n" + "\n\n".join(f"![{p.stem}]({p.name})" for p in charts))
     return "\n\n".join(parts) + "\n"
@@ -579,7 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(results, indent=1) + "\n")
-    charts = [] if args.no_charts else _write_charts(results, out_dir)
+    charts = ([] if args.no_charts or not results["convolutions"]
+              else _write_charts(results, out_dir))
     (out_dir / "report.md").write_text(to_markdown(results, charts))
     print(f"wrote {out_dir / 'report.md'} ({results['wall_seconds']:.0f} s)", file=sys.stderr)
     return 0

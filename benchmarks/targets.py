@@ -3,18 +3,30 @@
 Each target becomes a dict ``name``, ``measured`` (text), ``met`` (True,
 False, or None when the run did not measure it) and ``gaps``: the shapes
 that miss it, whose stage profile (:mod:`benchmarks.bounds`) the report
-prints next to it.
+prints next to it. The layer suite's targets come first, then the whole
+networks' (:mod:`benchmarks.networks`): cnnblas time / PyTorch time of each
+row of :data:`NETWORK_TARGETS` (the median of the same-round ratios) and the
+second core's speed-up.
 """
 
 from __future__ import annotations
 
 import math
 
+from benchmarks.common import ms_text
+from benchmarks.netmodels import NETWORKS
+
 #: The targets' thresholds and the shape and batch of the memory target.
 MAX_GEOMETRIC_MEAN = 0.8
 MIN_FORWARD_SGEMM_FRACTION = 0.85
 SGEMM_TARGET_SHAPES = ("res56", "cifar2", "res_s2")
 MEMORY_SHAPE, MEMORY_BATCH = "res56", 32
+#: (network, kind) -> largest cnnblas / PyTorch time; kind "step" is a training
+#: step, "predict" a one-image prediction.
+NETWORK_TARGETS = {("resnet20", "step"): 0.8, ("lenet5", "step"): 0.8,
+                   ("resnet20", "predict"): 1.0, ("lenet5", "predict"): 1.0}
+#: Smallest speed-up of LeNet-5 training on mnist5k with every core over one core.
+MIN_SCALING_SPEEDUP = 1.6
 
 
 def _ratios(results: dict) -> dict[str, float]:
@@ -25,7 +37,8 @@ def _ratios(results: dict) -> dict[str, float]:
 
 
 def evaluate(results: dict) -> list[dict]:
-    """The five targets, each a dict as the module docstring describes."""
+    """Every target (the layer suite's four, then :func:`network_targets`), each a dict
+    as the module docstring describes."""
     targets = []
     ratios = _ratios(results)
     slower = [name for name, ratio in ratios.items() if ratio > 1]
@@ -51,15 +64,6 @@ def evaluate(results: dict) -> list[dict]:
         measured=", ".join(f"{name} {fraction:.0%}" for name, fraction in fractions.items())
         or "—",
         met=(not short) if fractions else None, gaps=short))
-    train = results.get("training")
-    steps = {r["impl"]: r["seconds"] for r in train["results"]} if train else {}
-    step = dict(name="LeNet-5 training step no slower than PyTorch", measured="—", met=None,
-                gaps=[])
-    if "gemm" in steps and "torch" in steps:
-        step_ratio = steps["gemm"] / steps["torch"]
-        step.update(measured=(f"{steps['gemm'] * 1e3:.2f} vs {steps['torch'] * 1e3:.2f} ms "
-                              f"({step_ratio:.2f})"), met=step_ratio <= 1)
-    targets.append(step)
     memory = {m["impl"]: m["peak_rss_mib"] for m in results.get("memory_target", [])}
     peak = dict(name=f"{MEMORY_SHAPE} forward+backward peak memory at batch {MEMORY_BATCH} "
                      "no more than PyTorch's", measured="—", met=None, gaps=[])
@@ -67,4 +71,43 @@ def evaluate(results: dict) -> list[dict]:
         peak.update(measured=f"{memory['gemm']:.1f} vs {memory['torch']:.1f} MiB",
                     met=memory["gemm"] <= memory["torch"])
     targets.append(peak)
+    return targets + network_targets(results.get("networks"))
+
+
+def network_target(row: dict) -> tuple[float | None, bool | None]:
+    """(threshold, met) of one row of the whole-network results (None: no target
+    or not measured)."""
+    limit = NETWORK_TARGETS.get((row["network"], row["kind"]))
+    ratio = row["ratio_to_torch"].get("cnnblas")
+    if limit is None or ratio is None:
+        return limit, None
+    return limit, ratio <= limit
+
+
+def _row_name(network: str, kind: str) -> str:
+    what = "training step" if kind == "step" else "batch-1 prediction"
+    return f"{NETWORKS[network].label} {what}"
+
+
+def network_targets(networks: dict | None) -> list[dict]:
+    """The whole-network targets (each "not measured" without the section or PyTorch)."""
+    rows = {(row["network"], row["kind"]): row for row in (networks or {}).get("rows", [])}
+    targets = []
+    for key, limit in NETWORK_TARGETS.items():
+        target = dict(name=f"{_row_name(*key)} ≤ {limit:g}× PyTorch", measured="—", met=None,
+                      gaps=[])
+        row = rows.get(key)
+        if row is not None and "torch" in row["seconds"]:
+            _, met = network_target(row)
+            target.update(measured=(f"{ms_text(row['seconds']['cnnblas'])} vs "
+                                    f"{ms_text(row['seconds']['torch'])} ms "
+                                    f"({row['ratio_to_torch']['cnnblas']:.2f})"), met=met)
+        targets.append(target)
+    scaling = (networks or {}).get("scaling")
+    target = dict(name=f"LeNet-5 training on mnist5k ≥ {MIN_SCALING_SPEEDUP:g}× faster with "
+                       "every core than with one", measured="—", met=None, gaps=[])
+    if scaling and scaling["threads"] > 1:
+        target.update(measured=f"{scaling['speedup']:.2f}× on {scaling['threads']} threads",
+                      met=scaling["speedup"] >= MIN_SCALING_SPEEDUP)
+    targets.append(target)
     return targets

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from benchmarks import bounds, report, targets
+from benchmarks import (
+    bounds,
+    netmodels,
+    netprofile,
+    netreport,
+    networker,
+    networks,
+    report,
+    targets,
+)
 from benchmarks.common import (
     TOLERANCE,
     DisagreementError,
@@ -26,12 +36,14 @@ from benchmarks.common import (
     torch_available,
 )
 from benchmarks.memory import measure_in_subprocess
+from benchmarks.netmodels import NETWORKS
 
 
 def _section_rows(markdown: str, title: str) -> list[list[str]]:
     """The body rows of the first table under ``## title``, as lists of cell texts."""
     section = markdown.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("|")][2:]
+    table = section.strip().split("\n\n", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("|")][2:]
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
 
 
@@ -50,7 +62,7 @@ def test_shapes_file_has_the_benchmark_shapes():
 def test_quick_report_on_one_tiny_shape(tmp_path):
     # One thread: the smoke run must not depend on what else the machine is doing.
     code = report.main(["--quick", "--shapes", "lenet1", "--batch", "2", "--budget", "0.02",
-                        "--threads", "1", "--sgemm-size", "256", "--no-memory", "--no-training",
+                        "--threads", "1", "--sgemm-size", "256", "--no-memory", "--no-networks",
                         "--quiet", "--out", str(tmp_path)])
     assert code == 0
     results = json.loads((tmp_path / "report.json").read_text())
@@ -90,8 +102,10 @@ def test_quick_report_on_one_tiny_shape(tmp_path):
                                                        "1 thread(s))")] == [
         ["lenet1", "forward", "direct"], ["lenet1", "backward", "direct"]]
     target_rows = _section_rows(markdown, "Targets, measured in this run")
-    assert len(target_rows) == 5
-    assert target_rows[3][2] == target_rows[4][2] == "not measured"  # --no-training, --no-memory
+    assert len(target_rows) == 4 + len(targets.NETWORK_TARGETS) + 1
+    # --no-memory, --no-networks
+    assert [row[2] for row in target_rows[3:]] == ["not measured"] * (len(target_rows) - 3)
+    assert "## Whole networks" not in markdown
     charts = {"gflops.png", "speedup.png"}
     try:
         import matplotlib  # noqa: F401
@@ -190,35 +204,49 @@ def test_gemm_operands_count_the_algorithms_flops():
     assert bounds.gemm_operands(shapes["cifar1"], "direct", 32, "forward") == []
 
 
-def _fake_results(ratios, forward_fractions, step_ms, memory_mib):
+def _fake_results(ratios, forward_fractions, step_ms, memory_mib, speedup=1.7):
+    """Results with the given layer ratios, forward SGEMM fractions, ResNet-20
+    (cnnblas, PyTorch) step ms (every other network row at ratio 0.5), memory
+    and 2-thread speed-up."""
     records = [dict(shape=name, impl="gemm", time_vs_torch=ratio,
                     sgemm_fraction=None, **{"pass": "forward_backward"})
                for name, ratio in ratios.items()]
     records += [dict(shape=name, impl="gemm", time_vs_torch=None, sgemm_fraction=fraction,
                      **{"pass": "forward"}) for name, fraction in forward_fractions.items()]
+    rows = []
+    for network, kind in targets.NETWORK_TARGETS:
+        ours, theirs = step_ms if (network, kind) == ("resnet20", "step") else (1.0, 2.0)
+        rows.append(dict(network=network, kind=kind,
+                         seconds=dict(cnnblas=ours / 1e3, torch=theirs / 1e3),
+                         ratio_to_torch=dict(cnnblas=ours / theirs)))
     return dict(convolutions=records,
-                training=dict(results=[dict(impl="gemm", seconds=step_ms[0] / 1e3),
-                                       dict(impl="torch", seconds=step_ms[1] / 1e3)]),
+                networks=dict(rows=rows, scaling=dict(threads=2, speedup=speedup)),
                 memory_target=[dict(impl="gemm", peak_rss_mib=memory_mib[0]),
                                dict(impl="torch", peak_rss_mib=memory_mib[1])])
 
 
 def test_targets_are_evaluated_from_the_results():
     results = _fake_results({"lenet1": 0.5, "res_s2": 1.25}, {"res56": 1.4, "res_s2": 0.7},
-                            (3.0, 3.3), (60.0, 120.0))
-    every_shape, mean, sgemm, step, memory = targets.evaluate(results)
+                            (240.0, 330.0), (60.0, 120.0))
+    every_shape, mean, sgemm, memory, resnet_step, *others, scaling = targets.evaluate(results)
     assert every_shape["met"] is False and every_shape["gaps"] == ["res_s2"]
     assert every_shape["measured"] == "lenet1 0.50, res_s2 1.25"
     assert mean["measured"] == "0.79" and mean["met"] is True  # sqrt(0.5 * 1.25) = 0.79
     assert mean["gaps"] == ["res_s2"]  # the shapes above 0.8
     assert sgemm["met"] is False and sgemm["gaps"] == ["res_s2"]
-    assert step["met"] is True and memory["met"] is True
-    slower = targets.evaluate(_fake_results({"a": 0.9}, {}, (3.4, 3.3), (130.0, 120.0)))
-    assert [t["met"] for t in slower] == [True, False, None, False, False]
+    assert memory["met"] is True
+    assert resnet_step["name"] == "ResNet-20 training step ≤ 0.8× PyTorch"
+    assert resnet_step["measured"] == "240 vs 330 ms (0.73)" and resnet_step["met"] is True
+    assert [t["met"] for t in others] == [True] * 3 and scaling["met"] is True
+    slower = targets.evaluate(_fake_results({"a": 0.9}, {}, (270.0, 330.0), (130.0, 120.0),
+                                            speedup=1.5))
+    assert [t["met"] for t in slower] == [True, False, None, False, False, True, True, True,
+                                          False]
+    assert all(t["met"] is None for t in targets.evaluate(dict(convolutions=[]))[4:])
 
 
 def test_targets_section_explains_each_gap_without_pytorch_too():
-    results = _fake_results({"res_s2": 1.2}, {"res_s2": 0.7}, (3.0, 3.3), (60.0, 120.0))
+    results = _fake_results({"res_s2": 1.2}, {"res_s2": 0.7}, (300.0, 330.0), (60.0, 120.0))
     results.update(sgemm=dict(gflops=400.0), machine=dict(threads=2), bounds=[
         dict(shape="res_s2", pass_name="forward", algorithm="gemm", worker_images=4,
              gemm_flops=4e8, cnnblas=3e-3, torch=None, worker=2.5e-3, gemms=2e-3)])
@@ -239,3 +267,148 @@ def test_mpi_scaling_worker_trains_as_the_command_line_does(capsys):
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["ranks"] == 1 and record["threads"] == 1 and record["batch_size"] == 64
     assert record["images_per_second"] > 0 and 0 <= record["accuracy"] <= 1
+
+
+# --------------------------------------------------------------------------- whole networks
+
+def test_networks_section_at_tiny_settings(tmp_path, monkeypatch):
+    """The report's whole-network section end to end (each engine in its own process)
+    at batch 2, one round, a few steps; PyTorch's and onnxruntime's parts only
+    where they are installed. The scaling run is left out (it has its own test)."""
+    monkeypatch.setattr(networks, "MNIST5K", tmp_path / "no-mnist")
+    code = report.main(["--networks-only", "--quick", "--batch", "2", "--rounds", "1",
+                        "--budget", "0.005", "--threads", "1", "--sgemm-size", "128",
+                        "--quiet", "--out", str(tmp_path)])
+    assert code == 0
+    results = json.loads((tmp_path / "report.json").read_text())
+    markdown = (tmp_path / "report.md").read_text()
+    assert results["convolutions"] == [] and results["memory"] == []
+    whole = results["networks"]
+    engines = whole["engines"]
+    assert engines[0] == "cnnblas" and ("torch" in engines) == torch_available()
+    assert [(row["network"], row["kind"]) for row in whole["rows"]] == list(networks.ROWS)
+    for row in whole["rows"]:
+        assert row["batch"] == (2 if row["kind"] == "step" else 1)
+        expected = {e for e in engines if row["kind"] == "predict" or e != "onnxruntime"}
+        assert set(row["seconds"]) == expected
+        assert all(math.isfinite(s) and s > 0 for s in row["seconds"].values())
+        assert set(row["ratio_to_torch"]) == (expected - {"torch"} if "torch" in engines
+                                              else set())
+    # Checked against PyTorch (or onnxruntime against cnnblas) before timing.
+    assert all(error <= networks.TOLERANCE for error in whole["max_rel_error"].values())
+    resnet_step = whole["rows"][1]
+    assert resnet_step["flops"] == whole["flops"]["resnet20"]["step"]
+    assert 0 < resnet_step["sgemm_fraction"]["cnnblas"]
+    assert whole["scaling"] is None and "*Second core*: not measured" in markdown
+
+    profile = whole["profile"]
+    assert profile["calls"]["Conv2d forward (direct)"] == 1  # the 3 -> 16 stem
+    assert sum(v for k, v in profile["calls"].items() if k.startswith("Conv2d forward")) == 21
+    assert profile["calls"]["BatchNorm2d backward"] == 21
+    assert profile["calls"]["BasicBlock own code"] == 18  # 9 blocks, forward and backward
+    assert all(seconds >= 0 for seconds in profile["seconds"].values())
+    assert sum(profile["seconds"].values()) <= profile["wrapped"]["median"]
+
+    rows = _section_rows(markdown, "Whole networks (1 thread(s))")
+    assert [row[0] for row in rows] == ["LeNet-5 training step", "ResNet-20 training step",
+                                        "LeNet-5 one-image prediction (eval)",
+                                        "ResNet-20 one-image prediction (eval)"]
+    assert "### Where the ResNet-20 step's time goes (cnnblas, batch 2)" in markdown
+    target_rows = _section_rows(markdown, "Targets, measured in this run")
+    measured = [row[2] != "not measured" for row in target_rows[4:]]
+    assert measured == [torch_available()] * len(targets.NETWORK_TARGETS) + [False]
+    readme = netreport.readme_table(results)
+    assert readme.startswith("| whole network | cnnblas ms | PyTorch ms |")
+    assert "ResNet-20 training step, batch 2" in readme
+
+
+def test_network_flops_count_every_layer():
+    from cnnblas import nn
+
+    lenet = netmodels.network_flops(netmodels.cnnblas_lenet5(), NETWORKS["lenet5"], 4)
+    forward = 2 * 4 * (6 * 25 * 28 * 28 + 16 * 150 * 10 * 10 + 400 * 120 + 120 * 84 + 84 * 10)
+    assert lenet == dict(forward=forward, step=3 * forward, layers=5)
+    resnet = netmodels.network_flops(nn.resnet20(rng=0), NETWORKS["resnet20"], 1)
+    stem = 2 * 16 * 27 * 32 * 32  # input_grad=False: forward and weight gradient only
+    assert resnet["layers"] == 19 + 2 + 1  # 3x3 convolutions, shortcuts, fc
+    assert resnet["step"] == 3 * resnet["forward"] - stem
+
+
+def _write_dumps(workdir, network, wrong=None, loss=2.0):
+    """The initial weights of ``network`` and two engines' round-0 step dumps, each
+    entry changed by 0.01, except ``wrong`` in torch's by 0.0101."""
+    model = netmodels.cnnblas_model(network, rng=0)
+    state = model.state_dict()
+    netmodels.save_state(model, workdir / f"{network}.npz")
+    ours = {key: value + 0.01 if value.dtype.kind == "f" else value
+            for key, value in state.items()}
+    theirs = dict(ours)
+    if wrong is not None:
+        theirs[wrong] = state[wrong] + 0.0101
+    np.savez(workdir / f"cnnblas-r0-{network}-step.npz", loss=loss, **ours)
+    np.savez(workdir / f"torch-r0-{network}-step.npz", loss=loss, **theirs)
+
+
+def test_a_network_disagreement_stops_before_timing(tmp_path, monkeypatch):
+    monkeypatch.setattr(networks, "ROWS", (("lenet5", "step"),))
+    _write_dumps(tmp_path, "lenet5")
+    assert networks.check_round(tmp_path, 0, ["cnnblas", "torch"]) == {"step:lenet5": 0.0}
+    # A 1 % different update is a wrong gradient, though the weights differ by 1e-4.
+    _write_dumps(tmp_path, "lenet5", wrong="3.weight")
+    with pytest.raises(DisagreementError, match=r"LeNet-5 training step: cnnblas and "
+                                                r"PyTorch differ in the change of 3.weight"):
+        networks.check_round(tmp_path, 0, ["cnnblas", "torch"])
+
+
+def test_layer_profiler_charges_own_time_and_restores_the_model():
+    from cnnblas import nn
+
+    model = nn.resnet_cifar(8, rng=0)
+    images, labels = netmodels.make_batch(NETWORKS["resnet20"], 2)
+    step = netmodels.cnnblas_training_step(NETWORKS["resnet20"], model, images, labels)
+    profiler = netprofile.LayerProfiler(model, step.criterion, step.optimizer)
+    start = time.perf_counter()
+    step()
+    elapsed = time.perf_counter() - start
+    # resnet8: stem, 3 blocks of 2 convolutions, 2 shortcuts; the stem runs the direct
+    # kernels, the 16 -> 16 blocks Winograd, the strided ones the GEMM.
+    assert profiler.calls["Conv2d forward (direct)"] == 1
+    assert profiler.calls["Conv2d backward (winograd4x4)"] == 2 + 2
+    assert profiler.calls["Conv2d forward (gemm)"] == 2 + 2
+    assert profiler.calls["optimizer (zero_grad, step)"] == 2
+    assert profiler.calls["BasicBlock own code"] == 6 and profiler.calls["loss"] == 2
+    assert 0 < sum(profiler.seconds.values()) <= elapsed
+    assert netprofile.group_of("Conv2d backward (gemm)") == "convolutions"
+    profiler.remove()
+    assert all("forward" not in vars(module) for module in model.modules())
+    assert "step" not in vars(step.optimizer)
+    assert 0 <= netprofile.wrapper_cost(1000) < 1e-3
+
+
+@pytest.mark.skipif(not networks.MNIST5K.is_dir(), reason="mnist5k not found")
+def test_mnist_scaling_worker_trains_on_mnist5k():
+    task = dict(kind="mnist", network="lenet5", data=str(networks.MNIST5K), seed=0, batch=16,
+                steps=3, warmups=1)
+    result = networker.run_mnist(networker.CnnblasEngine(1), task, None, "test")
+    assert result["steps"] == 3 and result["seconds"] > 0
+    assert math.isfinite(result["last_loss"]) and result["first_loss"] > 0
+
+
+def test_networks_only_writes_beside_the_full_report(capsys):
+    assert report.parse_args(["--networks-only"]).out == report.DEFAULT_NETWORKS_OUT
+    assert report.parse_args([]).out == report.DEFAULT_OUT
+    with pytest.raises(SystemExit):
+        report.parse_args(["--networks-only", "--no-networks"])
+    assert "exclude each other" in capsys.readouterr().err
+
+
+def test_second_core_table_names_each_configuration():
+    scaling = dict(threads=2, steps=10, batch=64, warmups=1,
+                   configurations=["1x2", "1x1", "2x1"],
+                   seconds={"1x2": 0.5, "1x1": 0.8, "2x1": 0.4},
+                   speedups={"1x2": [1.5, 1.7], "1x1": [1.0, 1.0], "2x1": [2.0, 2.2]},
+                   speedup=1.6)
+    text = netreport._scaling_text(scaling)
+    assert "| 1 process × 2 threads | 0.50 | 1,280 | **1.60** | 1.50, 1.70 |" in text
+    assert "| 2 MPI ranks × 1 thread | 0.40 | 1,600 | 2.10 | 2.00, 2.20 |" in text
+    assert networks.scaling_configurations(2)[:2] == [(1, 2), (1, 1)]

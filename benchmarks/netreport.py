@@ -1,0 +1,220 @@
+"""Markdown of the whole-network results (:mod:`benchmarks.networks`).
+
+:func:`section` is the report's *Whole networks* section: the rows, the
+second core's speed-up and the ResNet-20 step's profile by layer type.
+:func:`readme_table` is the short table of the project README, pasted from
+a report's JSON::
+
+    python -m benchmarks.netreport benchmarks/results/report.json
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from benchmarks import targets
+from benchmarks.common import ms_text as _ms
+from benchmarks.netmodels import NETWORKS
+from benchmarks.netprofile import group_of
+from benchmarks.networks import ENGINE_LABELS
+
+KIND_LABELS = {"step": "training step", "predict": "one-image prediction (eval)"}
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "| --- | " + " | ".join("--:" for _ in header[1:]) + " |"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _met(row: dict) -> str:
+    limit, met = targets.network_target(row)
+    if limit is None:
+        return "—"
+    return f"≤ {limit:g}: " + {True: "**met**", False: "not met", None: "not measured"}[met]
+
+
+def _rate(row: dict, engine: str) -> str:
+    if "gflops" not in row or engine not in row["gflops"]:
+        return "—"
+    gflops = row["gflops"][engine]
+    text = f"{gflops:.0f}" if gflops >= 100 else f"{gflops:.3g}"
+    if row.get("sgemm_fraction"):
+        text += f" ({row['sgemm_fraction'][engine]:.0%})"
+    return text
+
+
+def _rows_table(networks: dict) -> str:
+    engines = networks["engines"]
+    header = (["network", "batch"] + [f"{ENGINE_LABELS[e]} ms" for e in engines]
+              + ["cnnblas / PyTorch"] + (["onnxruntime / PyTorch"] if "onnxruntime" in engines
+                                         else [])
+              + ["GFLOP/s cnnblas (% of SGEMM)", "GFLOP/s PyTorch", "target (cnnblas / PyTorch)"])
+    rows = []
+    for row in networks["rows"]:
+        ratios = row["ratio_to_torch"]
+        cells = [f"{row['label']} {KIND_LABELS[row['kind']]}", str(row["batch"])]
+        cells += [_ms(row["seconds"].get(engine)) for engine in engines]
+        cells.append(f"**{ratios['cnnblas']:.2f}**" if "cnnblas" in ratios else "—")
+        if "onnxruntime" in engines:
+            cells.append(f"{ratios['onnxruntime']:.2f}" if "onnxruntime" in ratios else "—")
+        cells += [_rate(row, "cnnblas"), _rate(row, "torch"), _met(row)]
+        rows.append(cells)
+    return _table(header, rows)
+
+
+def _configuration_label(name: str) -> str:
+    ranks, threads = (int(part) for part in name.split("x"))
+    if ranks > 1:
+        return f"{ranks} MPI ranks × {threads} thread"
+    return f"1 process × {threads} thread{'s' if threads > 1 else ''}"
+
+
+def _scaling_text(scaling: dict | None) -> str:
+    if not scaling:
+        return ("*Second core*: not measured (one thread, or mnist5k not found at "
+                "`../shared/data/mnist5k`).")
+    images = scaling["steps"] * scaling["batch"]
+    rows = []
+    for name in scaling["configurations"]:
+        seconds, speedups = scaling["seconds"][name], scaling["speedups"][name]
+        median = statistics.median(speedups)
+        rows.append([_configuration_label(name), f"{seconds:.2f}", f"{images / seconds:,.0f}",
+                     f"**{median:.2f}**" if name == f"1x{scaling['threads']}" else f"{median:.2f}",
+                     ", ".join(f"{value:.2f}" for value in speedups)])
+    return (f"### The second core: LeNet-5 on mnist5k, {scaling['threads']} thread(s) against 1"
+            "\n\n"
+            + _table(["configuration", f"seconds for {scaling['steps']} steps", "images/s",
+                      "speed-up (median)", "speed-up per round"], rows)
+            + f"\n\nThe training loop of the LeNet-5 row on shuffled mnist5k batches of "
+              f"{scaling['batch']} (seed 0), {scaling['warmups']} untimed steps first; each "
+              "configuration in its own process (MPI ranks: each trains on its half of every "
+              "batch and the gradients are summed, `cnnblas.distributed`), alternating. "
+              f"Target for every thread in one process: ≥ {targets.MIN_SCALING_SPEEDUP:g}.")
+
+
+def _profile_text(profile: dict, batch: int) -> str:
+    plain, wrapped = profile["plain"]["median"], profile["wrapped"]["median"]
+    seconds = dict(profile["seconds"])
+    overhead = wrapped - sum(seconds.values())
+    groups: dict[str, float] = {}
+    for category, value in seconds.items():
+        groups[group_of(category)] = groups.get(group_of(category), 0.0) + value
+    groups["Python overhead"] = overhead
+    headline = ", ".join(f"{name} {_ms(value)}" for name, value in
+                         sorted(groups.items(), key=lambda item: -item[1]))
+    rows = [[category, _ms(value), f"{value / wrapped:.0%}",
+             str(profile["calls"].get(category, ""))]
+            for category, value in sorted(seconds.items(), key=lambda item: -item[1])]
+    rows.append(["Python overhead (step − the rest)", _ms(overhead), f"{overhead / wrapped:.0%}",
+                 ""])
+    cost = profile["wrapper_seconds"] * profile["wrapped_calls"]
+    return (f"### Where the ResNet-20 step's time goes (cnnblas, batch {batch})\n\n"
+            f"By group, ms per step: {headline}.\n\n"
+            + _table(["category", "ms per step", "share", "calls per step"], rows)
+            + f"\n\nOwn time of each call (its time minus the timed calls inside it), "
+              f"mean of {len(profile['wrapped']['times'])} step(s) under the wrappers "
+              f"({_ms(wrapped)} ms per step; {_ms(plain)} ms without them, same process). "
+              "Convolutions are split by the algorithm `choose_algorithm` picks for the "
+              "layer's input; *own code* of a block is what it does itself (the residual add, "
+              "its checks), of a Sequential its loop. Each of the "
+              f"{profile['wrapped_calls']} timed calls per step costs about "
+              f"{profile['wrapper_seconds'] * 1e6:.1f} µs ({_ms(cost)} ms per step), most of it "
+              "landing in *Python overhead*. See `benchmarks/netprofile.py`.")
+
+
+def section(results: dict) -> str:
+    """The report's *Whole networks* section."""
+    networks = results["networks"]
+    settings = networks["settings"]
+    errors = ", ".join(f"{key.replace(':', ' ')} {error:.1e}"
+                       for key, error in networks["max_rel_error"].items()) or "no second engine"
+    flops = networks["flops"]["resnet20"]
+    text = (f"## Whole networks ({networks['threads']} thread(s))\n\n"
+            + _rows_table(networks)
+            + f"\n\nEach engine in a process of its own, {settings['rounds']} round(s) alternating "
+              "the engines (order rotating), every process starting from the same initial "
+              "weights (cnnblas's `state_dict`). ms: median of every timed call of the engine "
+              "(garbage collector on, as in a user's loop); ratios: the median over rounds of "
+              "the two engines' same-round medians. Training step = zero_grad, forward, "
+              "softmax cross-entropy, backward, SGD step (LeNet-5: lr 0.01, momentum 0.9, a "
+              "`cnnblas.nn.Sequential` of the layers, no flags; ResNet-20: lr 0.1, momentum "
+              "0.9, weight decay 5e-4, BatchNorm in training mode). Prediction: eval mode, "
+              "one 1×28×28 / 3×32×32 image, PyTorch under `torch.no_grad()`, onnxruntime on "
+              "the model exported by `cnnblas.onnx.export` (CPU provider, same intra-op "
+              f"threads). GFLOP/s counts direct-convolution flops ({flops['step'] / 1e9:.2f} "
+              f"GFLOP per ResNet-20 step at batch {flops['batch']}): forward, weight gradient "
+              "and input gradient of every convolution and linear layer (not the input "
+              "gradient of the first convolution, whose input is data, except in LeNet-5's "
+              "written-out Sequential, which computes it); BatchNorm, ReLU, pooling, adds, "
+              "loss and update not counted. % of SGEMM: of this run's SGEMM rate. Before its "
+              "times counted, every process's first step / prediction was checked against "
+              "PyTorch's of the same round: the loss and the logits (max |a − b| / max |b| ≤ "
+              f"{networks['tolerance']:g}) and the change of every parameter and buffer in the "
+              "step (‖a − b‖ / ‖b‖ ≤ " + ", ".join(
+                  f"{NETWORKS[name].step_tolerance:g} for {NETWORKS[name].label}"
+                  for name in NETWORKS)
+            + "; at batch 128, float32 rounding alone moves ResNet-20's gradients by up to "
+              f"about 1e-2 in that norm); worst {errors}.")
+    text += "\n\n" + _scaling_text(networks.get("scaling"))
+    if networks.get("profile"):
+        text += "\n\n" + _profile_text(networks["profile"], flops["batch"])
+    return text
+
+
+def readme_table(results: dict) -> str:
+    """Markdown rows for the project README's speed section, from a report's results."""
+    networks = results["networks"]
+    machine = results.get("machine", {})
+    rows = []
+    for row in networks["rows"]:
+        limit, _ = targets.network_target(row)
+        ratio = row["ratio_to_torch"].get("cnnblas")
+        rows.append([f"{row['label']} {KIND_LABELS[row['kind']]}, batch {row['batch']}",
+                     _ms(row["seconds"].get("cnnblas")), _ms(row["seconds"].get("torch")),
+                     _ms(row["seconds"].get("onnxruntime")),
+                     "—" if ratio is None else f"{ratio:.2f}",
+                     "—" if limit is None else f"≤ {limit:g}"])
+    scaling = networks.get("scaling")
+    note = ""
+    if scaling:
+        note = (f" Second core: LeNet-5 training on mnist5k, {scaling['threads']} threads "
+                f"against 1, speed-up {scaling['speedup']:.2f} (target ≥ "
+                f"{targets.MIN_SCALING_SPEEDUP:g})")
+        ranks = f"{scaling['threads']}x1"
+        if ranks in scaling.get("speedups", {}):
+            note += (f"; {scaling['threads']} MPI ranks of one thread: "
+                     f"{statistics.median(scaling['speedups'][ranks]):.2f}")
+        note += "."
+    load = results.get("load_average", {})
+    where = (f"{machine.get('cpu', 'unknown CPU')} ({machine.get('cores', '?')} cores), "
+             f"{networks['threads']} thread(s), SGEMM "
+             f"{results.get('sgemm', {}).get('gflops', float('nan')):.0f} GFLOP/s, load average "
+             f"{load.get('start', [float('nan')])[0]:.1f} at start and "
+             f"{load.get('end', [float('nan')])[0]:.1f} at end, "
+             f"{machine.get('date', '')[:10]}, commit `{machine.get('commit', '?')}`")
+    return (_table(["whole network", "cnnblas ms", "PyTorch ms", "onnxruntime ms",
+                    "cnnblas / PyTorch", "target"], rows)
+            + f"\n\nMeasured by `python -m benchmarks.report --networks-only` on {where}; "
+              "each engine in its own process, alternating rounds. Times on this shared VM "
+              "vary by tens of percent between runs, and far more under load." + note)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m benchmarks.netreport REPORT.json", file=sys.stderr)
+        return 2
+    results = json.loads(Path(argv[0]).read_text())
+    if not results.get("networks"):
+        print(f"{argv[0]} has no whole-network results", file=sys.stderr)
+        return 1
+    print(readme_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
