@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cnnblas.checks import check_float_array, check_shape
+from cnnblas.nn._state import key_list, loadable_value
 
 
 class Parameter:
@@ -264,8 +265,17 @@ class Module:
         Raises
         ------
         ValueError
-            A missing or unexpected key (strict), or an array whose shape or
-            dtype differs from the module's; the message names the key.
+            A missing or unexpected key (strict), an array whose shape differs
+            from the module's, a non-floating array for a floating parameter
+            or buffer (or a non-integer one for an integer buffer), or a value
+            too large for the module's dtype; the message names the key.
+
+        Notes
+        -----
+        As PyTorch's ``copy_``, floating arrays are cast to the dtype of the
+        parameter or buffer they load into (a float64 state dict loads into a
+        float32 model, rounded to float32), and integer arrays into integer
+        buffers; the module's arrays keep their dtype, layout and identity.
         """
         targets = self._state_arrays()
         missing = [key for key in targets if key not in state]
@@ -275,26 +285,12 @@ class Module:
                      else f"first unexpected key {unexpected[0]!r}")
             raise ValueError(
                 f"load_state_dict of {type(self).__name__}: the state dict does not fit "
-                f"this model ({first}); missing keys {_key_list(missing)}, unexpected keys "
-                f"{_key_list(unexpected)}. Was it saved from a model of another "
+                f"this model ({first}); missing keys {key_list(missing)}, unexpected keys "
+                f"{key_list(unexpected)}. Was it saved from a model of another "
                 "depth or layout? Nothing was loaded."
             )
-        values = {}
-        for key, target in targets.items():
-            if key not in state:
-                continue
-            value = np.asarray(state[key])
-            if value.shape != target.shape:
-                raise ValueError(
-                    f"state_dict[{key!r}] has shape {value.shape}, the module expects "
-                    f"{target.shape}; nothing was loaded"
-                )
-            if value.dtype != target.dtype:
-                raise ValueError(
-                    f"state_dict[{key!r}] has dtype {value.dtype}, the module expects "
-                    f"{target.dtype}; nothing was loaded"
-                )
-            values[key] = value
+        values = {key: loadable_value(key, state[key], target)
+                  for key, target in targets.items() if key in state}
         for key, value in values.items():
             np.copyto(targets[key], value)
         return IncompatibleKeys(missing, unexpected)
@@ -437,14 +433,6 @@ def _shares_memory(caches: list[dict], array: np.ndarray) -> bool:
     test, no data read)."""
     return any(isinstance(value, np.ndarray) and np.may_share_memory(value, array)
                for cache in caches for value in cache.values())
-
-
-def _key_list(keys: list[str], shown: int = 6) -> str:
-    """``keys`` as a list, cut after ``shown`` entries with the total count (a
-    state dict of another depth can differ by hundreds of keys)."""
-    if len(keys) <= shown:
-        return str(keys)
-    return "[" + ", ".join(map(repr, keys[:shown])) + f", ... ({len(keys)} in all)]"
 
 
 def _prefixed(error: Exception, where: str) -> Exception:

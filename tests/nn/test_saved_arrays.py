@@ -74,7 +74,7 @@ def test_lenet_gradients_equal_those_of_an_untouched_input():
             batch *= 0
         model.backward(dy)
         grads.append([param.grad for param in model.parameters()])
-    for untouched, edited in zip(*grads):
+    for untouched, edited in zip(*grads, strict=True):
         np.testing.assert_array_equal(edited, untouched)
 
 
