@@ -341,11 +341,13 @@ class Module:
         (:mod:`cnnblas.nn.module`). So that the caller's later in-place edits
         (``x *= 0``, ``y -= target``) cannot change what a pending backward
         reads, the outermost call of a training-mode module copies its array
-        arguments first, and returns a copy of its output when a pending
-        cache shares its memory (e.g. a final :class:`~cnnblas.nn.Sigmoid`,
+        arguments first, and returns a copy of its output when a cache this
+        call made shares its memory (e.g. a final :class:`~cnnblas.nn.Sigmoid`,
         which keeps its output). Calls nested inside another module's call
         run ``forward`` directly: arrays inside one forward pass belong to the
-        model (:mod:`cnnblas.nn`). Calling ``forward`` itself copies nothing.
+        model (:mod:`cnnblas.nn`). ``forward`` itself copies nothing (but the
+        layer calls inside a composite's ``forward`` called directly are then
+        outermost calls).
         """
         if not self.training or _outermost.active or not self._keeps_references:
             return self.forward(*args, **kwargs)
@@ -357,7 +359,7 @@ class Module:
             if isinstance(out, np.ndarray) and _shares_memory(_outermost.saved, out):
                 out = out.copy()
         finally:
-            _outermost.active, _outermost.saved = False, []
+            _outermost.active, _outermost.saved = False, None
         return out
 
     def _save_for_backward(self, **arrays) -> None:
@@ -417,7 +419,7 @@ class _Outermost(threading.local):
     the caches pushed since by layers that keep references."""
 
     active = False
-    saved: list[dict] = []
+    saved: list[dict] | None = None  # a new list per outermost call
 
 
 _outermost = _Outermost()
