@@ -2,7 +2,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# Two installs: the core (cnnblas and the embedded data set) is all `make train`
+# needs; the test extras (pytest, PyTorch, MPICH, Jupyter kernel: ~1.7 GB) come
+# on top for test, lint, bench and report.
+CORE   := $(VENV)/.installed-core
+FULL   := $(VENV)/.installed-test
 
 # Some environments pin OpenBLAS to older kernels (e.g. OPENBLAS_CORETYPE=Haswell,
 # AVX2) on CPUs that have AVX-512, which halves SGEMM speed. Let OpenBLAS detect
@@ -11,32 +15,36 @@ unexport OPENBLAS_CORETYPE
 
 .PHONY: venv test train lint bench report clean
 
-$(STAMP): pyproject.toml
+$(CORE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[data]'
+	@# Compile every kernel into the cache once, so later processes start fast.
+	$(BIN)/cnnblas warmup
+	touch $(CORE)
+
+$(FULL): $(CORE)
 	$(BIN)/python -m pip install --quiet -e '.[test,mpi]'
 	@# PyTorch is optional (comparisons only); the CPU build is pinned.
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0' \
 	    || echo "PyTorch unavailable: PyTorch comparisons will be skipped"
-	@# Compile every kernel into the cache once, so later processes start fast.
-	$(BIN)/cnnblas warmup
-	touch $(STAMP)
+	touch $(FULL)
 
-venv: $(STAMP)
+venv: $(FULL)
 
-test: $(STAMP)
+test: $(FULL)
 	$(BIN)/python -m pytest -q
 
-train: $(STAMP)
+train: $(CORE)
 	$(BIN)/cnnblas train
 
-lint: $(STAMP)
+lint: $(FULL)
 	$(BIN)/ruff check cnnblas tests benchmarks
 
-bench: $(STAMP)
+bench: $(FULL)
 	$(BIN)/python -m pytest benchmarks --benchmark-enable -q
 
-report: $(STAMP)
+report: $(FULL)
 	$(BIN)/python -m benchmarks.report
 
 clean:

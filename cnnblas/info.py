@@ -6,6 +6,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 
@@ -103,58 +105,104 @@ def _cpu_has(flag: str) -> bool:
         return False
 
 
-def warm_up() -> float:
+def warm_up(progress: Callable[[str], None] | None = None) -> float:
     """Compile (or load from the cache) every kernel for float32 and float64.
 
-    Returns the seconds it took. Run once after installation so that the first
-    convolution of every later process only loads cached machine code.
+    Run once after installation so that the first call of every public entry
+    point (the convolutions and their transposes on every algorithm, im2col
+    and col2im, pooling, activations) in a later process only loads cached
+    machine code.
+
+    Parameters
+    ----------
+    progress : callable taking a str, optional
+        Called before each group of kernels with a line such as
+        ``"[2/10] float32 convolutions: large rows (gemm)"`` (``cnnblas
+        warmup`` prints them on stderr; a cold cache takes minutes).
+
+    Returns
+    -------
+    float
+        The seconds it took.
     """
-    from cnnblas.ops.algorithms import ALGORITHMS
-    from cnnblas.ops.conv import conv2d, conv2d_backward
-    from cnnblas.threads import get_num_threads
-
-    def convolve(x, n_out, algorithms, stride=1):
-        w = np.ones((n_out, x.shape[1], 3, 3), x.dtype)
-        for algorithm in algorithms:
-            y = conv2d(x, w, stride=stride, padding=1, algorithm=algorithm)
-            conv2d_backward(y, x, w, stride=stride, padding=1, algorithm=algorithm)
-            conv2d_backward(y, x, w, stride=stride, padding=1, algorithm=algorithm,
-                            input_grad=False)
-
     start = time.perf_counter()
-    every = [algorithm for algorithm in ALGORITHMS if algorithm != "auto"]
-    for dtype in (np.float32, np.float64):
-        # Small calls run the serial kernels (cnnblas.ops.parallel.SERIAL_FLOPS);
-        # 4-wide rows take col2im's scatter, 24-wide ones its row kernel.
-        convolve(np.ones((1, 1, 4, 4), dtype), 1, every)
-        convolve(np.ones((2, 1, 24, 24), dtype), 1, ["gemm"])
-        if get_num_threads() > 1:
-            # One image of 19 MFLOP: parallel inside each step (Numba prange kernels).
-            image = np.ones((1, 32, 32, 32), dtype)
-            convolve(image, 32, ["gemm", "winograd2x2", "winograd4x4"])
-            convolve(image, 32, ["gemm"], stride=2)  # the parallel scatter
-    for extra in _extra_warmups():
-        extra()
+    steps = warm_up_steps()
+    for index, (name, step) in enumerate(steps, start=1):
+        if progress is not None:
+            progress(f"[{index}/{len(steps)}] {name}")
+        step()
     return time.perf_counter() - start
 
 
-def _extra_warmups():
-    """Warm-up calls for the pooling and activation kernels."""
+def warm_up_steps() -> list[tuple[str, Callable[[], None]]]:
+    """The warm-up's groups of kernels, as ``(description, call)`` pairs, for each
+    dtype: small calls take the serial kernels (cnnblas.ops.parallel.SERIAL_FLOPS);
+    with several threads one image of 19 MFLOP takes the parallel ones."""
+    from cnnblas.ops.algorithms import ALGORITHMS
+    from cnnblas.threads import get_num_threads
+
+    every = [algorithm for algorithm in ALGORITHMS if algorithm != "auto"]
+    steps = []
+    for dtype in (np.float32, np.float64):
+        name = np.dtype(dtype).name
+        small, rows, image = (np.ones((1, 1, 4, 4), dtype), np.ones((2, 1, 24, 24), dtype),
+                              np.ones((1, 32, 32, 32), dtype))
+        steps += [
+            (f"{name} convolutions: every algorithm, serial kernels",
+             partial(_convolve, small, 1, every)),
+            # 4-wide rows take col2im's scatter, 24-wide ones its row kernel.
+            (f"{name} convolutions: wide rows (gemm)", partial(_convolve, rows, 1, ["gemm"])),
+            (f"{name} im2col and col2im", partial(_unfold_fold, (small, rows))),
+            (f"{name} pooling and activations", partial(_pool_and_activate, small)),
+        ]
+        if get_num_threads() > 1:
+            steps.append((f"{name} convolutions and im2col/col2im: parallel kernels",
+                          partial(_parallel, image)))
+    return steps
+
+
+def _convolve(x, n_out: int, algorithms, stride: int = 1) -> None:
+    """A 3x3 convolution of ``x`` forward and backward (with and without dx),
+    and its transpose, on each of ``algorithms``."""
+    from cnnblas.ops.conv import conv2d, conv2d_backward
+    from cnnblas.ops.conv_transpose import conv_transpose2d, conv_transpose2d_backward
+
+    w = np.ones((n_out, x.shape[1], 3, 3), x.dtype)
+    for algorithm in algorithms:
+        y = conv2d(x, w, stride=stride, padding=1, algorithm=algorithm)
+        conv2d_backward(y, x, w, stride=stride, padding=1, algorithm=algorithm)
+        conv2d_backward(y, x, w, stride=stride, padding=1, algorithm=algorithm,
+                        input_grad=False)
+        # The transpose runs the same kernels the other way round (w: (C_in, C_out, 3, 3)).
+        wt = np.ones((x.shape[1], n_out, 3, 3), x.dtype)
+        up = conv_transpose2d(x, wt, stride=stride, padding=1, algorithm=algorithm)
+        conv_transpose2d_backward(up, x, wt, stride=stride, padding=1, algorithm=algorithm)
+
+
+def _unfold_fold(images, stride: int = 1) -> None:
+    """The public im2col and col2im (they write through transposed views)."""
+    from cnnblas.ops.conv import col2im, im2col
+
+    for x in images:
+        cols = im2col(x, 3, stride=stride, padding=1)
+        col2im(cols, x.shape[2:], 3, stride=stride, padding=1)
+
+
+def _pool_and_activate(x) -> None:
     from cnnblas.ops import activations, pooling
 
-    calls = []
-    for dtype in (np.float32, np.float64):
-        x = np.ones((1, 1, 4, 4), dtype)
+    y, argmax = pooling.max_pool2d(x, 2)
+    pooling.max_pool2d_backward(y, argmax, x.shape)
+    pooling.avg_pool2d_backward(pooling.avg_pool2d(x, 2), x.shape, 2)
+    activations.relu_backward(x, activations.relu(x))
+    activations.leaky_relu_backward(x, activations.leaky_relu(x))
 
-        def pools(x=x):
-            y, argmax = pooling.max_pool2d(x, 2)
-            pooling.max_pool2d_backward(y, argmax, x.shape)
-            pooling.avg_pool2d_backward(pooling.avg_pool2d(x, 2), x.shape, 2)
-            activations.relu_backward(x, activations.relu(x))
-            activations.leaky_relu_backward(x, activations.leaky_relu(x))
 
-        calls.append(pools)
-    return calls
+def _parallel(image) -> None:
+    _convolve(image, 32, ["gemm", "winograd2x2", "winograd4x4"])
+    _convolve(image, 32, ["gemm"], stride=2)  # the parallel scatter
+    _unfold_fold((image,))
+    _unfold_fold((image,), stride=2)
 
 
 def format_environment(env: dict) -> str:

@@ -20,7 +20,8 @@ def _info(args) -> int:
 def _warmup(args) -> int:
     from cnnblas.info import warm_up
 
-    seconds = warm_up()
+    # One line per group of kernels on stderr: a cold cache takes minutes.
+    seconds = warm_up(progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"kernels ready in {seconds:.2f} s")
     return 0
 

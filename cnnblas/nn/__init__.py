@@ -20,6 +20,11 @@ its layers are attributes (the state-dict keys follow their names), and
 ``backward``: the layers' backwards in reverse order, *adding* the gradients
 where the input forked. A layer may be applied more than once per forward;
 each use keeps its own cache and gets its own ``backward``, the last use first.
+Layers keep references to what their backward reads (a convolution its
+input, a sigmoid its output): calling the model copies the caller's input,
+but inside ``forward`` an array given to or returned by a layer must not be
+changed in place (``x += self.conv(x)``) until that layer's backward has run,
+unless the layer keeps neither (:mod:`cnnblas.nn.layers` lists what each keeps).
 
 >>> class Residual(nn.Module):
 ...     # relu(x + conv(x)): x forks into the convolution and the sum.

@@ -70,6 +70,8 @@ class AdaptiveAvgPool2d(_Layer):
     input's dtype. Output (1, 1) is the global average pooling of ResNet.
     """
 
+    _keeps_references = False
+
     def __init__(self, output_size):
         super().__init__()
         if output_size is None or is_int(output_size):

@@ -7,7 +7,9 @@ expects 400 input features, got 256 (input shape (8, 256))"``. The arithmetic
 is delegated to the functional ops in :mod:`cnnblas.ops`. Batch normalisation
 is in :mod:`cnnblas.nn.normalization`, dropout in :mod:`cnnblas.nn.dropout`.
 
-What each layer caches between forward and backward (training mode only):
+What each layer caches between forward and backward (training mode only;
+``x`` and ``y`` are references to the input and output, the rest the layer's
+own arrays, see :mod:`cnnblas.nn.module` for who may change them):
 
 =============  =================================  ==================================
 layer          cache                              why
@@ -260,6 +262,7 @@ class _Rectifier(_Layer):
 
     #: None for ReLU (exact zeros below 0); the slope for leaky ReLU.
     negative_slope: float | None = None
+    _keeps_references = False
 
     def forward(self, x):
         """Parameters: x, any shape, float32/float64. Returns y, same shape and dtype."""
@@ -325,6 +328,8 @@ class Tanh(_SmoothActivation):
 
 class _Pool2d(_Layer):
     """The pooling window (checked by :func:`cnnblas.ops.pooling.pool_window`)."""
+
+    _keeps_references = False
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()
@@ -408,6 +413,8 @@ class Flatten(_Layer):
     input is reshaped without a copy.
     """
 
+    _keeps_references = False
+
     def forward(self, x):
         self._check_input(x)
         if x.ndim < 2:
@@ -430,6 +437,8 @@ class Identity(Module):
     It keeps nothing between forward and backward, so any number of uses in
     one forward pass need no bookkeeping.
     """
+
+    _keeps_references = False
 
     def forward(self, x):
         return x

@@ -14,7 +14,15 @@ what its backward needs (its input, a mask, the arg-max of a pooling, ...):
   and ``backward`` raises ``RuntimeError``;
 - ``train()``, ``eval()``, :meth:`Module.zero_grad` and
   :meth:`Module.clear_caches` empty the stacks (a forward whose backward never
-  came would otherwise be held forever).
+  came would otherwise be held forever);
+- a cache holds references, not copies: ``Conv2d``, ``ConvTranspose2d`` and
+  ``Linear`` keep their input, ``Sigmoid`` and ``Tanh`` their output. Calling
+  a module (``model(x)``, not ``model.forward(x)``) in training mode therefore
+  works on a copy of ``x`` and returns a copy of an output that a cache holds,
+  so the caller may change ``x`` or the output in place before the backward
+  (one copy of the batch per step). Inside a ``forward``, arrays belong to the
+  model: a composite module must not change in place an array that it passed
+  to, or received from, a layer whose backward is still to come.
 
 Parameter gradients accumulate (``+=``) until :meth:`Module.zero_grad`.
 State dicts use PyTorch's keys and array layouts, so a ``torch.nn`` model's
@@ -23,6 +31,7 @@ State dicts use PyTorch's keys and array layouts, so a ``torch.nn`` model's
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import NamedTuple
@@ -30,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cnnblas.checks import check_float_array, check_shape
+from cnnblas.nn._state import key_list, loadable_value
 
 
 class Parameter:
@@ -104,6 +114,12 @@ class Module:
     ``backward`` calls their backwards in the reverse order, summing the
     gradients where its input forked (see :mod:`cnnblas.nn`).
     """
+
+    #: Whether ``forward`` may keep a reference to an argument or to its output
+    #: for the backward (:meth:`__call__` then copies them). A layer that keeps
+    #: only arrays of its own (a mask, a shape) sets it False; a composite
+    #: module keeps the default.
+    _keeps_references = True
 
     def __init__(self):
         self.training = True
@@ -249,8 +265,17 @@ class Module:
         Raises
         ------
         ValueError
-            A missing or unexpected key (strict), or an array whose shape or
-            dtype differs from the module's; the message names the key.
+            A missing or unexpected key (strict), an array whose shape differs
+            from the module's, a non-floating array for a floating parameter
+            or buffer (or a non-integer one for an integer buffer), or a value
+            too large for the module's dtype; the message names the key.
+
+        Notes
+        -----
+        As PyTorch's ``copy_``, floating arrays are cast to the dtype of the
+        parameter or buffer they load into (a float64 state dict loads into a
+        float32 model, rounded to float32), and integer arrays into integer
+        buffers; the module's arrays keep their dtype, layout and identity.
         """
         targets = self._state_arrays()
         missing = [key for key in targets if key not in state]
@@ -260,26 +285,12 @@ class Module:
                      else f"first unexpected key {unexpected[0]!r}")
             raise ValueError(
                 f"load_state_dict of {type(self).__name__}: the state dict does not fit "
-                f"this model ({first}); missing keys {_key_list(missing)}, unexpected keys "
-                f"{_key_list(unexpected)}. Was it saved from a model of another "
+                f"this model ({first}); missing keys {key_list(missing)}, unexpected keys "
+                f"{key_list(unexpected)}. Was it saved from a model of another "
                 "depth or layout? Nothing was loaded."
             )
-        values = {}
-        for key, target in targets.items():
-            if key not in state:
-                continue
-            value = np.asarray(state[key])
-            if value.shape != target.shape:
-                raise ValueError(
-                    f"state_dict[{key!r}] has shape {value.shape}, the module expects "
-                    f"{target.shape}; nothing was loaded"
-                )
-            if value.dtype != target.dtype:
-                raise ValueError(
-                    f"state_dict[{key!r}] has dtype {value.dtype}, the module expects "
-                    f"{target.dtype}; nothing was loaded"
-                )
-            values[key] = value
+        values = {key: loadable_value(key, state[key], target)
+                  for key, target in targets.items() if key in state}
         for key, value in values.items():
             np.copyto(targets[key], value)
         return IncompatibleKeys(missing, unexpected)
@@ -324,12 +335,39 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        """Run :meth:`forward`; the outermost call in training mode owns its arrays.
+
+        Layers keep references to their inputs and outputs for the backward
+        (:mod:`cnnblas.nn.module`). So that the caller's later in-place edits
+        (``x *= 0``, ``y -= target``) cannot change what a pending backward
+        reads, the outermost call of a training-mode module copies its array
+        arguments first, and returns a copy of its output when a cache this
+        call made shares its memory (e.g. a final :class:`~cnnblas.nn.Sigmoid`,
+        which keeps its output). Calls nested inside another module's call
+        run ``forward`` directly: arrays inside one forward pass belong to the
+        model (:mod:`cnnblas.nn`). ``forward`` itself copies nothing (but the
+        layer calls inside a composite's ``forward`` called directly are then
+        outermost calls).
+        """
+        if not self.training or _outermost.active or not self._keeps_references:
+            return self.forward(*args, **kwargs)
+        args = tuple(_owned(value) for value in args)
+        kwargs = {name: _owned(value) for name, value in kwargs.items()}
+        _outermost.active, _outermost.saved = True, []
+        try:
+            out = self.forward(*args, **kwargs)
+            if isinstance(out, np.ndarray) and _shares_memory(_outermost.saved, out):
+                out = out.copy()
+        finally:
+            _outermost.active, _outermost.saved = False, None
+        return out
 
     def _save_for_backward(self, **arrays) -> None:
         """Push ``arrays`` (by name) for a later backward, in training mode only."""
         if self.training:
             self._caches.append(arrays)
+            if _outermost.active and self._keeps_references:
+                _outermost.saved.append(arrays)  # compared with the call's output
 
     def _saved_for_backward(self) -> dict:
         """Pop the newest cache pushed by forward, or raise RuntimeError if there is
@@ -375,12 +413,28 @@ class Module:
         return "\n".join(lines)
 
 
-def _key_list(keys: list[str], shown: int = 6) -> str:
-    """``keys`` as a list, cut after ``shown`` entries with the total count (a
-    state dict of another depth can differ by hundreds of keys)."""
-    if len(keys) <= shown:
-        return str(keys)
-    return "[" + ", ".join(map(repr, keys[:shown])) + f", ... ({len(keys)} in all)]"
+class _Outermost(threading.local):
+    """Whether this thread is inside the outermost training-mode
+    :meth:`Module.__call__` (per thread: two threads may run two models), and
+    the caches pushed since by layers that keep references."""
+
+    active = False
+    saved: list[dict] | None = None  # a new list per outermost call
+
+
+_outermost = _Outermost()
+
+
+def _owned(value):
+    """A private copy of an array argument (anything else as it is)."""
+    return value.copy() if isinstance(value, np.ndarray) else value
+
+
+def _shares_memory(caches: list[dict], array: np.ndarray) -> bool:
+    """Whether an array of ``caches`` may share memory with ``array`` (a bounds
+    test, no data read)."""
+    return any(isinstance(value, np.ndarray) and np.may_share_memory(value, array)
+               for cache in caches for value in cache.values())
 
 
 def _prefixed(error: Exception, where: str) -> Exception:

@@ -344,13 +344,20 @@ def test_state_dict_shape_or_dtype_mismatch_loads_nothing():
     with pytest.raises(ValueError, match=r"state_dict\['fc.weight'\] has shape \(5, 64\), the "
                                          r"module expects \(10, 64\); nothing was loaded"):
         model.load_state_dict(wrong)
-    doubled = {key: value.astype(F64) if value.dtype == np.float32 else value
-               for key, value in nn.resnet20(rng=1).state_dict().items()}
-    with pytest.raises(ValueError, match=r"state_dict\['conv1.weight'\] has dtype float64, "
+    source = nn.resnet20(rng=1).state_dict()
+    integers = {key: value.astype(np.int32) if value.dtype == np.float32 else value
+                for key, value in source.items()}
+    with pytest.raises(ValueError, match=r"state_dict\['conv1.weight'\] has dtype int32, "
                                          r"the module expects float32"):
-        model.load_state_dict(doubled)
+        model.load_state_dict(integers)
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(value, before[key], err_msg=key)
+    # float64 is cast to the model's float32, as torch's copy_ does.
+    model.load_state_dict({key: value.astype(F64) if value.dtype == np.float32 else value
+                           for key, value in source.items()})
+    for key, value in model.state_dict().items():
+        assert value.dtype == source[key].dtype, key
+        np.testing.assert_array_equal(value, source[key], err_msg=key)
 
 
 def test_model_from_checkpoint_rebuilds_a_resnet_checkpoint(tmp_path):
