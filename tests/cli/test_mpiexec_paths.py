@@ -72,4 +72,4 @@ def test_mpi_scaling_prefers_the_mpiexec_next_to_python(tmp_path, monkeypatch):
     launcher.write_text("#!/bin/sh\n")
     launcher.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
-    assert mpi_scaling._mpiexec() == str(launcher)
+    assert mpi_scaling.find_mpiexec() == str(launcher)
