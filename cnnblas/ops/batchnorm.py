@@ -65,18 +65,15 @@ def batch_norm_statistics(x):
 
     Parameters
     ----------
-    x : ndarray, shape (N, C, H, W), float32 or float64
+    x : ndarray, shape (N, C, H, W), float32 or float64, not empty
 
     Returns
     -------
     mean, var : ndarray, shape (C,), float64
-        ``var`` is the biased variance ``Σ (x - mean)² / (N*H*W)``; both NaN
-        for a channel with no values (``N*H*W == 0``).
+        ``var`` is the biased variance ``Σ (x - mean)² / (N*H*W)``.
     """
     check_float_array(x, "x", ndim=4)
     n, c, h, w = x.shape
-    if x.size == 0:
-        return np.full(c, np.nan), np.full(c, np.nan)
     planes = _planes(x)
     plane_mean = np.empty(n * c, np.float64)
     plane_m2 = np.empty(n * c, np.float64)
