@@ -140,7 +140,7 @@ def warm_up() -> float:
 
 def _extra_warmups():
     """Warm-up calls for the pooling and activation kernels."""
-    from cnnblas.ops import activations, pooling
+    from cnnblas.ops import activations, batchnorm, pooling
 
     calls = []
     for dtype in (np.float32, np.float64):
@@ -152,6 +152,7 @@ def _extra_warmups():
             pooling.avg_pool2d_backward(pooling.avg_pool2d(x, 2), x.shape, 2)
             activations.relu_backward(x, activations.relu(x))
             activations.leaky_relu_backward(x, activations.leaky_relu(x))
+            batchnorm.run_every_kernel(x)
 
         calls.append(pools)
     return calls

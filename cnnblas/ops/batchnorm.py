@@ -227,5 +227,16 @@ def batch_norm_input_grad(dy, x, mean, inv_std, weight, sum_dy, sum_dy_x_hat, co
     return dx
 
 
+def run_every_kernel(x) -> None:
+    """Run each batch-norm kernel once on ``x`` (N, C, H, W): compiles them, or loads
+    them from the cache, for ``x``'s dtype (:func:`cnnblas.info.warm_up`)."""
+    mean, var = batch_norm_statistics(x)
+    inv_std = 1 / np.sqrt(var + 1e-5)
+    ones = np.ones(x.shape[1])
+    y = batch_norm_apply(x, mean, inv_std, ones, ones, x, relu=True)
+    sum_dy, sum_centered, masked = batch_norm_grad_sums(x, x, mean, y, masked_out=True)
+    batch_norm_input_grad(masked, x, mean, inv_std, ones, sum_dy, sum_centered, x.size, y)
+
+
 __all__ = ["batch_norm_statistics", "batch_norm_apply", "batch_norm_grad_sums",
            "batch_norm_input_grad"]
