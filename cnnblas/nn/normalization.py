@@ -104,9 +104,10 @@ class BatchNorm2d(_Layer):
     def forward_fused(self, x, residual=None, relu=False):
         """``relu(bn(x) + residual)`` in one pass over memory (sum and ReLU optional).
 
-        A residual block's tail in one call. Its training-mode cache is
-        undone by :meth:`backward_fused` (or :meth:`backward` when there is no
-        ``residual``).
+        A residual block's tail in one call. In training mode its backward is
+        :meth:`backward_fused`, or :meth:`backward` when no ``residual`` was
+        added. With ``relu`` the cache also holds the output ``y``, whose sign
+        is the ReLU's mask.
 
         Parameters
         ----------
@@ -189,13 +190,14 @@ class BatchNorm2d(_Layer):
         x, y, mean, inv_std = cache["x"], cache.get("y"), cache["mean"], cache["inv_std"]
         self._check_grad(dy, x.shape)
         dy = dy.astype(self.dtype, copy=False)
-        if cache.get("residual"):
-            sum_dy, sum_centered, masked = bn_ops.batch_norm_grad_sums(dy, x, mean, y,
-                                                                       masked_out=True)
-            dy, y = masked, None  # the mask is applied: dx needs no more of it
+        residual = cache.get("residual", False)
+        if residual and y is not None:
+            sum_dy, sum_centered, d_residual = bn_ops.batch_norm_grad_sums(
+                dy, x, mean, y, masked_out=True)
+            dy, y = d_residual, None  # the mask is applied: dx needs no more of it
         else:
             sum_dy, sum_centered = bn_ops.batch_norm_grad_sums(dy, x, mean, y)
-            masked = None
+            d_residual = dy if residual else None
         sums = np.concatenate([sum_dy, sum_centered * inv_std])  # Σ g, Σ g·x̂
         c = self.num_features
         if self.affine:
@@ -205,7 +207,7 @@ class BatchNorm2d(_Layer):
         gamma, _ = self._affine()
         dx = bn_ops.batch_norm_input_grad(dy, x, mean, inv_std, gamma, sums[:c], sums[c:],
                                           cache["count"], y)
-        return dx, masked
+        return dx, d_residual
 
     def _reduce_gradient_sums(self, sums) -> None:
         """Hook on the local ``[Σ g, Σ g·x̂]`` (float64, 2C) before dx is formed, after

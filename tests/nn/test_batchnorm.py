@@ -91,35 +91,37 @@ def test_batchnorm_matches_torch_on_random_shapes(case):
 class _FusedTail(Module):
     """``relu(bn(x) + residual)`` for a fixed residual, as a module for gradcheck."""
 
-    def __init__(self, bn, residual):
+    def __init__(self, bn, residual, relu):
         super().__init__()
         self.bn = bn
         self.residual = residual
+        self.relu = relu
 
     def forward(self, x):
-        return self.bn.forward_fused(x, self.residual, relu=True)
+        return self.bn.forward_fused(x, self.residual, relu=self.relu)
 
     def backward(self, dy):
         dx, self.d_residual = self.bn.backward_fused(dy)
         return dx
 
 
-@pytest.mark.parametrize("residual", [False, True])
-def test_fused_backward_matches_finite_differences(residual):
+@pytest.mark.parametrize("residual, relu", [(False, True), (True, True), (True, False)])
+def test_fused_backward_matches_finite_differences(residual, relu):
     rng = np.random.default_rng(5)
     bn = nn.BatchNorm2d(3, dtype=F64)
     bn.weight.data[:] = [0.7, 1.3, -1.1]
     bn.bias.data[:] = [0.2, -0.1, 0.05]
     x = rng.standard_normal((2, 3, 4, 3)) * 2 + 1
     r = rng.standard_normal(x.shape) if residual else None
-    module = _FusedTail(bn, r)
+    module = _FusedTail(bn, r, relu)
     errors = check_module_gradients(module, x, rng=6)
     assert max(errors.values()) < 1e-6, errors
     if residual:
         dy = rng.standard_normal(x.shape)
         y = module(x)
         module.backward(dy)
-        np.testing.assert_array_equal(module.d_residual, np.where(y > 0, dy, 0.0))
+        expected = np.where(y > 0, dy, 0.0) if relu else dy
+        np.testing.assert_array_equal(module.d_residual, expected)
 
 
 def test_backward_after_a_residual_forward_asks_for_backward_fused():
