@@ -82,30 +82,50 @@ def normalize_planes(x, mean, inv_std, weight, bias, residual, add_residual, rel
         The planes to compute.
     """
     channels = mean.size
-    size = x.shape[1]
-    zero = x.dtype.type(0)
     for p in range(start, stop):
         c = p % channels
         m, s, g, b = mean[c], inv_std[c], weight[c], bias[c]
-        x_row, y_row = x[p], y[p]
-        for i in range(size):
-            y_row[i] = ((x_row[i] - m) * s) * g + b
-        if add_residual:
-            r_row = residual[p]
-            for i in range(size):
-                y_row[i] = y_row[i] + r_row[i]
-        if relu:
-            for i in range(size):
-                value = y_row[i]
-                y_row[i] = value if (value > 0 or value != value) else zero
+        # One loop per case, each simple enough for LLVM to vectorise.
+        if add_residual and relu:
+            _normalize_add_relu_row(x[p], m, s, g, b, residual[p], y[p])
+        elif add_residual:
+            _normalize_add_row(x[p], m, s, g, b, residual[p], y[p])
+        elif relu:
+            _normalize_relu_row(x[p], m, s, g, b, y[p])
+        else:
+            _normalize_row(x[p], m, s, g, b, y[p])
 
 
 @njit(cache=True, inline="always")
-def _mask_row(dy_row, y_row, out_row):
-    """``out = dy`` where ``y > 0``, else exactly 0 (ReLU's gradient, from its output)."""
-    zero = out_row.dtype.type(0)
-    for i in range(dy_row.size):
-        out_row[i] = dy_row[i] if y_row[i] > 0 else zero
+def _relu(value, zero):
+    """``numpy.maximum(value, 0)``: NaN propagates, -0.0 gives 0.0."""
+    return value if (value > 0 or value != value) else zero
+
+
+@njit(cache=True, inline="always")
+def _normalize_row(x_row, m, s, g, b, y_row):
+    for i in range(x_row.size):
+        y_row[i] = ((x_row[i] - m) * s) * g + b
+
+
+@njit(cache=True, inline="always")
+def _normalize_relu_row(x_row, m, s, g, b, y_row):
+    zero = y_row.dtype.type(0)
+    for i in range(x_row.size):
+        y_row[i] = _relu(((x_row[i] - m) * s) * g + b, zero)
+
+
+@njit(cache=True, inline="always")
+def _normalize_add_row(x_row, m, s, g, b, r_row, y_row):
+    for i in range(x_row.size):
+        y_row[i] = (((x_row[i] - m) * s) * g + b) + r_row[i]
+
+
+@njit(cache=True, inline="always")
+def _normalize_add_relu_row(x_row, m, s, g, b, r_row, y_row):
+    zero = y_row.dtype.type(0)
+    for i in range(x_row.size):
+        y_row[i] = _relu((((x_row[i] - m) * s) * g + b) + r_row[i], zero)
 
 
 @njit(cache=True, nogil=True, fastmath=_REASSOC)
@@ -115,6 +135,34 @@ def _row_gradient_sums(g_row, x_row, mean):
     sum_gx = 0.0
     for i in range(g_row.size):
         g = np.float64(g_row[i])
+        sum_g += g
+        sum_gx += g * (np.float64(x_row[i]) - mean)
+    return sum_g, sum_gx
+
+
+@njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _row_masked_gradient_sums(dy_row, y_row, x_row, mean):
+    """As :func:`_row_gradient_sums` for ``g = dy`` where ``y > 0``, else 0."""
+    sum_g = 0.0
+    sum_gx = 0.0
+    for i in range(dy_row.size):
+        g = np.float64(dy_row[i]) if y_row[i] > 0 else 0.0
+        sum_g += g
+        sum_gx += g * (np.float64(x_row[i]) - mean)
+    return sum_g, sum_gx
+
+
+@njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _row_masked_gradient_sums_into(dy_row, y_row, x_row, mean, g_row):
+    """As :func:`_row_masked_gradient_sums`, also writing ``g`` (exactly 0 where
+    masked, never ``0 * dy``) into ``g_row``."""
+    zero = g_row.dtype.type(0)
+    sum_g = 0.0
+    sum_gx = 0.0
+    for i in range(dy_row.size):
+        value = dy_row[i] if y_row[i] > 0 else zero
+        g_row[i] = value
+        g = np.float64(value)
         sum_g += g
         sum_gx += g * (np.float64(x_row[i]) - mean)
     return sum_g, sum_gx
@@ -146,13 +194,15 @@ def plane_gradient_sums(dy, x, mean, y, mask, masked, write_masked, start, stop,
         ``Σ g`` and ``Σ g·(x - mean)`` over each plane, ``g`` the (masked) gradient.
     """
     channels = mean.size
-    scratch = np.empty(dy.shape[1], dy.dtype)
     for p in range(start, stop):
-        g_row = dy[p]
-        if mask:
-            g_row = masked[p] if write_masked else scratch
-            _mask_row(dy[p], y[p], g_row)
-        sum_dy[p], sum_dy_centered[p] = _row_gradient_sums(g_row, x[p], mean[p % channels])
+        m = mean[p % channels]
+        if not mask:
+            sums = _row_gradient_sums(dy[p], x[p], m)
+        elif write_masked:
+            sums = _row_masked_gradient_sums_into(dy[p], y[p], x[p], m, masked[p])
+        else:
+            sums = _row_masked_gradient_sums(dy[p], y[p], x[p], m)
+        sum_dy[p], sum_dy_centered[p] = sums
 
 
 @njit(cache=True, nogil=True)
