@@ -50,7 +50,9 @@ class BatchNorm2d(_Layer):
     As ``torch.nn.BatchNorm2d``: training normalises with the batch mean and
     biased variance, and stores the *unbiased* variance (``m / (m - 1)``,
     ``m = N*H*W``) in ``running_var``; eval mode uses the running statistics.
-    The batch statistics are accumulated in float64.
+    The batch statistics are accumulated in float64. :meth:`forward_fused`
+    adds a residual and applies a ReLU in the same pass over memory (what the
+    residual blocks use); :meth:`backward_fused` is its backward.
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
