@@ -15,6 +15,12 @@ from cnnblas.ops.activations import (
     tanh_backward,
 )
 from cnnblas.ops.algorithms import choose_algorithm
+from cnnblas.ops.batchnorm import (
+    batch_norm_apply,
+    batch_norm_grad_sums,
+    batch_norm_input_grad,
+    batch_norm_statistics,
+)
 from cnnblas.ops.conv import col2im, conv2d, conv2d_backward, conv2d_input_grad, im2col
 from cnnblas.ops.conv_transpose import conv_transpose2d, conv_transpose2d_backward
 from cnnblas.ops.linear import linear, linear_backward
@@ -28,5 +34,6 @@ __all__ = [
     "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
     "linear", "linear_backward",
+    "batch_norm_statistics", "batch_norm_apply", "batch_norm_grad_sums", "batch_norm_input_grad",
     "softmax", "log_softmax", "softmax_cross_entropy", "mse_loss",
 ]

@@ -153,7 +153,7 @@ def warm_up_steps() -> list[tuple[str, Callable[[], None]]]:
             # 4-wide rows take col2im's scatter, 24-wide ones its row kernel.
             (f"{name} convolutions: wide rows (gemm)", partial(_convolve, rows, 1, ["gemm"])),
             (f"{name} im2col and col2im", partial(_unfold_fold, (small, rows))),
-            (f"{name} pooling and activations", partial(_pool_and_activate, small)),
+            (f"{name} pooling, activations and batch norm", partial(_pool_and_activate, small)),
         ]
         if get_num_threads() > 1:
             steps.append((f"{name} convolutions and im2col/col2im: parallel kernels",
@@ -189,13 +189,14 @@ def _unfold_fold(images, stride: int = 1) -> None:
 
 
 def _pool_and_activate(x) -> None:
-    from cnnblas.ops import activations, pooling
+    from cnnblas.ops import activations, batchnorm, pooling
 
     y, argmax = pooling.max_pool2d(x, 2)
     pooling.max_pool2d_backward(y, argmax, x.shape)
     pooling.avg_pool2d_backward(pooling.avg_pool2d(x, 2), x.shape, 2)
     activations.relu_backward(x, activations.relu(x))
     activations.leaky_relu_backward(x, activations.leaky_relu(x))
+    batchnorm.run_every_kernel(x)
 
 
 def _parallel(image) -> None:

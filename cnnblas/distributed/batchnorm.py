@@ -34,19 +34,14 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
 
     world: DataParallel
 
-    def forward(self, x):
-        if not self.training:
-            return super().forward(x)
-        gamma, beta = self._checked_affine(x)
+    def _batch_statistics(self, x):
         n, c, h, w = x.shape
         local = n * h * w
         stats = np.zeros(2 * c + 1, dtype=np.float64)
         if local:
-            local_mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
-            centered = x - self._per_channel(local_mean)
+            local_mean, local_var = self._moments(x)
             stats[:c] = local_mean * local
-            stats[c:2 * c] = np.square(centered).sum(axis=(0, 2, 3), dtype=np.float64) \
-                + local * np.square(local_mean)
+            stats[c:2 * c] = local * (local_var + np.square(local_mean))
         stats[2 * c] = local
         self.world.allreduce(stats)
         count = stats[2 * c]
@@ -57,24 +52,10 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
             )
         mean = stats[:c] / count
         var = np.maximum(stats[c:2 * c] / count - np.square(mean), 0.0)  # biased
-        y, x_hat, inv_std = self._normalize_and_track(x - self._per_channel(mean), mean, var,
-                                                      count, gamma, beta)
-        self._save_for_backward(x_hat=x_hat, inv_std=inv_std, count=count)
-        return y
+        return mean, var, count
 
-    def backward(self, dy):
-        cache = self._saved_for_backward()
-        x_hat = cache["x_hat"]
-        self._check_grad(dy, x_hat.shape)
-        c = x_hat.shape[1]
-        sums = np.empty(2 * c, dtype=np.float64)
-        sums[:c] = dy.sum(axis=(0, 2, 3), dtype=np.float64)
-        sums[c:] = (dy * x_hat).sum(axis=(0, 2, 3), dtype=np.float64)
-        if self.affine:
-            self.weight.accumulate_grad(sums[c:].astype(self.dtype))
-            self.bias.accumulate_grad(sums[:c].astype(self.dtype))
+    def _reduce_gradient_sums(self, sums) -> None:
         self.world.allreduce(sums)
-        return self._input_grad(dy, x_hat, cache["inv_std"], cache["count"], sums[:c], sums[c:])
 
 
 def convert_sync_batchnorm(model: nn.Module, world: World | None) -> int:

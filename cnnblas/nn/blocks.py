@@ -12,6 +12,13 @@ The attribute names are torchvision's (``conv1``, ``bn1``, ``conv2``, ``bn2``,
 key for key. As there, one ``relu`` layer is applied two (or three) times per
 forward; each application keeps its own cache (see :mod:`cnnblas.nn.module`)
 and the backward calls ``relu.backward`` once per use, the last use first.
+
+As built (BatchNorm2d layers and the stock ReLU), a block runs each
+BatchNorm-ReLU pair as one pass over memory, and its tail ``relu(bn(out) +
+shortcut)`` as one more (:meth:`BatchNorm2d.forward_fused`); the ``relu``
+layer is then not called. The results are those of the separate layers, bit
+for bit. A block whose BatchNorm or ReLU was replaced (a subclass overriding
+forward, a LeakyReLU, ...) calls its layers one by one.
 """
 
 from __future__ import annotations
@@ -42,10 +49,21 @@ def downsample(in_channels, out_channels, stride, dtype=np.float32, rng=None) ->
                       BatchNorm2d(out_channels, dtype=dtype))
 
 
+def fusable(norm, relu) -> bool:
+    """Whether ``relu(norm(x))`` may run as ``norm.forward_fused(x, relu=True)``: a
+    :class:`BatchNorm2d` (or subclass) whose forward and backward are
+    BatchNorm2d's, followed by a plain :class:`ReLU`."""
+    return (isinstance(norm, BatchNorm2d) and type(relu) is ReLU
+            and type(norm).forward is BatchNorm2d.forward
+            and type(norm).backward is BatchNorm2d.backward)
+
+
 class _ResidualBlock(Module):
     """What both blocks share: the checks, the shortcut and the final sum."""
 
     expansion = 1
+    #: The block's BatchNorm attributes, in forward order.
+    _norms: tuple[str, ...] = ()
 
     def _init_shape(self, inplanes, planes, stride, downsample) -> None:
         self.inplanes = check_int(inplanes, f"{type(self).__name__} inplanes", minimum=1)
@@ -73,19 +91,28 @@ class _ResidualBlock(Module):
                 f"{x.shape[1]} (input shape {x.shape})"
             )
 
-    def _add_shortcut(self, out, x):
-        """``out + shortcut(x)``, the two shapes checked (a custom downsample may
-        not match the residual branch)."""
+    def _shortcut(self, x, out_shape):
+        """``shortcut(x)``, checked against the residual branch's shape (a custom
+        downsample may not match it)."""
         identity = x if self.downsample is None else self.downsample(x)
-        if identity.shape != out.shape:
+        if identity.shape != out_shape:
             raise ValueError(
                 f"{self._describe()}: the shortcut gives shape {identity.shape} but the "
-                f"residual branch gives {out.shape}"
+                f"residual branch gives {out_shape}"
             )
-        return out + identity
+        return identity
+
+    def _add_shortcut(self, out, x):
+        return out + self._shortcut(x, out.shape)
 
     def _shortcut_backward(self, d_sum):
         return d_sum if self.downsample is None else self.downsample.backward(d_sum)
+
+    def _fused(self) -> bool:
+        """Whether every BatchNorm of the block is followed by the stock ReLU (as
+        built): then each BatchNorm-ReLU pair, and the tail's BatchNorm, sum and
+        ReLU, run as one pass (:meth:`BatchNorm2d.forward_fused`)."""
+        return all(fusable(getattr(self, name), self.relu) for name in self._norms)
 
 
 class BasicBlock(_ResidualBlock):
@@ -111,6 +138,7 @@ class BasicBlock(_ResidualBlock):
     """
 
     expansion = 1
+    _norms = ("bn1", "bn2")
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, dtype=np.float32,
                  rng=None):
@@ -125,14 +153,22 @@ class BasicBlock(_ResidualBlock):
 
     def forward(self, x):
         self._check_block_input(x)
+        if self._fused():
+            out = self.bn1.forward_fused(self.conv1(x), relu=True)
+            out = self.conv2(out)
+            return self.bn2.forward_fused(out, self._shortcut(x, out.shape), relu=True)
         out = self.relu(self.bn1(self.conv1(x)))           # first use of relu
         out = self.bn2(self.conv2(out))
         return self.relu(self._add_shortcut(out, x))       # second use
 
     def backward(self, dy):
-        d_sum = self.relu.backward(dy)                     # the second use first
-        d_out = self.bn1.backward(self.relu.backward(self.conv2.backward(
-            self.bn2.backward(d_sum))))
+        if self._fused():
+            d_out, d_sum = self.bn2.backward_fused(dy)     # d_sum: dy through the last ReLU
+            d_out = self.bn1.backward(self.conv2.backward(d_out))
+        else:
+            d_sum = self.relu.backward(dy)                 # the second use first
+            d_out = self.bn1.backward(self.relu.backward(self.conv2.backward(
+                self.bn2.backward(d_sum))))
         # x forked into conv1 and the shortcut: their gradients add up.
         return self.conv1.backward(d_out) + self._shortcut_backward(d_sum)
 
@@ -162,6 +198,7 @@ class Bottleneck(_ResidualBlock):
     """
 
     expansion = 4
+    _norms = ("bn1", "bn2", "bn3")
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, dtype=np.float32,
                  rng=None):
@@ -179,17 +216,27 @@ class Bottleneck(_ResidualBlock):
 
     def forward(self, x):
         self._check_block_input(x)
+        if self._fused():
+            out = self.bn1.forward_fused(self.conv1(x), relu=True)
+            out = self.bn2.forward_fused(self.conv2(out), relu=True)
+            out = self.conv3(out)
+            return self.bn3.forward_fused(out, self._shortcut(x, out.shape), relu=True)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         return self.relu(self._add_shortcut(out, x))
 
     def backward(self, dy):
-        d_sum = self.relu.backward(dy)                     # relu's uses in reverse
-        d_out = self.bn3.backward(d_sum)
-        d_out = self.bn2.backward(self.relu.backward(self.conv3.backward(d_out)))
-        d_out = self.bn1.backward(self.relu.backward(self.conv2.backward(d_out)))
+        if self._fused():
+            d_out, d_sum = self.bn3.backward_fused(dy)
+            d_out = self.bn2.backward(self.conv3.backward(d_out))
+            d_out = self.bn1.backward(self.conv2.backward(d_out))
+        else:
+            d_sum = self.relu.backward(dy)                 # relu's uses in reverse
+            d_out = self.bn3.backward(d_sum)
+            d_out = self.bn2.backward(self.relu.backward(self.conv3.backward(d_out)))
+            d_out = self.bn1.backward(self.relu.backward(self.conv2.backward(d_out)))
         return self.conv1.backward(d_out) + self._shortcut_backward(d_sum)
 
 
-__all__ = ["BasicBlock", "Bottleneck", "conv3x3", "conv1x1", "downsample"]
+__all__ = ["BasicBlock", "Bottleneck", "conv3x3", "conv1x1", "downsample", "fusable"]

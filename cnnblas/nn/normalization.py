@@ -1,9 +1,14 @@
 """Batch normalisation over the channels of NCHW input.
 
-In training mode :class:`BatchNorm2d` caches ``x_hat`` (the normalised input)
-and ``inv_std`` (1/σ per channel): its backward needs both and nothing else.
-:mod:`cnnblas.distributed` reuses ``_normalize_and_track`` and ``_input_grad``
-for the synchronised version, with statistics summed over every rank.
+The arithmetic is :mod:`cnnblas.ops.batchnorm`: one pass over memory for the
+statistics, one for the output, two for the backward. In training mode
+:class:`BatchNorm2d` caches its input ``x`` (which the layer before made
+anyway), the per-channel ``mean`` and ``inv_std`` (1/σ), and, when a ReLU is
+fused in (:meth:`BatchNorm2d.forward_fused`, used by the residual blocks),
+its output ``y``, whose sign is the ReLU's mask (the next layer caches ``y``
+anyway). :mod:`cnnblas.distributed` overrides ``_batch_statistics`` and
+``_reduce_gradient_sums`` for the synchronised version, with statistics summed
+over every rank.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from cnnblas.checks import check_int
 from cnnblas.nn import init
 from cnnblas.nn.layers import _Layer
 from cnnblas.nn.module import Parameter
+from cnnblas.ops import batchnorm as bn_ops
 
 
 class BatchNorm2d(_Layer):
@@ -44,7 +50,9 @@ class BatchNorm2d(_Layer):
     As ``torch.nn.BatchNorm2d``: training normalises with the batch mean and
     biased variance, and stores the *unbiased* variance (``m / (m - 1)``,
     ``m = N*H*W``) in ``running_var``; eval mode uses the running statistics.
-    The batch statistics are accumulated in float64.
+    The batch statistics are accumulated in float64. :meth:`forward_fused`
+    adds a residual and applies a ReLU in the same pass over memory (what the
+    residual blocks use); :meth:`backward_fused` is its backward.
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
@@ -74,10 +82,6 @@ class BatchNorm2d(_Layer):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}")
 
-    def _per_channel(self, values: np.ndarray) -> np.ndarray:
-        """(C,) viewed as (1, C, 1, 1) in the layer's dtype, to broadcast over NCHW."""
-        return values.astype(self.dtype, copy=False).reshape(1, -1, 1, 1)
-
     def _checked_affine(self, x):
         """Check ``x`` (N, num_features, H, W); return (gamma, beta), ones/zeros
         when the layer has no affine parameters."""
@@ -88,78 +92,129 @@ class BatchNorm2d(_Layer):
                 f"{self._describe()} expects {self.num_features} channels, got {c} "
                 f"(input shape {x.shape})"
             )
+        return self._affine()
+
+    def _affine(self):
         if self.affine:
             return self.weight.data, self.bias.data
-        return np.ones(c, self.dtype), np.zeros(c, self.dtype)
+        return np.ones(self.num_features, self.dtype), np.zeros(self.num_features, self.dtype)
 
     def forward(self, x):
         """Parameters: x (N, C, H, W). Returns the normalised (N, C, H, W)."""
-        gamma, beta = self._checked_affine(x)
-        n, c, h, w = x.shape
-        if not self.training:
-            # y = x * scale + shift with the running statistics: one pass, no cache.
-            scale = gamma / np.sqrt(self.running_var + self.dtype.type(self.eps))
-            shift = beta - self.running_mean * scale
-            return x * self._per_channel(scale) + self._per_channel(shift)
+        return self.forward_fused(x)
 
+    def forward_fused(self, x, residual=None, relu=False):
+        """``relu(bn(x) + residual)`` in one pass over memory (sum and ReLU optional).
+
+        A residual block's tail in one call. In training mode its backward is
+        :meth:`backward_fused`, or :meth:`backward` when no ``residual`` was
+        added. With ``relu`` the cache also holds the output ``y``, whose sign
+        is the ReLU's mask.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, C, H, W), the layer's dtype
+        residual : ndarray, shape and dtype of ``x``, optional
+        relu : bool, default False
+
+        Returns
+        -------
+        y : ndarray, shape and dtype of ``x``
+        """
+        gamma, beta = self._checked_affine(x)
+        if residual is not None:
+            self._check_input(residual, 4, self.dtype)
+            if residual.shape != x.shape:
+                raise ValueError(
+                    f"{self._describe()}: the residual has shape {residual.shape} but the "
+                    f"normalised input has {x.shape}"
+                )
+        if not self.training:
+            inv_std = 1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
+            return bn_ops.batch_norm_apply(x, self.running_mean, inv_std, gamma, beta,
+                                           residual, relu)
+        mean, var, count = self._batch_statistics(x)
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        self._track(mean, var, count)
+        y = bn_ops.batch_norm_apply(x, mean, inv_std, gamma, beta, residual, relu)
+        fused = {} if not relu else {"y": y}
+        if residual is not None:
+            fused["residual"] = True
+        self._save_for_backward(x=x, mean=mean, inv_std=inv_std, count=count, **fused)
+        return y
+
+    def _batch_statistics(self, x):
+        """(mean, biased var, count) of the training batch, mean and var float64 (C,).
+
+        The synchronised subclass sums them over the ranks.
+        """
+        n, _, h, w = x.shape
         count = n * h * w
         if count < 2:
             raise ValueError(
                 f"{self._describe()} needs more than 1 value per channel in training mode, "
                 f"got input shape {x.shape}"
             )
-        mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
-        centered = x - self._per_channel(mean)
-        var = np.square(centered).mean(axis=(0, 2, 3), dtype=np.float64)  # biased
-        y, x_hat, inv_std = self._normalize_and_track(centered, mean, var, count, gamma, beta)
-        self._save_for_backward(x_hat=x_hat, inv_std=inv_std)
-        return y
+        mean, var = self._moments(x)
+        return mean, var, count
 
-    def _normalize_and_track(self, centered, mean, var, count, gamma, beta):
-        """Training-mode output from batch statistics over ``count`` values per channel.
+    #: Per-channel (mean, biased variance) of an (N, C, H, W) array, float64.
+    _moments = staticmethod(bn_ops.batch_norm_statistics)
 
-        ``mean`` and the biased ``var`` are float64 per channel and ``centered`` is
-        ``x - mean``. Updates the running statistics (with the unbiased variance,
-        as PyTorch does). Returns (y, x_hat, inv_std).
-        """
-        inv_std = 1.0 / np.sqrt(var + self.eps)
-        x_hat = centered * self._per_channel(inv_std)
-        y = x_hat * self._per_channel(gamma) + self._per_channel(beta)
+    def _track(self, mean, var, count) -> None:
+        """Update the running statistics from the batch's ``mean`` and biased ``var``
+        over ``count`` values (storing the unbiased variance, as PyTorch does)."""
         self.num_batches_tracked += 1
         factor = (self.momentum if self.momentum is not None
                   else 1.0 / float(self.num_batches_tracked))
         self.running_mean[...] = (1 - factor) * self.running_mean + factor * mean
         self.running_var[...] = (1 - factor) * self.running_var + factor * var * (
             count / (count - 1))
-        return y, x_hat, inv_std
 
     def backward(self, dy):
         """Return dx; accumulate dweight = Σ dy·x̂ and dbias = Σ dy per channel.
 
-        With m = N*H*W: ``dx = weight * inv_std / m * (m*dy - Σdy - x̂ Σ(dy·x̂))``.
+        With m = N*H*W: ``dx = weight * inv_std * (dy - Σdy / m - x̂ Σ(dy·x̂) / m)``.
+        """
+        if self._caches and self._caches[-1].get("residual"):
+            raise RuntimeError(f"{self._describe()}: the pending forward added a residual; "
+                               "call backward_fused to get both gradients")
+        return self.backward_fused(dy)[0]
+
+    def backward_fused(self, dy):
+        """Backward of :meth:`forward_fused`: returns (dx, d_residual).
+
+        ``d_residual`` is the gradient of the residual (``dy`` masked by the
+        ReLU), or None when the forward added none. Accumulates the parameter
+        gradients as :meth:`backward` does.
         """
         cache = self._saved_for_backward()
-        x_hat = cache["x_hat"]
-        self._check_grad(dy, x_hat.shape)
-        dbias = dy.sum(axis=(0, 2, 3), dtype=np.float64)
-        dweight = (dy * x_hat).sum(axis=(0, 2, 3), dtype=np.float64)
+        x, y, mean, inv_std = cache["x"], cache.get("y"), cache["mean"], cache["inv_std"]
+        self._check_grad(dy, x.shape)
+        dy = dy.astype(self.dtype, copy=False)
+        residual = cache.get("residual", False)
+        if residual and y is not None:
+            sum_dy, sum_centered, d_residual = bn_ops.batch_norm_grad_sums(
+                dy, x, mean, y, masked_out=True)
+            dy, y = d_residual, None  # the mask is applied: dx needs no more of it
+        else:
+            sum_dy, sum_centered = bn_ops.batch_norm_grad_sums(dy, x, mean, y)
+            d_residual = dy if residual else None
+        sums = np.concatenate([sum_dy, sum_centered * inv_std])  # Σ g, Σ g·x̂
+        c = self.num_features
         if self.affine:
-            self.weight.accumulate_grad(dweight.astype(self.dtype))
-            self.bias.accumulate_grad(dbias.astype(self.dtype))
-        n, _, h, w = x_hat.shape
-        return self._input_grad(dy, x_hat, cache["inv_std"], n * h * w, dbias, dweight)
+            self.weight.accumulate_grad(sums[c:].astype(self.dtype))
+            self.bias.accumulate_grad(sums[:c].astype(self.dtype))
+        self._reduce_gradient_sums(sums)
+        gamma, _ = self._affine()
+        dx = bn_ops.batch_norm_input_grad(dy, x, mean, inv_std, gamma, sums[:c], sums[c:],
+                                          cache["count"], y)
+        return dx, d_residual
 
-    def _input_grad(self, dy, x_hat, inv_std, count, dbias, dweight):
-        """dx from the per-channel sums Σdy (``dbias``) and Σdy·x̂ (``dweight``) over
-        the ``count`` values the batch statistics came from."""
-        gamma = self.weight.data if self.affine else np.ones(x_hat.shape[1], self.dtype)
-        coeff = gamma * inv_std / count
-        dx = self._per_channel(coeff) * (
-            dy * self.dtype.type(count)
-            - self._per_channel(dbias)
-            - x_hat * self._per_channel(dweight)
-        )
-        return dx.astype(self.dtype, copy=False)
+    def _reduce_gradient_sums(self, sums) -> None:
+        """Hook on the local ``[Σ g, Σ g·x̂]`` (float64, 2C) before dx is formed, after
+        the parameter gradients took them; the synchronised subclass sums them
+        over the ranks in place."""
 
 
 __all__ = ["BatchNorm2d"]

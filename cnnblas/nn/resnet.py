@@ -20,12 +20,14 @@ the two unchanged.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from cnnblas.checks import check_bool, check_int
 from cnnblas.nn import init
 from cnnblas.nn.adaptive_pool import AdaptiveAvgPool2d
-from cnnblas.nn.blocks import BasicBlock, downsample
+from cnnblas.nn.blocks import BasicBlock, downsample, fusable
 from cnnblas.nn.layers import Conv2d, Linear, MaxPool2d, ReLU
 from cnnblas.nn.module import Module, Sequential, _prefixed
 from cnnblas.nn.normalization import BatchNorm2d
@@ -141,10 +143,25 @@ class ResNet(Module):
             stage += 1
         return [(name, getattr(self, name)) for name in names + ["avgpool"]]
 
+    def _steps(self) -> list[tuple[str, object, object]]:
+        """(name, forward, backward) of the layers before ``fc``, in forward order;
+        the stem's ``bn1`` and ``relu`` are one step (one pass over memory) when
+        they are the stock layers (:func:`~cnnblas.nn.blocks.fusable`)."""
+        fuse_stem = fusable(self.bn1, self.relu)
+        steps = []
+        for name, layer in self._trunk():
+            if fuse_stem and name == "relu":
+                continue
+            forward = layer.forward
+            if fuse_stem and name == "bn1":
+                forward = functools.partial(layer.forward_fused, relu=True)
+            steps.append((name, forward, layer.backward))
+        return steps
+
     def forward(self, x):
         """Parameters: x (N, in_channels, H, W). Returns logits (N, num_classes)."""
-        for name, layer in self._trunk():
-            x = self._run(name, layer.forward, x)
+        for name, forward, _ in self._steps():
+            x = self._run(name, forward, x)
         return self._run("fc", self.fc.forward, x.reshape(x.shape[0], -1))
 
     def backward(self, dy):
@@ -154,8 +171,8 @@ class ResNet(Module):
         """
         d = self._run("fc", self.fc.backward, dy)
         d = d.reshape(*d.shape, 1, 1)  # the pooled (N, C, 1, 1) map
-        for name, layer in reversed(self._trunk()):
-            d = self._run(name, layer.backward, d)
+        for name, _, backward in reversed(self._steps()):
+            d = self._run(name, backward, d)
         return d
 
     def _run(self, name: str, method, array):

@@ -141,7 +141,7 @@ def test_train_eval_recursive_and_eval_keeps_no_activations():
     x = np.random.default_rng(0).standard_normal((3, 1, 6, 6)).astype(np.float32)
     net(x)
     cached = {name: module.cached for name, module in net.named_modules() if module.cached}
-    assert cached == {"0": ("x",), "1": ("x_hat", "inv_std"), "2": ("mask", "dtype"),
+    assert cached == {"0": ("x",), "1": ("x", "mean", "inv_std", "count"), "2": ("mask", "dtype"),
                       "3": ("argmax", "input_shape"), "4": ("input_shape",), "5": ("mask",),
                       "6": ("x",), "7": ("y",), "8": ("x",)}
     net.eval()

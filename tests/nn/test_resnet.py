@@ -110,12 +110,15 @@ def test_resnet20_float32_training_steps_match_torch(torch):
     x = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
     errors = compare_training(torch, model, twin, x, rng.integers(0, 10, 8))
     print("ResNet-20 float32 (gemm) vs torch, max relative errors:", errors)
-    # A ReLU switches at the second step here (one BatchNorm bias's few updates differ
-    # by 0.7%): see compare_training. The first step is exact to rounding.
-    assert errors.pop("weights after 3 steps") < 2e-2, errors
+    # ReLUs switch after the first step here: at the second step a stem BatchNorm output
+    # is -9.2e-8 in PyTorch, within one float32 rounding of 0, and either sign is right
+    # (see compare_training; one such switch moves a BatchNorm bias's few updates by
+    # ~2.5% and the weights by 6e-4 of the largest). The first step is exact to
+    # rounding, and the float64 test below checks every step to 1e-12.
+    assert errors.pop("weights after 3 steps") < 5e-2, errors
     assert errors.pop("gradients") < 2e-3, errors
-    assert errors.pop("weights after 3 steps, global") < 3e-4, errors
-    assert errors.pop("eval logits") < 1e-3, errors
+    assert errors.pop("weights after 3 steps, global") < 2e-3, errors
+    assert errors.pop("eval logits") < 5e-3, errors
     assert max(errors.values()) < 1e-4, errors
 
 
