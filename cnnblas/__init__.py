@@ -17,6 +17,7 @@ _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from cnnblas import data, functional, nn, optim  # noqa: E402
 from cnnblas._version import __version__  # noqa: E402
+from cnnblas.allocator import keep_freed_memory as _keep_freed_memory  # noqa: E402
 from cnnblas.inference import Predictor, load_model  # noqa: E402
 from cnnblas.ops.algorithms import choose_algorithm  # noqa: E402
 from cnnblas.ops.conv import col2im, conv2d, conv2d_backward, im2col  # noqa: E402
@@ -36,3 +37,6 @@ __all__ = [
 
 # NumPy (or SciPy) imported before cnnblas has read the variable already.
 _shorten_openblas_spin()
+# Activations freed by one step's backward are reused by the next forward
+# rather than faulted in afresh (cnnblas.allocator).
+_keep_freed_memory()
