@@ -10,10 +10,9 @@ its elapsed time minus that of the timed calls inside it, to a category:
   ``"Conv2d backward (ALG)"`` with ALG the algorithm it runs
   (:func:`cnnblas.ops.algorithms.choose_algorithm` on its input's shape and
   its ``algorithm`` setting);
-- any other layer: ``"<Class> forward"`` / ``"<Class> backward"``; a
-  BatchNorm's fused passes, which the residual blocks call with the ReLU and
-  the residual add folded in: ``"BatchNorm2d forward (+ReLU, +residual
-  add)"`` and its backward;
+- any other layer: ``"<Class> forward"`` / ``"<Class> backward"``, a
+  BatchNorm's fused passes (which the residual blocks call with the ReLU and
+  the residual add folded in) included;
 - a module holding others (a residual block, a Sequential): ``"<Class> own
   code"``, what it does itself: for the blocks the residual adds and
   shape checks, for a Sequential its loop;
@@ -88,11 +87,11 @@ class LayerProfiler:
         for method in ("forward", "backward"):
             self._patch(module, method, f"{kind} {method}")
         # Blocks call these instead of forward/backward to fuse the ReLU and the
-        # residual add into BatchNorm's passes (cnnblas.nn.BatchNorm2d).
+        # residual add into BatchNorm's passes (cnnblas.nn.BatchNorm2d); the plain
+        # methods may call them too, so calls can count twice, never the time.
         for method in ("forward_fused", "backward_fused"):
             if hasattr(module, method):
-                direction = method.split("_")[0]
-                self._patch(module, method, f"{kind} {direction} (+ReLU, +residual add)")
+                self._patch(module, method, f"{kind} {method.split('_')[0]}")
 
     def _patch(self, owner, method: str, category) -> None:
         original = getattr(owner, method)
