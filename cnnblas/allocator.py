@@ -14,15 +14,16 @@ blocks up to :data:`MMAP_THRESHOLD` come from the heap and up to
 :data:`TRIM_THRESHOLD` of free heap stays mapped for the next step. Larger
 blocks are still mapped and unmapped one by one, so a process keeps at most
 about :data:`TRIM_THRESHOLD` more than it uses. ``import cnnblas`` calls it
-once. Elsewhere than glibc it does nothing, and a threshold the user set
-through glibc's own variables (``MALLOC_MMAP_THRESHOLD_``,
-``MALLOC_TRIM_THRESHOLD_``) is left as it is.
+once. Elsewhere than glibc on Linux it does nothing, and a threshold the user
+set through glibc's own variables (``MALLOC_MMAP_THRESHOLD_``,
+``MALLOC_TRIM_THRESHOLD_``, or ``GLIBC_TUNABLES``) is left as it is.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
 #: Largest block served from the heap rather than mapped on its own (32 MiB:
 #: the ceiling of glibc's own dynamic threshold on 64-bit systems).
@@ -35,18 +36,22 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 _SETTINGS = (
-    ("MALLOC_MMAP_THRESHOLD_", _M_MMAP_THRESHOLD, MMAP_THRESHOLD),
-    ("MALLOC_TRIM_THRESHOLD_", _M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+    ("MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold", _M_MMAP_THRESHOLD,
+     MMAP_THRESHOLD),
+    ("MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold", _M_TRIM_THRESHOLD,
+     TRIM_THRESHOLD),
 )
 
 
 def _glibc():
     """The process's C library when it is glibc (it has ``mallopt``), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # glibc only  # noqa: B018
         mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         return None
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
@@ -66,8 +71,9 @@ def keep_freed_memory() -> list[str]:
     if libc is None:
         return []
     applied = []
-    for variable, parameter, value in _SETTINGS:
-        if variable in os.environ:
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    for variable, tunable, parameter, value in _SETTINGS:
+        if variable in os.environ or tunable in tunables:
             continue
         if libc.mallopt(parameter, value) == 1:
             applied.append(variable)

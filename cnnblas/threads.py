@@ -173,8 +173,10 @@ def shorten_openblas_spin() -> int:
     down: the pool restarts on the next multi-threaded call with the new
     timeout. Libraries that load later read the variable themselves.
 
-    Must not run while another thread is inside a BLAS call: ``import cnnblas``
-    calls it once.
+    Shutting a pool down while another thread is inside a BLAS call hangs
+    that call and this one, so nothing is restarted unless the calling thread
+    is the process's only Python thread (``import cnnblas`` calls it once; the
+    command line imports cnnblas before NumPy, so the variable alone does it).
 
     Returns
     -------
@@ -185,6 +187,8 @@ def shorten_openblas_spin() -> int:
     try:
         wanted_value = int(wanted)
     except ValueError:  # OpenBLAS's own atoi would read this as 0 (its default)
+        return 0
+    if threading.active_count() > 1:
         return 0
     restarted = 0
     for handle in _openblas_libraries():

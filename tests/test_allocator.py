@@ -59,3 +59,24 @@ def test_a_threshold_the_user_set_is_kept():
     faults = _faults("import cnnblas", {"MALLOC_TRIM_THRESHOLD_": "8192",
                                         "MALLOC_MMAP_THRESHOLD_": "131072"})
     assert faults > 2 * pages
+
+
+@needs_glibc
+def test_thresholds_set_through_glibc_tunables_are_kept(monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=8192")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert allocator.keep_freed_memory() == ["MALLOC_MMAP_THRESHOLD_"]
+
+
+def test_nothing_is_done_off_linux(monkeypatch):
+    monkeypatch.setattr(allocator.sys, "platform", "win32")
+    assert allocator.keep_freed_memory() == []
+
+
+def test_a_c_library_that_cannot_be_opened_by_name_none_is_skipped(monkeypatch):
+    def refuse(name, *args, **kwargs):  # CPython's CDLL on Windows with name None
+        raise TypeError("argument of type 'NoneType' is not iterable")
+
+    monkeypatch.setattr(allocator.ctypes, "CDLL", refuse)
+    assert allocator.keep_freed_memory() == []

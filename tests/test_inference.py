@@ -105,3 +105,11 @@ def test_predictor_checks_its_parts():
         Predictor("lenet5")
     with pytest.raises(TypeError, match="preprocessing must be a cnnblas.data.Preprocessing"):
         Predictor(nn.Identity(), {"mean": 0.5})
+
+
+def test_a_float64_model_gets_float64_input():
+    model = nn.build_model("lenet5", num_classes=3, input_size=8, rng=0, dtype=np.float64)
+    prep = Preprocessing(shape=(1, 8, 8), pixel_max=255)
+    images = np.random.default_rng(2).integers(0, 256, (5, 1, 8, 8), dtype=np.uint8)
+    expected = model.eval()(images.astype(np.float64) / 255).argmax(axis=1)
+    np.testing.assert_array_equal(Predictor(model, prep).predict(images), expected)

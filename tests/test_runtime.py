@@ -128,3 +128,28 @@ def test_openblas_timeout_set_by_the_user_is_kept():
     for state in probe["libraries"].values():
         assert state["timeout"] == 12
         assert state["pool_running"] == 1  # nothing to change: the pool was left alone
+
+
+BLAS_IN_ANOTHER_THREAD = """
+import threading
+import numpy as np
+a = np.ones((400, 400))
+stop = threading.Event()
+def multiply():
+    while not stop.is_set():
+        a @ a  # threaded OpenBLAS calls while cnnblas is imported
+worker = threading.Thread(target=multiply)
+worker.start()
+import cnnblas
+stop.set()
+worker.join()
+print("imported")
+"""
+
+
+def test_import_while_another_thread_runs_blas_does_not_hang():
+    env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", BLAS_IN_ANOTHER_THREAD], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["imported"]

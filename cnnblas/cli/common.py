@@ -60,10 +60,17 @@ def import_user_modules(modules: list[str]) -> None:
                 path = Path(module)
                 if not path.is_file():
                     raise ImportError(f"the file {path} does not exist")
-                spec = importlib.util.spec_from_file_location(path.stem, path)
+                # A name of its own, so that a file called json.py or numpy.py
+                # does not replace that module for the rest of the process.
+                name = f"_cnnblas_import_{path.resolve()}"
+                spec = importlib.util.spec_from_file_location(name, path)
                 loaded = importlib.util.module_from_spec(spec)
-                sys.modules[path.stem] = loaded
-                spec.loader.exec_module(loaded)
+                sys.modules[name] = loaded
+                try:
+                    spec.loader.exec_module(loaded)
+                except BaseException:
+                    del sys.modules[name]
+                    raise
             else:
                 if os.getcwd() not in sys.path and "" not in sys.path:
                     sys.path.insert(0, os.getcwd())

@@ -16,9 +16,11 @@ and the backward calls ``relu.backward`` once per use, the last use first.
 As built (BatchNorm2d layers and the stock ReLU), a block runs each
 BatchNorm-ReLU pair as one pass over memory, and its tail ``relu(bn(out) +
 shortcut)`` as one more (:meth:`BatchNorm2d.forward_fused`); the ``relu``
-layer is then not called. The results are those of the separate layers, bit
-for bit. A block whose BatchNorm or ReLU was replaced (a subclass overriding
-forward, a LeakyReLU, ...) calls its layers one by one.
+layer is then not called. The results are those of the separate layers: bit
+for bit in float32, and in float64 to the last bit or so of the backward's
+float64 sums, which the masked kernel adds in another order. A block whose
+BatchNorm or ReLU was replaced (a subclass overriding forward, a LeakyReLU,
+...) calls its layers one by one.
 """
 
 from __future__ import annotations

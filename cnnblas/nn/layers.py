@@ -20,6 +20,8 @@ ReLU           ``mask`` (bool, ``x > 0``), dtype  1 byte per element instead of 
 LeakyReLU      ``mask`` (bool, ``x > 0``), dtype  same
 Sigmoid        ``y``                              dσ = σ (1 - σ)
 Tanh           ``y``                              dtanh = 1 - tanh²
+BatchNorm2d    ``x``, mean, 1/σ (+ ``y``)         x̂ recomputed in the backward pass;
+               (:mod:`cnnblas.nn.normalization`)  ``y`` when a ReLU was fused
 MaxPool2d      ``argmax``, ``input_shape``        scatter target of each window
 AvgPool2d      ``input_shape``                    the gradient is spread uniformly
 Flatten        ``input_shape``                    reshape back

@@ -15,8 +15,9 @@ what its backward needs (its input, a mask, the arg-max of a pooling, ...):
 - ``train()``, ``eval()``, :meth:`Module.zero_grad` and
   :meth:`Module.clear_caches` empty the stacks (a forward whose backward never
   came would otherwise be held forever);
-- a cache holds references, not copies: ``Conv2d``, ``ConvTranspose2d`` and
-  ``Linear`` keep their input, ``Sigmoid`` and ``Tanh`` their output. Calling
+- a cache holds references, not copies: ``Conv2d``, ``ConvTranspose2d``,
+  ``Linear`` and ``BatchNorm2d`` keep their input, ``Sigmoid`` and ``Tanh``
+  their output (and ``BatchNorm2d`` its output when a block fused the ReLU). Calling
   a module (``model(x)``, not ``model.forward(x)``) in training mode therefore
   works on a copy of ``x`` and returns a copy of an output that a cache holds,
   so the caller may change ``x`` or the output in place before the backward
@@ -355,9 +356,7 @@ class Module:
         kwargs = {name: _owned(value) for name, value in kwargs.items()}
         _outermost.active, _outermost.saved = True, []
         try:
-            out = self.forward(*args, **kwargs)
-            if isinstance(out, np.ndarray) and _shares_memory(_outermost.saved, out):
-                out = out.copy()
+            out = _unshared(self.forward(*args, **kwargs), _outermost.saved)
         finally:
             _outermost.active, _outermost.saved = False, None
         return out
@@ -544,4 +543,20 @@ class Sequential(Module):
         return dy
 
 
+def _unshared(out, saved: list[dict]):
+    """``out`` with every array that shares memory with a cache in ``saved``
+    copied, inside tuples, lists and dicts too (a model may return several)."""
+    if isinstance(out, np.ndarray):
+        return out.copy() if _shares_memory(saved, out) else out
+    if isinstance(out, (tuple, list)):
+        items = [_unshared(item, saved) for item in out]
+        if hasattr(out, "_fields"):  # a named tuple
+            return type(out)(*items)
+        return type(out)(items)
+    if isinstance(out, dict):
+        return {key: _unshared(value, saved) for key, value in out.items()}
+    return out
+
+
 __all__ = ["Parameter", "Module", "Sequential", "IncompatibleKeys"]
+

@@ -221,3 +221,21 @@ def test_mnist_run_predicts_raw_images_with_the_reported_accuracy(tmp_path, caps
     raw = cb.data.load_idx(MNIST5K / "t10k-images-idx3-ubyte.gz")
     labels = cb.data.load_idx(MNIST5K / "t10k-labels-idx1-ubyte.gz")
     assert np.count_nonzero(cb.load_model(run).predict(raw) == labels) == correct
+
+
+def test_an_imported_file_does_not_replace_a_module_of_the_same_name(tmp_path):
+    import json
+    import sys
+
+    from cnnblas.cli.common import import_user_modules
+
+    user_file = tmp_path / "json.py"
+    user_file.write_text("LOADED = True\n")
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('boom')\n")
+    before = set(sys.modules)
+    import_user_modules([str(user_file)])
+    assert sys.modules["json"] is json and hasattr(json, "dumps")
+    with pytest.raises(ImportError, match="boom"):
+        import_user_modules([str(broken)])
+    assert not [name for name in set(sys.modules) - before if "broken" in name]

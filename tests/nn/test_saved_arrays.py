@@ -217,3 +217,31 @@ def test_layers_declared_reference_free_cache_only_their_own_arrays(layer):
 def test_identity_returns_its_argument_in_training_mode():
     x = _x(2, 3)
     assert nn.Identity()(x) is x
+
+
+class _TwoOutputs(nn.Module):
+    """Returns ``(sigmoid(linear(x)), its sum)``: a cached output inside a tuple."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear, self.sigmoid = nn.Linear(4, 3, dtype=np.float64, rng=0), nn.Sigmoid()
+
+    def forward(self, x):
+        y = self.sigmoid(self.linear(x))
+        return y, {"total": y.sum(), "same": [y]}
+
+    def backward(self, dy):
+        return self.linear.backward(self.sigmoid.backward(dy))
+
+
+def test_cached_outputs_inside_tuples_lists_and_dicts_are_copied():
+    model = _TwoOutputs()
+    x = _x(2, 4)
+    y, extra = model(x)
+    expected_y = y.copy()
+    y -= 1.0                                       # edits after the call ...
+    extra["same"][0] *= 0.0
+    dy = np.ones_like(y)
+    dx = model.backward(dy)                        # ... change nothing the backward reads
+    np.testing.assert_allclose(dx, (dy * expected_y * (1 - expected_y))
+                               @ model.linear.weight.data, rtol=1e-12)
