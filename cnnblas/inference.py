@@ -81,11 +81,9 @@ class Predictor:
         prepare = self.preprocessing
         images = prepare.scale(images)  # checks the whole input before any work
         self.model.eval()
-        # Preprocessing gives float32; a float64 model takes float64.
         dtype = next((param.dtype for param in self.model.parameters()), np.float32)
         for low in range(0, len(images), batch_size):
-            batch = prepare.resize_and_standardize(images[low:low + batch_size])
-            yield self.model(batch.astype(dtype, copy=False))
+            yield self.model(prepare.resize_and_standardize(images[low:low + batch_size], dtype))
 
     def predict_proba(self, images, batch_size: int = 256) -> np.ndarray:
         """Softmax probabilities of every class, float32 (N, classes).

@@ -62,8 +62,8 @@ def _per_channel(value, channels: int, name: str) -> np.ndarray:
 
 
 def standardize(images: np.ndarray, mean: float | Sequence[float] = 0.0,
-                std: float | Sequence[float] = 1.0) -> np.ndarray:
-    """``(images - mean) / std`` per channel, as a new float32 array.
+                std: float | Sequence[float] = 1.0, dtype=np.float32) -> np.ndarray:
+    """``(images - mean) / std`` per channel, as a new array of ``dtype``.
 
     Parameters
     ----------
@@ -71,10 +71,12 @@ def standardize(images: np.ndarray, mean: float | Sequence[float] = 0.0,
     mean, std : float or sequence of C floats
         One value for every channel, or one per channel (e.g. from
         :func:`channel_statistics`); ``std`` must be non-zero.
+    dtype : float32 or float64, default float32
+        The model's dtype.
 
     Returns
     -------
-    ndarray, shape (N, C, H, W), float32
+    ndarray, shape (N, C, H, W), ``dtype``
     """
     images = np.asarray(images)
     if images.ndim != 4:
@@ -84,7 +86,7 @@ def standardize(images: np.ndarray, mean: float | Sequence[float] = 0.0,
     std = _per_channel(std, channels, "std")
     if np.any(std == 0):
         raise ValueError(f"std must be non-zero, got {std.ravel().tolist()}")
-    result = images.astype(np.float32)  # a copy, also for float32 input
+    result = images.astype(dtype)  # a copy, also for input of that dtype
     result -= mean
     result /= std
     return result

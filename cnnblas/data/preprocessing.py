@@ -184,15 +184,16 @@ class Preprocessing:
         """
         return self.resize_and_standardize(self.scale(images, name))
 
-    def resize_and_standardize(self, scaled: np.ndarray) -> np.ndarray:
-        """Scaled images (what :meth:`scale` returns) -> the model's input, a new float32 array.
+    def resize_and_standardize(self, scaled: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """Scaled images (what :meth:`scale` returns) -> the model's input, a new
+        array of ``dtype`` (the model's: float32 or float64).
 
         Upsampled (every pixel repeated ``upsample`` times along both axes),
         then ``(x - mean) / std`` per channel; no check of the values.
         """
         if self.upsample > 1:
             scaled = scaled.repeat(self.upsample, axis=2).repeat(self.upsample, axis=3)
-        return standardize(scaled, self.mean, self.std)
+        return standardize(scaled, self.mean, self.std, dtype)
 
     def scale(self, images, name: str = "images") -> np.ndarray:
         """Raw images checked and scaled (not upsampled, not standardised), float32 (N, C, H, W).
