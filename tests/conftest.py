@@ -119,7 +119,9 @@ def assert_close(actual, expected, rtol=1e-10, err_msg=""):
 
 @pytest.fixture
 def two_threads(monkeypatch):
-    """Two threads, and no serial shortcut: every call takes the worker path."""
+    """Two threads, and no serial shortcut for batches: every call on two or more
+    images takes the worker path (one image under ``INTRA_STEP_FLOPS`` still runs
+    serially; set that to 0 as well to force the intra-step path)."""
     import cnnblas as cb
     from cnnblas.ops import parallel
 
