@@ -17,7 +17,7 @@ import cnnblas as cb
 from cnnblas import reference
 from cnnblas.checks import conv_geometry
 from cnnblas.functional import conv2d_input_grad
-from cnnblas.ops import pointwise
+from cnnblas.ops import pointwise, workspace
 from tests.conftest import ConvCase, assert_close
 
 UNPADDED = ((0, 0), (0, 0))
@@ -79,6 +79,7 @@ def test_matches_reference_loops(case, dtype, rtol):
     ConvCase(7, 6, 9, 11, 4, (1, 1), (2, 3), UNPADDED, (1, 1), 2),
     ConvCase(5, 4, 8, 8, 6, (1, 1), (2, 2), UNPADDED, (2, 1), 1),
     ConvCase(6, 3, 5, 13, 3, (1, 1), (4, 1), UNPADDED, (1, 1), 3),
+    ConvCase(5, 4, 6, 7, 6, (1, 1), (1, 1), UNPADDED, (1, 1), 2),
 ])
 def test_strided_chunks_match_reference_loops(case, limit):
     """A small workspace splits the strided path into chunks of one or a few
@@ -90,6 +91,24 @@ def test_strided_chunks_match_reference_loops(case, limit):
         check_against_loops(case, np.float64, 1e-12)
     finally:
         cb.set_workspace_limit(old)
+
+
+def test_weight_gradient_products_stay_within_the_workspace_budget():
+    """dWᵀ sums per-image products made by one stacked matmul: at stride 1 (no
+    chunks) the products of a whole range would take N·C·K elements; they are
+    made in blocks that fit the workspace budget instead."""
+    case = ConvCase(32, 64, 2, 2, 64, (1, 1), (1, 1), UNPADDED, (1, 1), 1)
+    x, weight, _, dy = case.arrays()
+    old = cb.get_workspace_limit()
+    try:
+        cb.set_workspace_limit(64 * 2**10)  # one image's products: 64*64*8 bytes
+        grads = cb.conv2d_backward(dy, x, weight, **case.kwargs(), algorithm="gemm")
+        assert workspace.held_bytes() <= 64 * 2**10
+    finally:
+        cb.set_workspace_limit(old)
+    for got, want in zip(grads, reference.conv2d_backward_direct(dy, x, weight, **case.kwargs()),
+                         strict=True):
+        assert_close(got, want, 1e-12)
 
 
 def test_worker_threads_match_reference_loops(two_threads):
