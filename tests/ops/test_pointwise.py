@@ -149,12 +149,19 @@ def test_matches_torch(case, dtype, rtol):
 @pytest.mark.torch
 @pytest.mark.parametrize("stride, output_padding", [(2, 0), (2, 1), ((3, 2), (2, 1))])
 def test_strided_1x1_transposed_convolution_matches_torch(torch, stride, output_padding):
-    """The transposed convolution's forward is this path's input gradient."""
+    """The transposed convolution's forward is this path's input gradient, its
+    input gradient this path's forward."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 4, 5, 6))
     weight = rng.standard_normal((4, 3, 1, 1))
     bias = rng.standard_normal(6)
     args = dict(stride=stride, output_padding=output_padding, groups=2)
-    expected = torch.nn.functional.conv_transpose2d(
-        torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(bias), **args)
-    assert_close(cb.conv_transpose2d(x, weight, bias, **args), expected.numpy(), 1e-12)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, weight, bias))
+    expected = torch.nn.functional.conv_transpose2d(xt, wt, bt, **args)
+    y = cb.conv_transpose2d(x, weight, bias, **args)
+    assert_close(y, expected.detach().numpy(), 1e-12)
+    dy = rng.standard_normal(y.shape)
+    expected.backward(torch.from_numpy(dy))
+    grads = cb.conv_transpose2d_backward(dy, x, weight, **args)
+    for got, want in zip(grads, (xt.grad, wt.grad, bt.grad), strict=True):
+        assert_close(got, want.numpy(), 1e-12)
