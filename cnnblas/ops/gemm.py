@@ -15,11 +15,12 @@ Stride, padding and dilation live entirely in im2col/col2im; the GEMMs never
 change. The columns of the ``b`` images of a chunk sit side by side, so each
 pass is one large GEMM rather than ``b`` small ones; only the (much smaller)
 output and ``dy`` are reordered between (b, K, L) and (K, b*L). A 1x1,
-stride-1, unpadded convolution skips im2col: each image already is its
-(C, H*W) column matrix. The batch is split across worker threads by
-:func:`cnnblas.ops.parallel.map_image_ranges`. :func:`input_grad` runs the
-input-gradient pass alone, for :func:`cnnblas.ops.conv.conv2d_input_grad` and
-the transposed convolution (:mod:`cnnblas.ops.conv_transpose`).
+unpadded convolution skips im2col and col2im: it is a pointwise GEMM on the
+input subsampled by the stride (:mod:`cnnblas.ops.pointwise`). The batch is
+split across worker threads by :func:`cnnblas.ops.parallel.map_image_ranges`.
+:func:`input_grad` runs the input-gradient pass alone, for
+:func:`cnnblas.ops.conv.conv2d_input_grad` and the transposed convolution
+(:mod:`cnnblas.ops.conv_transpose`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnnblas._kernels.transpose import transpose_into
-from cnnblas.ops import parallel, workspace
+from cnnblas.ops import parallel, pointwise, workspace
 from cnnblas.ops.problem import ConvProblem, fold_columns
 from cnnblas.ops.workspace import Slot
 
@@ -145,8 +146,8 @@ def input_gemm(problem: ConvProblem, dy_matrix: np.ndarray, dx: np.ndarray, star
 def _forward_images(problem: ConvProblem, bias, y: np.ndarray, start: int, stop: int,
                     serial: bool) -> None:
     """y[start:stop] = conv(x[start:stop]), chunk by chunk (or without im2col for 1x1)."""
-    if problem.geom.is_pointwise:
-        _forward_pointwise(problem, bias, y, start, stop)
+    if pointwise.applies(problem.geom):
+        pointwise.forward_images(problem, bias, y, start, stop)
         return
     for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1,
                                                   max_bytes=_CHUNK_BYTES):
@@ -166,9 +167,9 @@ def _backward_images(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray | None
     dweight_t = np.zeros((groups, problem.rows_per_group, n_out // groups), dy.dtype)
     dbias = np.zeros(n_out, dy.dtype)
     product_t = np.empty(dweight_t.shape[1:], dy.dtype)
-    if problem.geom.is_pointwise:
-        _backward_pointwise(problem, dy, dx, start, stop, dweight_t, product_t)
-        dbias += _per_batch_group(dy[start:stop], groups).sum(axis=(0, 3)).reshape(n_out)
+    if pointwise.applies(problem.geom):
+        pointwise.backward_images(problem, dy, dx, start, stop, dweight_t, product_t)
+        dbias += pointwise.per_batch_group(dy[start:stop], groups).sum(axis=(0, 3)).reshape(n_out)
         return dweight_t, dbias
     for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1 if dx is None else 2,
                                                   max_bytes=_CHUNK_BYTES):
@@ -184,8 +185,8 @@ def _backward_images(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray | None
 def _input_grad_images(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray, start: int,
                        stop: int, serial: bool) -> None:
     """dx[start:stop] = col2im(Wmᵀ @ dY), chunk by chunk (or without col2im for 1x1)."""
-    if problem.geom.is_pointwise:
-        _input_pointwise(problem, dy, dx, start, stop)
+    if pointwise.applies(problem.geom):
+        pointwise.input_grad_images(problem, dy, dx, start, stop)
         return
     for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1,
                                                   max_bytes=_CHUNK_BYTES):
@@ -212,57 +213,3 @@ def _add_product_t(target: np.ndarray, columns: np.ndarray, dy_g: np.ndarray,
         np.matmul(columns, dy_g.T, out=target)
     else:
         target += np.matmul(columns, dy_g.T, out=product_t)
-
-
-# --------------------------------------------------------------------------- 1x1 without im2col
-
-def _per_batch_group(images: np.ndarray, groups: int) -> np.ndarray:
-    """Images (b, channels, h, w) viewed as (b, groups, channels/groups, h*w); b may
-    be 0. The callers' arrays are C-contiguous, so this is a view, never a copy:
-    ``out=`` arguments are written through it."""
-    count, channels, height, width = images.shape
-    return images.reshape(count, groups, channels // groups, height * width)
-
-
-def _forward_pointwise(problem: ConvProblem, bias, y: np.ndarray, start: int,
-                       stop: int) -> None:
-    """Y = Wm @ X for a 1x1 stride-1 unpadded layer: each image is its columns.
-
-    One stacked matmul per group over the range, rather than one call per
-    image, holds the GIL less often while the other worker runs.
-    """
-    groups, w_grouped = problem.groups, problem.grouped_weight
-    x_range = _per_batch_group(problem.x[start:stop], groups)
-    y_range = _per_batch_group(y[start:stop], groups)
-    for g in range(groups):
-        np.matmul(w_grouped[g], x_range[:, g], out=y_range[:, g])  # Y = Wm @ X
-    if bias is not None:
-        y[start:stop] += bias[:, None, None]
-
-
-def _backward_pointwise(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray | None,
-                        start: int, stop: int, dweight_t: np.ndarray,
-                        product_t: np.ndarray) -> None:
-    """dWᵀ of images [start, stop) into ``dweight_t``, and dx[start:stop] unless None,
-    for a 1x1 stride-1 unpadded layer (no im2col, no col2im)."""
-    groups = problem.groups
-    x_range = _per_batch_group(problem.x[start:stop], groups)
-    dy_range = _per_batch_group(dy[start:stop], groups)
-    for g in range(groups):
-        for image in range(stop - start):
-            # dWᵀ += X @ dYᵀ
-            _add_product_t(dweight_t[g], x_range[image, g], dy_range[image, g], product_t,
-                           first=image == 0)
-    if dx is not None:
-        _input_pointwise(problem, dy, dx, start, stop)
-
-
-def _input_pointwise(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray, start: int,
-                     stop: int) -> None:
-    """dx[start:stop] = Wmᵀ @ dY for a 1x1 stride-1 unpadded layer, one stacked
-    matmul per group (no col2im)."""
-    groups, w_grouped = problem.groups, problem.grouped_weight
-    dy_range = _per_batch_group(dy[start:stop], groups)
-    dx_range = _per_batch_group(dx[start:stop], groups)
-    for g in range(groups):
-        np.matmul(w_grouped[g].T, dy_range[:, g], out=dx_range[:, g])  # dX = Wmᵀ @ dY
