@@ -156,15 +156,6 @@ class ConvGeometry(NamedTuple):
     out_w: int
 
     @property
-    def is_pointwise(self) -> bool:
-        """True for a 1x1, stride-1, unpadded window: im2col is the identity."""
-        return (
-            self.kernel_h == self.kernel_w == 1
-            and self.stride_h == self.stride_w == 1
-            and self.pad_top == self.pad_bottom == self.pad_left == self.pad_right == 0
-        )
-
-    @property
     def padding(self) -> Padding2d:
         return (self.pad_top, self.pad_bottom), (self.pad_left, self.pad_right)
 
