@@ -79,9 +79,12 @@ Threads
     :func:`cnnblas.set_num_threads`.
 """
 
+from cnnblas.distributed import launch
 from cnnblas.distributed.batchnorm import SyncBatchNorm2d, convert_sync_batchnorm
+from cnnblas.distributed.launch import run_ranks
 from cnnblas.distributed.loader import ShardedLoader
 from cnnblas.distributed.mpi import DataParallel, init, launched_size
+from cnnblas.distributed.shared import PeerLostError, SharedMemoryComm
 from cnnblas.distributed.world import (
     CollectiveError,
     LocalWorld,
@@ -93,5 +96,5 @@ from cnnblas.distributed.world import (
 __all__ = [
     "World", "DataParallel", "LocalWorld", "ShardedLoader", "SyncBatchNorm2d", "CollectiveError",
     "WeightsDivergedError", "launched_size", "init", "threads_per_rank",
-    "convert_sync_batchnorm",
+    "convert_sync_batchnorm", "SharedMemoryComm", "PeerLostError", "run_ranks", "launch",
 ]

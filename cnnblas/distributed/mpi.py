@@ -109,9 +109,15 @@ def init(comm=None) -> World:
 class DataParallel(World):
     """Collectives of one data-parallel training run over an mpi4py communicator.
 
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm or cnnblas.distributed.SharedMemoryComm
+        The ranks; a communicator with an ``MPI`` attribute (the constants it
+        accepts) is used without importing mpi4py.
+
     Attributes
     ----------
-    comm : mpi4py.MPI.Comm
+    comm : mpi4py.MPI.Comm or cnnblas.distributed.SharedMemoryComm
     rank, size : int
     allreduce_seconds : float
         Wall time spent in the gradient Allreduce since the last
@@ -120,7 +126,11 @@ class DataParallel(World):
     """
 
     def __init__(self, comm):
-        from mpi4py import MPI
+        # A communicator of cnnblas.distributed.shared brings its own constants;
+        # only an MPI communicator needs mpi4py.
+        MPI = getattr(comm, "MPI", None)
+        if MPI is None:
+            from mpi4py import MPI
 
         self._MPI = MPI
         self._ops = {"sum": MPI.SUM, "max": MPI.MAX}
