@@ -353,7 +353,7 @@ def _interrupted(args, epoch: int | None) -> str:
     if not epoch or not args.checkpoint.exists():
         return f"interrupted{where}; no checkpoint was written to {args.checkpoint} yet"
     again = "again" if args.resume else "with --resume"
-    return (f"interrupted {where}; {args.checkpoint} holds epoch {epoch}: "
+    return (f"interrupted{where}; {args.checkpoint} holds epoch {epoch}: "
             f"run the same command {again} to continue")
 
 
