@@ -32,7 +32,7 @@ from cnnblas.cli.defaults import resolve_defaults
 from cnnblas.distributed import launch
 
 __all__ = ["MIN_IMAGES_PER_PROCESS", "MAX_AUTO_PROCESSES", "MAX_PROCESSES", "processes_value",
-           "plan", "run_processes", "connect_world", "describe"]
+           "plan", "auto_processes", "run_processes", "connect_world", "describe"]
 
 #: ``auto`` gives every process at least this many images of each global batch.
 MIN_IMAGES_PER_PROCESS = 8
@@ -102,7 +102,13 @@ def plan(args) -> tuple[int, str]:
                              f"processes: --batch-size must be at least {requested}, "
                              f"got {batch}")
         return requested, ""
-    cores = _usable_cores()
+    return auto_processes(_usable_cores(), batch)
+
+
+def auto_processes(cores: int, batch: int) -> tuple[int, str]:
+    """``(processes, note)`` of ``--processes auto`` with ``cores`` usable cores and a
+    global batch of ``batch`` (see the module docstring; the note says why one process
+    when the batch is too small, else it is '')."""
     if cores < 2:
         return 1, ""
     count = min(cores, batch // MIN_IMAGES_PER_PROCESS, MAX_AUTO_PROCESSES)
