@@ -56,9 +56,12 @@ __all__ = ["SharedMemoryComm", "PeerLostError", "PEER_LOST_EXIT", "SPIN_SECONDS"
            "DEFAULT_SLOT_BYTES", "segment_bytes", "attach_segment"]
 
 #: How long a wait polls its socket before it blocks (seconds). The ranks of a
-#: step usually arrive within a fraction of a millisecond of each other; a
-#: blocked process takes tens of microseconds to wake up on a virtual machine.
-SPIN_SECONDS = float(os.environ.get("XSPIN", "2e-4"))
+#: training step arrive within a millisecond or so of each other, and a process
+#: blocked in ``select`` can take hundreds of microseconds to wake up (on a
+#: virtual machine): polling for 0.2 ms instead of 5 ms made 2 ranks of LeNet-5
+#: at batch 32 each clearly slower (see benchmarks/LOG.md). A longer wait (a
+#: rank writing a checkpoint) blocks and leaves the core to others.
+SPIN_SECONDS = 5e-3
 #: Bytes of one slot (one rank, one parity): a larger array goes in chunks.
 DEFAULT_SLOT_BYTES = 4 << 20
 #: Exit code of a rank that ended because another rank ended during a collective.
