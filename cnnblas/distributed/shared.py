@@ -26,8 +26,9 @@ Signals
     waits for a byte from each, then answers all. A socket's send and the
     receive that sees its byte order the memory writes before them (the
     kernel's locks), on every architecture. The receive first polls without
-    blocking for :data:`SPIN_SECONDS` (a few microseconds per poll: the other
-    rank is usually close behind), then blocks in ``select`` with a timeout.
+    blocking for :data:`SPIN_SECONDS` (a few microseconds per poll, yielding
+    the core between polls: the other rank is usually close behind), then
+    blocks in ``select`` with a timeout.
     Waits watch the other processes: a rank that ends closes its sockets, so
     the ranks waiting for it see the end of the stream at once; a rank whose
     parent (the launcher) has gone stops waiting too.
@@ -302,6 +303,7 @@ class SharedMemoryComm:
                 if time.perf_counter() > deadline:
                     data = self._blocking_receive(peer, rank)
                     break
+                _yield()
             except OSError:
                 data = b""
                 break
@@ -328,6 +330,12 @@ class SharedMemoryComm:
             self.Abort(PEER_LOST_EXIT)
         raise PeerLostError(f"rank {self.rank} of {self.size}: "
                             + (why or f"rank {rank} ended during a collective"))
+
+
+#: Between two polls a waiting rank offers its core to any other process ready to
+#: run on it (as MPICH's polling does): on a loaded machine the rank being
+#: waited for, or someone else's work, runs sooner (measured in benchmarks/LOG.md).
+_yield = getattr(os, "sched_yield", lambda: None)
 
 
 def _flat(array: np.ndarray, name: str, writeable: bool = True) -> np.ndarray:
