@@ -298,8 +298,15 @@ def run_train(args) -> int:
     """Run ``cnnblas train``; an error of :data:`~cnnblas.cli.common.ERRORS` exits 1.
 
     With several processes (:mod:`cnnblas.cli.processes`) this process starts
-    and watches them, and each of them runs this function as a rank.
+    and watches them, and each of them runs this function as a rank (and ends
+    when it returns, see :func:`cnnblas.distributed.launch.exit_rank`).
     """
+    if launch.child_settings() is not None:
+        launch.exit_rank(_run_train(args))
+    return _run_train(args)
+
+
+def _run_train(args) -> int:
     world = None
     try:
         if launch.child_settings() is None:

@@ -43,7 +43,7 @@ from cnnblas.distributed.shared import (
 )
 
 __all__ = ["ENVIRONMENT", "INTERRUPTED", "GRACE_SECONDS", "SEGMENT_PREFIX", "run_ranks",
-           "child_settings", "connect"]
+           "child_settings", "connect", "exit_rank"]
 
 #: The environment variable that makes a process a rank of :func:`run_ranks` (JSON).
 ENVIRONMENT = "CNNBLAS_LOCAL_RANK"
@@ -220,6 +220,18 @@ def _die_with_parent(parent: int) -> None:
             pass  # the waits still watch the parent
     if os.getppid() != parent:
         raise SystemExit(PEER_LOST_EXIT)
+
+
+def exit_rank(code: int):
+    """End this rank with ``code`` at once, once its output is flushed.
+
+    As :mod:`multiprocessing` ends its workers: the interpreter's teardown
+    (about a second for a process that trained, measured) would delay the
+    launcher's exit, and the rank has written its files already.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _exit_on_sigterm(signum, frame):

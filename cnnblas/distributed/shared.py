@@ -44,12 +44,14 @@ Faults
 
 from __future__ import annotations
 
+import mmap
 import os
 import select
 import socket
 import sys
 import time
 from multiprocessing import shared_memory
+from pathlib import Path
 
 import numpy as np
 
@@ -93,13 +95,24 @@ def segment_bytes(size: int, slot_bytes: int = DEFAULT_SLOT_BYTES) -> int:
     return 2 * size * slot_bytes
 
 
-def attach_segment(name: str) -> shared_memory.SharedMemory:
-    """Open the existing segment ``name`` without taking ownership of it.
+def attach_segment(name: str):
+    """Map the existing segment ``name`` without taking ownership of it.
 
-    The process that created the segment unlinks it; the resource tracker of
-    an attaching process must not (before Python 3.13 it registers every
-    segment it opens and unlinks it when that process ends).
+    The process that created the segment unlinks it; an attaching process
+    must not. On Linux the segment is the file ``/dev/shm/<name>``, mapped
+    directly (an ``mmap.mmap``); elsewhere a
+    :class:`~multiprocessing.shared_memory.SharedMemory` that its resource
+    tracker forgets (before Python 3.13 that tracker, a process of its own
+    started for the purpose, registers every segment opened and unlinks it
+    when the process ends).
     """
+    path = Path("/dev/shm") / name.lstrip("/")
+    if sys.platform.startswith("linux") and path.is_file():
+        descriptor = os.open(path, os.O_RDWR)
+        try:
+            return mmap.mmap(descriptor, 0)
+        finally:
+            os.close(descriptor)
     if sys.version_info >= (3, 13):
         return shared_memory.SharedMemory(name, track=False)
     from multiprocessing import resource_tracker
@@ -129,10 +142,10 @@ class SharedMemoryComm:
     ----------
     rank, size : int
         This process's rank, ``0 <= rank < size``, and the number of ranks.
-    segment : multiprocessing.shared_memory.SharedMemory
-        The shared segment, at least :func:`segment_bytes` ``(size,
-        slot_bytes)`` bytes, the same on every rank (the caller owns it: this
-        class neither closes nor unlinks it).
+    segment : multiprocessing.shared_memory.SharedMemory or mmap.mmap
+        The shared segment (see :func:`attach_segment`), at least
+        :func:`segment_bytes` ``(size, slot_bytes)`` bytes, the same on every
+        rank (the caller owns it: this class neither closes nor unlinks it).
     sockets : dict of int to socket.socket
         On rank 0, a connected stream socket to every other rank (keyed by
         rank); on the others, ``{0: socket to rank 0}``.
@@ -153,15 +166,16 @@ class SharedMemoryComm:
 
     MPI = _Constants
 
-    def __init__(self, rank: int, size: int, segment: shared_memory.SharedMemory,
+    def __init__(self, rank: int, size: int, segment,
                  sockets: dict[int, socket.socket], slot_bytes: int = DEFAULT_SLOT_BYTES,
                  parent: int | None = None, quiet_exit: bool = False):
         if not 0 <= rank < size:
             raise ValueError(f"rank must be in [0, {size}), got {rank}")
         if slot_bytes < 64 or slot_bytes % 64:
             raise ValueError(f"slot_bytes must be a positive multiple of 64, got {slot_bytes}")
-        if segment.size < segment_bytes(size, slot_bytes):
-            raise ValueError(f"the shared segment has {segment.size} bytes, "
+        buffer = memoryview(segment.buf if hasattr(segment, "buf") else segment)
+        if buffer.nbytes < segment_bytes(size, slot_bytes):
+            raise ValueError(f"the shared segment has {buffer.nbytes} bytes, "
                              f"{segment_bytes(size, slot_bytes)} needed for {size} ranks")
         expected = set(range(1, size)) if rank == 0 else {0}
         if set(sockets) != expected:
@@ -169,8 +183,8 @@ class SharedMemoryComm:
                              f"got {sorted(sockets)}")
         self.rank, self.size = rank, size
         self.slot_bytes = slot_bytes
-        self._segment = segment
-        self._bytes = np.ndarray(segment_bytes(size, slot_bytes), np.uint8, segment.buf)
+        self._segment = segment  # keeps the mapping alive
+        self._buffer = buffer
         self._sockets = sockets
         for peer in sockets.values():
             peer.setblocking(True)
@@ -268,7 +282,7 @@ class SharedMemoryComm:
         """Every rank's slot of the next barrier's parity, as ``count`` items of ``dtype``."""
         base = (self._sequence % 2) * self.size * self.slot_bytes
         dtype = np.dtype(dtype)
-        return [np.ndarray(count, dtype, self._segment.buf, base + rank * self.slot_bytes)
+        return [np.ndarray(count, dtype, self._buffer, base + rank * self.slot_bytes)
                 for rank in range(self.size)]
 
     def _barrier(self) -> None:
