@@ -173,9 +173,10 @@ class SharedMemoryComm:
             raise ValueError(f"rank must be in [0, {size}), got {rank}")
         if slot_bytes < 64 or slot_bytes % 64:
             raise ValueError(f"slot_bytes must be a positive multiple of 64, got {slot_bytes}")
-        buffer = memoryview(segment.buf if hasattr(segment, "buf") else segment)
-        if buffer.nbytes < segment_bytes(size, slot_bytes):
-            raise ValueError(f"the shared segment has {buffer.nbytes} bytes, "
+        # The segment's own buffer (no view of it held here, so its owner can close it).
+        buffer = segment.buf if hasattr(segment, "buf") else segment
+        if len(buffer) < segment_bytes(size, slot_bytes):
+            raise ValueError(f"the shared segment has {len(buffer)} bytes, "
                              f"{segment_bytes(size, slot_bytes)} needed for {size} ranks")
         expected = set(range(1, size)) if rank == 0 else {0}
         if set(sockets) != expected:
