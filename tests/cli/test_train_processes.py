@@ -20,8 +20,7 @@ import pytest
 from cnnblas.checkpoint import load_checkpoint
 from cnnblas.cli import build_parser, processes
 from tests.cli.conftest import run_cli
-from tests.conftest import REPO
-from tests.distributed.test_shared import shm_segments
+from tests.conftest import REPO, shm_segments
 
 TIMEOUT = 120
 #: 96 digits, batch 16: 6 steps of one epoch.

@@ -16,7 +16,6 @@ import sys
 import textwrap
 import threading
 from multiprocessing import shared_memory
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,17 +25,9 @@ from hypothesis import strategies as st
 from cnnblas import nn
 from cnnblas.distributed import DataParallel, PeerLostError, SharedMemoryComm, launch
 from cnnblas.distributed.shared import segment_bytes
-from tests.conftest import REPO
+from tests.conftest import REPO, shm_segments
 
 TIMEOUT = 60  # seconds per launched run: a hang fails instead of blocking
-
-
-def shm_segments() -> set[str]:
-    """The launcher's shared segments now in /dev/shm (empty where there is none)."""
-    directory = Path("/dev/shm")
-    if not directory.is_dir():
-        return set()
-    return {path.name for path in directory.glob(launch.SEGMENT_PREFIX + "*")}
 
 
 def run_in_threads(size: int, body, slot_bytes: int = 256) -> list:
