@@ -9,7 +9,8 @@ the threads of one process cannot share. ``auto`` keeps one process when
 - the process was started by an MPI launcher (MPI already decides the ranks);
 - ``--threads`` is given without ``--processes`` (``--threads 1`` is the
   one-core run);
-- fewer than 2 cores are usable;
+- fewer than 2 cores are usable, or the system is not POSIX (the launcher
+  passes sockets to the processes it starts);
 - the global batch gives fewer than :data:`MIN_IMAGES_PER_PROCESS` images to
   each of 2 processes (then the run's first line says so).
 
@@ -97,11 +98,16 @@ def plan(args) -> tuple[int, str]:
         return 1, ""
     batch = _global_batch(args)
     if requested != "auto":
+        if requested > 1 and not launch.SUPPORTED:
+            raise ValueError(f"--processes {requested} needs a POSIX system (Linux, macOS); "
+                             "use --processes 1, or mpiexec")
         if requested > batch:
             raise ValueError(f"--processes {requested} splits the global batch across the "
                              f"processes: --batch-size must be at least {requested}, "
                              f"got {batch}")
         return requested, ""
+    if not launch.SUPPORTED:
+        return 1, ""  # the launcher needs POSIX
     return auto_processes(_usable_cores(), batch)
 
 

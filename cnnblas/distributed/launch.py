@@ -42,11 +42,14 @@ from cnnblas.distributed.shared import (
     segment_bytes,
 )
 
-__all__ = ["ENVIRONMENT", "INTERRUPTED", "GRACE_SECONDS", "SEGMENT_PREFIX", "run_ranks",
-           "child_settings", "connect", "exit_rank"]
+__all__ = ["SUPPORTED", "ENVIRONMENT", "INTERRUPTED", "GRACE_SECONDS", "SEGMENT_PREFIX",
+           "run_ranks", "child_settings", "connect", "exit_rank"]
 
 #: The environment variable that makes a process a rank of :func:`run_ranks` (JSON).
 ENVIRONMENT = "CNNBLAS_LOCAL_RANK"
+#: Whether this system can run the ranks: POSIX (the sockets are passed as inherited
+#: file descriptors, and the waits poll them without blocking).
+SUPPORTED = os.name == "posix"
 #: Exit code after Ctrl-C (128 + SIGINT).
 INTERRUPTED = 130
 #: Seconds the ranks get to end after SIGTERM before SIGKILL.

@@ -186,3 +186,13 @@ def test_auto_falling_back_says_why(capsys, monkeypatch):
     assert code == 0, err
     assert out.splitlines()[0].endswith(
         "thread(s) (one process: batch 8 is less than 8 images for each of 2 processes)")
+
+
+def test_without_posix_auto_keeps_one_process(monkeypatch):
+    monkeypatch.setattr(processes, "_usable_cores", lambda: 4)
+    monkeypatch.setattr(processes.launch, "SUPPORTED", False)
+    for name in ("PMI_SIZE", "PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "CNNBLAS_MPI"):
+        monkeypatch.delenv(name, raising=False)
+    assert processes.plan(args_of()) == (1, "")
+    with pytest.raises(ValueError, match=r"--processes 2 needs a POSIX system \(Linux, macOS\)"):
+        processes.plan(args_of("--processes", "2"))
