@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from multiprocessing import shared_memory
@@ -102,7 +103,8 @@ def run_ranks(command: Sequence[str], size: int, *, program: str = "cnnblas",
     segment = shared_memory.SharedMemory(SEGMENT_PREFIX + secrets.token_hex(6), create=True,
                                          size=segment_bytes(size, slot_bytes))
     processes: list[subprocess.Popen] = []
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         processes = _start(command, size, segment.name, slot_bytes, env)
         failed = _watch(processes)
@@ -118,7 +120,8 @@ def run_ranks(command: Sequence[str], size: int, *, program: str = "cnnblas",
         return INTERRUPTED if isinstance(interruption, KeyboardInterrupt) else 128 + 15
     finally:
         _stop(processes)
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:  # only the main thread handles signals
+            signal.signal(signal.SIGTERM, previous)
         segment.close()
         segment.unlink()
 
