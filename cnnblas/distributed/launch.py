@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -129,6 +130,11 @@ def run_ranks(command: Sequence[str], size: int, *, program: str = "cnnblas",
 def _start(command, size: int, name: str, slot_bytes: int, env) -> list[subprocess.Popen]:
     """The ``size`` ranks, rank 0 first, each holding its ends of the star of sockets."""
     pairs = {rank: socket.socketpair() for rank in range(1, size)}
+    import fcntl  # POSIX only, as the launcher
+
+    report_lock = tempfile.TemporaryFile()  # no name: nothing to clean up
+    flags = fcntl.fcntl(report_lock.fileno(), fcntl.F_GETFL)
+    fcntl.fcntl(report_lock.fileno(), fcntl.F_SETFL, flags | os.O_APPEND)
     environment = dict(os.environ if env is None else env)
     package_root = str(Path(__file__).resolve().parents[2])  # this copy of cnnblas first
     environment["PYTHONPATH"] = os.pathsep.join(
@@ -139,15 +145,17 @@ def _start(command, size: int, name: str, slot_bytes: int, env) -> list[subproce
             ends = ({peer: pair[0] for peer, pair in pairs.items()} if rank == 0
                     else {0: pairs[rank][1]})
             settings = dict(rank=rank, size=size, segment=name, slot_bytes=slot_bytes,
-                            parent=os.getpid(),
+                            parent=os.getpid(), report_lock=report_lock.fileno(),
                             sockets={str(peer): end.fileno() for peer, end in ends.items()})
             processes.append(subprocess.Popen(
                 list(command), env={**environment, ENVIRONMENT: json.dumps(settings)},
-                pass_fds=[end.fileno() for end in ends.values()], stdin=subprocess.DEVNULL))
+                pass_fds=[report_lock.fileno(), *(end.fileno() for end in ends.values())],
+                stdin=subprocess.DEVNULL))
     except BaseException:
         _stop(processes)
         raise
     finally:
+        report_lock.close()
         for pair in pairs.values():  # the children hold their own copies
             for end in pair:
                 end.close()
@@ -263,4 +271,4 @@ def connect() -> SharedMemoryComm:
     segment = attach_segment(settings["segment"])
     return SharedMemoryComm(int(settings["rank"]), int(settings["size"]), segment, sockets,
                             slot_bytes=int(settings["slot_bytes"]), parent=parent,
-                            quiet_exit=True)
+                            quiet_exit=True, report_lock=int(settings["report_lock"]))

@@ -321,6 +321,9 @@ class DataParallel(World):
     def abort(self, error: BaseException, code: int = 1):
         """Print ``error`` with this rank's id on stderr and end every rank (MPI_Abort)."""
         try:
+            claim = getattr(self.comm, "claim_report", None)
+            if claim is not None and not claim():
+                return  # another rank reports (the same error, met at once); end quietly
             if not isinstance(error, _EXPECTED_ERRORS):
                 traceback.print_exception(type(error), error, error.__traceback__,
                                           file=sys.stderr)

@@ -156,6 +156,11 @@ class SharedMemoryComm:
         this process's parent is no longer it. None: not watched.
     quiet_exit : bool
         On a lost rank, exit with :data:`PEER_LOST_EXIT` instead of raising.
+    report_lock : int or None
+        A file descriptor of one file opened for appending, shared by the
+        ranks: a rank that aborts appends its rank, and the rank whose entry
+        comes first alone reports its error, so an error every rank meets at
+        once is printed once. None: every rank reports.
 
     Attributes
     ----------
@@ -168,7 +173,8 @@ class SharedMemoryComm:
 
     def __init__(self, rank: int, size: int, segment,
                  sockets: dict[int, socket.socket], slot_bytes: int = DEFAULT_SLOT_BYTES,
-                 parent: int | None = None, quiet_exit: bool = False):
+                 parent: int | None = None, quiet_exit: bool = False,
+                 report_lock: int | None = None):
         if not 0 <= rank < size:
             raise ValueError(f"rank must be in [0, {size}), got {rank}")
         if slot_bytes < 64 or slot_bytes % 64:
@@ -191,6 +197,7 @@ class SharedMemoryComm:
             peer.setblocking(True)
         self._parent = parent
         self._quiet_exit = quiet_exit
+        self._report_lock = report_lock
         self._sequence = 0  # barriers passed: the same on every rank
         self.wait_seconds = 0.0  # time spent in barriers (waiting for the others included)
 
@@ -265,6 +272,18 @@ class SharedMemoryComm:
             self._barrier()
             for rank, slot in enumerate(slots):
                 parts[rank, low:low + chunk.size] = slot
+
+    def claim_report(self) -> bool:
+        """True for the first rank that asks (it reports the error that ends the run),
+        False for the others; always True without a ``report_lock``."""
+        if self._report_lock is None:
+            return True
+        mine = self.rank.to_bytes(4, "little")
+        try:
+            os.write(self._report_lock, mine)  # appended atomically (O_APPEND)
+            return os.pread(self._report_lock, 4, 0) == mine
+        except OSError:
+            return True
 
     def Abort(self, errorcode: int = 1) -> None:  # noqa: N802
         """End this process with ``errorcode`` (its sockets close: the ranks waiting for

@@ -9,6 +9,7 @@ launcher's fault handling runs real processes, each with a timeout.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -252,6 +253,23 @@ def test_a_failing_rank_ends_the_run_with_one_message(tmp_path, mode, message):
     assert result.stderr == message  # once: rank 0 leaves quietly
     assert result.stdout == ""
     assert shm_segments() <= before
+
+
+def test_an_error_every_rank_meets_is_printed_once(tmp_path):
+    """A corrupt checkpoint or diverged weights fail on all ranks at once: one report."""
+    script = tmp_path / "both.py"
+    script.write_text("from cnnblas.distributed import DataParallel, launch\n"
+                      "world = DataParallel(launch.connect())\n"
+                      "with world.guard():\n"
+                      "    raise ValueError('the same on every rank')\n")
+    driver = ("import sys\nfrom cnnblas.distributed.launch import run_ranks\n"
+              f"sys.exit(run_ranks([sys.executable, {str(script)!r}], 3))\n")
+    result = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True,
+                            timeout=TIMEOUT, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            check=False)
+    assert result.returncode == 1
+    assert re.fullmatch(r"cnnblas: rank [012] of 3: ValueError: the same on every rank\n",
+                        result.stderr), result.stderr
 
 
 def test_ctrl_c_stops_the_ranks(tmp_path):
