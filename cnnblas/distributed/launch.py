@@ -11,8 +11,10 @@ Faults never hang
     When a rank ends with an error, or is killed, the launcher ends the others
     at once (SIGTERM, then SIGKILL after :data:`GRACE_SECONDS`), prints which
     rank was killed by which signal (a rank that raised has printed its own
-    error, once), and returns 1. A rank waiting for a rank that ended sees its
-    socket close and exits quietly (:data:`~cnnblas.distributed.shared.PEER_LOST_EXIT`).
+    error; an error every rank meets at once is printed by one of them, see
+    :meth:`SharedMemoryComm.claim_report`), and returns 1. A rank waiting for
+    a rank that ended sees its socket close and exits quietly
+    (:data:`~cnnblas.distributed.shared.PEER_LOST_EXIT`).
     The children die with the launcher (Linux's parent-death signal; elsewhere
     their waits notice the launcher's end). Ctrl-C reaches the launcher alone
     (the children ignore SIGINT): it stops the ranks and returns
