@@ -19,7 +19,9 @@ Spec keys: ``engine``, ``threads``, ``workdir`` (the initial weights
   (``<engine>-r<round>-<network>-predict.npy``), warm up, time calls.
 - *profile* (cnnblas): the step under :class:`benchmarks.netprofile.LayerProfiler`.
 - *mnist* (cnnblas): ``steps`` training steps of LeNet-5 on mnist5k batches
-  (data-parallel when started by ``mpiexec -n P``).
+  (data-parallel when started by ``mpiexec -n P``, or when the spec's
+  ``processes`` is P > 1: then this process starts P ranks of itself with
+  cnnblas's launcher and connects them as ``cnnblas train`` does).
 
 The garbage collector stays on, as in a user's loop.
 """
@@ -177,8 +179,10 @@ def run_mnist(engine, task: dict, workdir: Path, tag: str) -> dict | None:
     """``steps`` LeNet-5 training steps on shuffled mnist5k batches; the seconds of
     all steps after ``warmups``. Under ``mpiexec -n P`` each rank trains on its
     part of every batch and the ranks sum their weighted gradients
-    (:mod:`cnnblas.distributed`); only rank 0 returns a result (None elsewhere)."""
-    from cnnblas import distributed, nn
+    (:mod:`cnnblas.distributed`); the same with ``processes`` P in the spec, over
+    shared memory. Only rank 0 returns a result (None elsewhere)."""
+    from cnnblas import nn
+    from cnnblas.cli.processes import connect_world
     from cnnblas.data import load_mnist
     from cnnblas.optim import SGD
 
@@ -190,7 +194,7 @@ def run_mnist(engine, task: dict, workdir: Path, tag: str) -> dict | None:
     model = netmodels.cnnblas_lenet5(rng=task["seed"])
     criterion = nn.SoftmaxCrossEntropy()
     optimizer = SGD(model.parameters(), lr=network.lr, momentum=network.momentum)
-    world = distributed.init()
+    world = connect_world()  # as cnnblas train: its processes, MPI, or one process
     world.attach(optimizer.params)
     low, high = world.part(batch)
     losses = []
@@ -204,10 +208,13 @@ def run_mnist(engine, task: dict, workdir: Path, tag: str) -> dict | None:
         model.backward(criterion.backward(scale=(high - low) / batch))
         world.allreduce_gradients()
         optimizer.step()
+        if index == task["warmups"] - 1:
+            world.reset_timer()
     seconds = time.perf_counter() - start
     if not world.is_main:
         return None
     return dict(seconds=seconds, steps=task["steps"], batch=batch, ranks=world.size,
+                allreduce_seconds=world.allreduce_seconds,
                 first_loss=float(losses[0]), last_loss=float(losses[-1]))
 
 
@@ -217,6 +224,12 @@ TASKS = {"step": run_step, "predict": run_predict, "profile": run_profile, "mnis
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(argv[0]).read_text())
+    if spec.get("processes", 1) > 1:
+        from cnnblas.distributed import launch
+
+        if launch.child_settings() is None:  # start the ranks, which run the tasks
+            return launch.run_ranks([sys.executable, "-m", "benchmarks.networker", argv[0]],
+                                    spec["processes"], program="benchmarks.networker")
     workdir = Path(spec["workdir"])
     engine = ENGINES[spec["engine"]](spec["threads"])
     tag = f"{spec['engine']}-r{spec['round']}"

@@ -8,8 +8,11 @@ The report's *Whole networks* section (:func:`run`, :mod:`benchmarks.netreport`)
   exported by :mod:`cnnblas.onnx`;
 - a per-layer-type profile of the ResNet-20 step in cnnblas
   (:mod:`benchmarks.netprofile`);
-- LeNet-5 trained on mnist5k for a fixed number of steps with the run's
-  thread count against one thread (the second core's speed-up).
+- LeNet-5 trained on mnist5k for a fixed number of steps in several
+  configurations against one thread: ``cnnblas train``'s default on the
+  run's cores (one process per core, :mod:`cnnblas.cli.processes`, started
+  and connected by the same code as the command line), every thread in one
+  process, and MPI ranks (the second core's speed-up).
 
 Each engine runs in a process of its own (:mod:`benchmarks.networker`),
 the engines alternating in rounds whose order rotates; every process starts
@@ -120,13 +123,16 @@ def _tasks(engine: str, settings: Settings, profile: bool) -> list[dict]:
 
 
 def run_worker(engine: str, threads: int, workdir: Path, round_index: int,
-               tasks: list[dict], ranks: int = 1) -> dict:
-    """Run :mod:`benchmarks.networker` for ``engine`` in a fresh process (``ranks`` MPI
-    ranks of ``threads`` threads each when ``ranks`` > 1); its JSON."""
-    spec = workdir / f"spec-{engine}-{round_index}-{ranks}x{threads}.json"
+               tasks: list[dict], ranks: int = 1, launcher: str = "mpi") -> dict:
+    """Run :mod:`benchmarks.networker` for ``engine`` in a fresh process: ``ranks`` ranks
+    of ``threads`` threads each when ``ranks`` > 1, started by ``mpiexec`` (``launcher``
+    "mpi") or by cnnblas's own launcher as ``cnnblas train`` does ("processes"); its JSON."""
+    spec = workdir / f"spec-{engine}-{round_index}-{launcher}{ranks}x{threads}.json"
+    processes = ranks if launcher == "processes" else 1
     spec.write_text(json.dumps(dict(engine=engine, threads=threads, workdir=str(workdir),
-                                    round=round_index, tasks=tasks)))
-    command, env = launch([sys.executable, "-m", "benchmarks.networker", str(spec)], ranks)
+                                    round=round_index, tasks=tasks, processes=processes)))
+    command, env = launch([sys.executable, "-m", "benchmarks.networker", str(spec)],
+                          ranks if launcher == "mpi" else 1)
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_DIR,
                             timeout=900, check=False)
     if result.returncode != 0:
@@ -295,39 +301,71 @@ def _settings_json(settings: Settings) -> dict:
     return {key: getattr(settings, key) for key in settings.__dataclass_fields__}
 
 
-def scaling_configurations(threads: int) -> list[tuple[int, int]]:
-    """(ranks, threads per rank) of the second-core run: every thread in one process,
-    one thread, and, with mpi4py and mpiexec, ``threads`` MPI ranks of one thread."""
-    configurations = [(1, threads), (1, 1)]
+#: The global batch of the second-core run.
+SCALING_BATCH = 64
+
+
+def default_configuration(threads: int) -> tuple[int, int]:
+    """(processes, threads per process) that ``cnnblas train`` chooses by default on
+    ``threads`` cores for the global batch :data:`SCALING_BATCH`."""
+    from cnnblas.cli.processes import auto_processes
+
+    count, _ = auto_processes(threads, SCALING_BATCH)
+    return count, max(1, threads // count)
+
+
+def scaling_configurations(threads: int) -> list[tuple[str, int, int]]:
+    """(launcher, ranks, threads per rank) of the second-core run: ``cnnblas train``'s
+    default (launcher "processes" when it starts several processes), every thread in one
+    process, one thread, and, with mpi4py and mpiexec, ``threads`` MPI ranks of one
+    thread."""
+    configurations = [("mpi", 1, threads), ("mpi", 1, 1)]
+    count, per_process = default_configuration(threads)
+    if count > 1:
+        configurations.insert(0, ("processes", count, per_process))
     if find_spec("mpi4py") is not None and find_mpiexec() is not None:
-        configurations.append((threads, 1))
+        configurations.append(("mpi", threads, 1))
     return configurations
+
+
+def configuration_name(launcher: str, ranks: int, threads: int) -> str:
+    """``"2x1"`` (MPI ranks, or one process), ``"processes:2x1"`` (cnnblas's launcher)."""
+    return f"{'processes:' if launcher == 'processes' else ''}{ranks}x{threads}"
 
 
 def _scaling(threads: int, settings: Settings, workdir: Path, mnist: Path, progress) -> dict:
     """LeNet-5 on mnist5k in each of :func:`scaling_configurations`, alternating; the
-    speed-ups over one thread (``speedup``: every thread in one process)."""
-    task = dict(kind="mnist", network="lenet5", data=str(mnist), seed=0, batch=64,
+    speed-ups over one thread, per round (``speedup``: the median of ``cnnblas train``'s
+    default configuration's, named ``default``)."""
+    task = dict(kind="mnist", network="lenet5", data=str(mnist), seed=0, batch=SCALING_BATCH,
                 steps=settings.mnist_steps, warmups=settings.mnist_warmups)
     configurations = scaling_configurations(threads)
-    runs: dict[tuple[int, int], list[dict]] = {config: [] for config in configurations}
+    runs: dict[tuple, list[dict]] = {config: [] for config in configurations}
     for round_index in range(settings.mnist_rounds):
         shift = round_index % len(configurations)
-        for ranks, count in configurations[shift:] + configurations[:shift]:
-            _note(progress, f"mnist5k LeNet-5, {ranks} process(es) x {count} thread(s), "
-                            f"round {round_index + 1}")
-            output = run_worker("cnnblas", count, workdir, round_index, [task], ranks=ranks)
-            runs[(ranks, count)].append(output["results"]["mnist:lenet5"])
+        for launcher, ranks, count in configurations[shift:] + configurations[:shift]:
+            _note(progress, f"mnist5k LeNet-5, {ranks} process(es) x {count} thread(s)"
+                            f"{' (cnnblas train default)' if launcher == 'processes' else ''}"
+                            f", round {round_index + 1}")
+            output = run_worker("cnnblas", count, workdir, round_index, [task], ranks=ranks,
+                                launcher=launcher)
+            runs[(launcher, ranks, count)].append(output["results"]["mnist:lenet5"])
             _note(progress)
-    names = {config: f"{config[0]}x{config[1]}" for config in configurations}
-    one = [run["seconds"] for run in runs[(1, 1)]]
+    names = {config: configuration_name(*config) for config in configurations}
+    one = [run["seconds"] for run in runs[("mpi", 1, 1)]]
     speedups = {names[config]: [a / run["seconds"] for a, run in zip(one, values, strict=True)]
                 for config, values in runs.items()}
-    return dict(threads=threads, steps=settings.mnist_steps, batch=64,
+    count, per_process = default_configuration(threads)
+    default = configuration_name("processes" if count > 1 else "mpi", count, per_process)
+    return dict(threads=threads, steps=settings.mnist_steps, batch=SCALING_BATCH,
                 warmups=settings.mnist_warmups, configurations=list(names.values()),
+                default=default,
                 seconds={names[c]: statistics.median(r["seconds"] for r in v)
                          for c, v in runs.items()},
-                speedups=speedups, speedup=statistics.median(speedups[f"1x{threads}"]),
+                allreduce_seconds={names[c]: statistics.median(r.get("allreduce_seconds", 0.0)
+                                                               for r in v)
+                                   for c, v in runs.items()},
+                speedups=speedups, speedup=statistics.median(speedups[default]),
                 last_loss={names[c]: v[-1]["last_loss"] for c, v in runs.items()})
 
 

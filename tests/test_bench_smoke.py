@@ -405,12 +405,23 @@ def test_networks_only_writes_beside_the_full_report(capsys):
 
 
 def test_second_core_table_names_each_configuration():
-    scaling = dict(threads=2, steps=10, batch=64, warmups=1,
-                   configurations=["1x2", "1x1", "2x1"],
-                   seconds={"1x2": 0.5, "1x1": 0.8, "2x1": 0.4},
-                   speedups={"1x2": [1.5, 1.7], "1x1": [1.0, 1.0], "2x1": [2.0, 2.2]},
-                   speedup=1.6)
+    scaling = dict(threads=2, steps=10, batch=64, warmups=1, default="processes:2x1",
+                   configurations=["processes:2x1", "1x2", "1x1", "2x1"],
+                   seconds={"processes:2x1": 0.45, "1x2": 0.5, "1x1": 0.8, "2x1": 0.4},
+                   allreduce_seconds={"processes:2x1": 0.0004, "2x1": 0.0008},
+                   speedups={"processes:2x1": [1.7, 1.9], "1x2": [1.5, 1.7], "1x1": [1.0, 1.0],
+                             "2x1": [2.0, 2.2]},
+                   speedup=1.8)
     text = netreport._scaling_text(scaling)
-    assert "| 1 process × 2 threads | 0.50 | 1,280 | **1.60** | 1.50, 1.70 |" in text
-    assert "| 2 MPI ranks × 1 thread | 0.40 | 1,600 | 2.10 | 2.00, 2.20 |" in text
-    assert networks.scaling_configurations(2)[:2] == [(1, 2), (1, 1)]
+    assert ("| `cnnblas train` default: 2 processes × 1 thread | 0.45 | 1,422 | 40 µs | "
+            "**1.80** | 1.70, 1.90 |") in text
+    assert "| 1 process × 2 threads | 0.50 | 1,280 | — | 1.60 | 1.50, 1.70 |" in text
+    assert "| 2 MPI ranks × 1 thread | 0.40 | 1,600 | 80 µs | 2.10 | 2.00, 2.20 |" in text
+
+
+def test_the_second_core_runs_the_command_lines_default():
+    """On 2 cores cnnblas train's default for batch 64 is 2 processes of 1 thread."""
+    assert networks.default_configuration(2) == (2, 1)
+    assert networks.default_configuration(1) == (1, 1)
+    assert networks.scaling_configurations(2)[:3] == [("processes", 2, 1), ("mpi", 1, 2),
+                                                       ("mpi", 1, 1)]

@@ -46,9 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``cnnblas`` with ``argv`` (default: the process's arguments); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:  # with the usage of the command they were given to, not the top level's
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.argv = argv  # the processes of ``cnnblas train`` run the same command line
     return args.func(args)
 
 

@@ -7,11 +7,15 @@ epoch, then the test accuracy::
     epoch 1 | loss 1.9385 | accuracy 0.3310 | test 0.7326 | 0.6 s | 2416 img/s
     ...
 
-``mpiexec -n P cnnblas train ...`` trains data-parallel on P MPI ranks (see
-:mod:`cnnblas.distributed`): ``--batch-size`` is the global batch, split across
-the ranks; rank 0 alone prints and writes the checkpoint, history and plot;
-each rank gets ``cores // ranks-on-its-node`` threads unless ``--threads`` says
-otherwise.
+On a machine with several cores it trains data-parallel by default, with
+one process of one thread per core (``--processes auto``, see
+:mod:`cnnblas.cli.processes`): ``--batch-size`` is the global batch, split
+across the processes, which sum their gradients through shared memory; rank 0
+alone prints and writes the checkpoint, history and plot. ``--threads T``
+alone (``--threads 1`` is the one-core run) or ``--processes 1`` trains in one
+process. ``mpiexec -n P cnnblas train ...`` trains on P MPI ranks the same
+way (see :mod:`cnnblas.distributed`), each rank with ``cores //
+ranks-on-its-node`` threads unless ``--threads`` says otherwise.
 
 Options left out take the defaults of the model's family
 (:mod:`cnnblas.cli.defaults`): ``cnnblas train --model resnet20 --data
@@ -37,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnblas import distributed
+from cnnblas.cli import processes
 from cnnblas.cli.common import ERRORS, add_import_option, import_user_modules, set_threads
 from cnnblas.cli.defaults import DEFAULTS, FAMILY_DEFAULTS, model_kwargs, resolve_defaults
 from cnnblas.cli.pipeline import (
@@ -46,6 +51,7 @@ from cnnblas.cli.pipeline import (
     describe_augmentation,
     training_data,
 )
+from cnnblas.distributed import launch
 from cnnblas.nn import MODEL_BUILDERS, get_model_builder
 
 __all__ = ["add_command", "prepare_run", "run_train", "DEFAULTS", "INTERRUPTED"]
@@ -77,8 +83,9 @@ def add_command(commands) -> None:
                        help="total number of epochs; a resumed run continues up to it "
                             "(default: %(default)s)")
     train.add_argument("--batch-size", type=int, default=None,
-                       help="training batch size; under mpiexec the global batch, split "
-                            f"across the ranks (default: {DEFAULTS['batch_size']}, "
+                       help="training batch size: with several processes (or under "
+                            "mpiexec) the global batch, split across them "
+                            f"(default: {DEFAULTS['batch_size']}, "
                             f"resnet*: {resnet['batch_size']})")
     train.add_argument("--optimizer", choices=("adam", "sgd"), default=DEFAULTS["optimizer"],
                        help="default: %(default)s")
@@ -117,11 +124,15 @@ def add_command(commands) -> None:
                        help="zero padding of the random crops, the largest shift "
                             "(default: %(default)s)")
     train.add_argument("--threads", type=int, default=None,
-                       help="threads for kernels and BLAS per process (default: all cores, "
-                            "or under mpiexec the cores of the node divided among its ranks)")
+                       help="threads for kernels and BLAS per process; given without "
+                            "--processes, one process (default: with several processes or "
+                            "under mpiexec the cores divided among them, else all cores)")
+    processes.add_option(train)
     train.add_argument("--sync-batchnorm", action="store_true",
-                       help="under mpiexec, normalise BatchNorm layers with the statistics of "
-                            "the global batch (default: each rank's own part)")
+                       help="with several processes or under mpiexec, normalise BatchNorm "
+                            "layers with the statistics of the global batch (default: each "
+                            "process's own part, the running statistics averaged after every "
+                            "epoch)")
     train.add_argument("--shift-augment", type=int, default=None, metavar="P",
                        help="add copies of the training images shifted by P pixels up, down, "
                             "left and right (5x the data; default: 1 for digits, 0 otherwise)")
@@ -239,10 +250,9 @@ def _header(args, world, data: TrainingData, trainer, given: list[str]) -> str:
         details.append(f"weight decay {args.weight_decay:g}")
     optimizer_text = args.optimizer + (f" ({', '.join(details)})" if details else "")
     threads = cnnblas.get_num_threads()
-    parallel = (f"{threads} thread(s)" if world.size == 1 else
-                f"{world.size} MPI ranks x {threads} thread(s), "
-                f"{-(-args.batch_size // world.size)} images per rank and step"
-                + (", synchronised BatchNorm" if args.sync_batchnorm else ""))
+    note = getattr(args, "processes_note", "")
+    parallel = (f"{threads} thread(s)" + (f" ({note})" if note else "") if world.size == 1
+                else processes.describe(world, threads, args.batch_size, args.sync_batchnorm))
     upsample = data.upsample
     augmentation = describe_augmentation(data)
     family = "" if args.family is None else (
@@ -285,12 +295,28 @@ def prepare_run(args, world):
 
 
 def run_train(args) -> int:
-    """Run ``cnnblas train``; an error of :data:`~cnnblas.cli.common.ERRORS` exits 1."""
+    """Run ``cnnblas train``; an error of :data:`~cnnblas.cli.common.ERRORS` exits 1.
+
+    With several processes (:mod:`cnnblas.cli.processes`) this process starts
+    and watches them, and each of them runs this function as a rank (and ends
+    when it returns, see :func:`cnnblas.distributed.launch.exit_rank`).
+    """
+    if launch.child_settings() is not None:
+        launch.exit_rank(_run_train(args))
+    return _run_train(args)
+
+
+def _run_train(args) -> int:
+    world = None
     try:
-        world = distributed.init()  # MPI only under mpiexec with several ranks
+        if launch.child_settings() is None:
+            count, args.processes_note = processes.plan(args)
+            if count > 1:
+                return processes.run_processes(args, count, lambda: _say_interrupted(args))
+        world = processes.connect_world()  # MPI only under mpiexec with several ranks
         return _train(args, world)
     except distributed.CollectiveError as error:  # raised alike on every rank
-        if world.is_main:
+        if world is None or world.is_main:
             print(f"cnnblas train: error: {error}", file=sys.stderr)
         return 1
     except ERRORS as error:
@@ -323,17 +349,32 @@ def _setup_everywhere(args, world):
     return None
 
 
-def _interrupted(args, epoch: int) -> str:
-    """What Ctrl-C after ``epoch`` complete epochs left behind, and how to continue."""
-    where = f"during epoch {epoch + 1}" if epoch < args.epochs else f"after epoch {epoch}"
+def _interrupted(args, epoch: int | None) -> str:
+    """What Ctrl-C after ``epoch`` complete epochs (None: unknown) left behind, and how
+    to continue."""
+    where = ("" if epoch is None else
+             f" during epoch {epoch + 1}" if epoch < args.epochs else f" after epoch {epoch}")
     if args.checkpoint is None:
-        return (f"interrupted {where}; no checkpoint was written "
+        return (f"interrupted{where}; no checkpoint was written "
                 f"(--checkpoint PATH.npz writes one after every epoch)")
-    if epoch == 0 or not args.checkpoint.exists():
-        return f"interrupted {where}; no checkpoint was written to {args.checkpoint} yet"
+    if not epoch or not args.checkpoint.exists():
+        return f"interrupted{where}; no checkpoint was written to {args.checkpoint} yet"
     again = "again" if args.resume else "with --resume"
-    return (f"interrupted {where}; {args.checkpoint} holds epoch {epoch}: "
+    return (f"interrupted{where}; {args.checkpoint} holds epoch {epoch}: "
             f"run the same command {again} to continue")
+
+
+def _say_interrupted(args) -> None:
+    """After Ctrl-C stopped the processes: what the checkpoint holds."""
+    from cnnblas.checkpoint import load_checkpoint
+
+    epoch = None  # the epoch in progress is known from the checkpoint only
+    if args.checkpoint is not None and args.checkpoint.exists():
+        try:
+            epoch = load_checkpoint(args.checkpoint).epoch
+        except (ValueError, OSError):
+            epoch = None
+    print(f"cnnblas train: {_interrupted(args, epoch)}", file=sys.stderr, flush=True)
 
 
 def _stretch_schedule(trainer, epochs: int, log) -> None:

@@ -1,10 +1,25 @@
-"""Data-parallel training on MPI (mpi4py): the same command on one machine or a cluster.
+"""Data-parallel training: processes on one machine, or MPI ranks on one machine or a cluster.
 
 ``mpiexec -n P cnnblas train ...`` (or ``mpiexec -n P python script.py`` with a
 :class:`cnnblas.train.Trainer`) runs P copies of the program, the *ranks*. Each
 holds the whole model and the whole data set, trains on its share of every
 batch and averages the gradients with the other ranks, so all ranks take the
 same optimizer steps and keep bit-identical weights.
+
+Processes on one machine, without MPI
+    ``cnnblas train`` does the same by itself on a machine with several
+    cores: by default (``--processes auto``, :mod:`cnnblas.cli.processes`) it
+    starts one process of one thread per core with :func:`run_ranks`
+    (:mod:`cnnblas.distributed.launch`), and each connects a
+    :class:`SharedMemoryComm` (:mod:`cnnblas.distributed.shared`): the part
+    of the mpi4py communicator that :class:`DataParallel` uses, over shared
+    memory, so everything below holds unchanged. A process of one thread runs
+    its part of each batch *and* its own Python (the layers' bookkeeping, the
+    loss, the optimizer), which the threads of one process cannot share: two
+    processes of one thread train LeNet-5 faster than one process of two
+    threads. This is the command line's default only: a Python program with a
+    :class:`~cnnblas.train.Trainer` runs in one process (unless started by
+    ``mpiexec``), and ``Trainer.fit`` never starts processes.
 
 Launch and detection
     ``Trainer(..., comm=None)`` (the default) looks at the environment: only
@@ -62,9 +77,11 @@ BatchNorm
 Faults
     An exception on any rank during ``fit``/``evaluate`` prints
     ``cnnblas: rank R of P: <error>`` on stderr and calls ``MPI_Abort``, which
-    ends every rank (no hang). Errors that every rank detects together (the
-    weights check) are raised normally on all ranks. Only rank 0 writes
-    checkpoints (atomically), so an abort leaves the last one intact.
+    ends every rank (no hang); on :class:`SharedMemoryComm` the rank exits and
+    the launcher ends the others (and names a rank that was killed). Errors
+    that every rank detects together (the weights check) are raised normally
+    on all ranks. Only rank 0 writes checkpoints (atomically), so an abort
+    leaves the last one intact.
 
 Checkpoints
     They hold global state only (weights, optimizer, schedule, the global
@@ -73,15 +90,18 @@ Checkpoints
     no shared file system is needed.
 
 Threads
-    ``cnnblas train`` gives each rank ``cores // ranks-on-this-node`` threads
+    ``cnnblas train`` gives each rank (or process) ``cores // ranks-on-this-node`` threads
     (at least 1; when the launcher bound the rank to fewer cores, those);
     ``--threads`` overrides. Python users call :func:`threads_per_rank` and
     :func:`cnnblas.set_num_threads`.
 """
 
+from cnnblas.distributed import launch
 from cnnblas.distributed.batchnorm import SyncBatchNorm2d, convert_sync_batchnorm
+from cnnblas.distributed.launch import run_ranks
 from cnnblas.distributed.loader import ShardedLoader
 from cnnblas.distributed.mpi import DataParallel, init, launched_size
+from cnnblas.distributed.shared import PeerLostError, SharedMemoryComm
 from cnnblas.distributed.world import (
     CollectiveError,
     LocalWorld,
@@ -93,5 +113,5 @@ from cnnblas.distributed.world import (
 __all__ = [
     "World", "DataParallel", "LocalWorld", "ShardedLoader", "SyncBatchNorm2d", "CollectiveError",
     "WeightsDivergedError", "launched_size", "init", "threads_per_rank",
-    "convert_sync_batchnorm",
+    "convert_sync_batchnorm", "SharedMemoryComm", "PeerLostError", "run_ranks", "launch",
 ]

@@ -109,9 +109,15 @@ def init(comm=None) -> World:
 class DataParallel(World):
     """Collectives of one data-parallel training run over an mpi4py communicator.
 
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm or cnnblas.distributed.SharedMemoryComm
+        The ranks; a communicator with an ``MPI`` attribute (the constants it
+        accepts) is used without importing mpi4py.
+
     Attributes
     ----------
-    comm : mpi4py.MPI.Comm
+    comm : mpi4py.MPI.Comm or cnnblas.distributed.SharedMemoryComm
     rank, size : int
     allreduce_seconds : float
         Wall time spent in the gradient Allreduce since the last
@@ -120,7 +126,11 @@ class DataParallel(World):
     """
 
     def __init__(self, comm):
-        from mpi4py import MPI
+        # A communicator of cnnblas.distributed.shared brings its own constants;
+        # only an MPI communicator needs mpi4py.
+        MPI = getattr(comm, "MPI", None)
+        if MPI is None:
+            from mpi4py import MPI
 
         self._MPI = MPI
         self._ops = {"sum": MPI.SUM, "max": MPI.MAX}
@@ -311,6 +321,9 @@ class DataParallel(World):
     def abort(self, error: BaseException, code: int = 1):
         """Print ``error`` with this rank's id on stderr and end every rank (MPI_Abort)."""
         try:
+            claim = getattr(self.comm, "claim_report", None)
+            if claim is not None and not claim():
+                return  # another rank reports (the same error, met at once); end quietly
             if not isinstance(error, _EXPECTED_ERRORS):
                 traceback.print_exception(type(error), error, error.__traceback__,
                                           file=sys.stderr)

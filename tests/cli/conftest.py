@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cnnblas
-from cnnblas.cli import main
+from cnnblas.cli import main, processes
 
 #: One epoch's log line of ``cnnblas train``.
 EPOCH_LINE = re.compile(
@@ -23,6 +23,15 @@ def restore_threads():
     before = cnnblas.get_num_threads()
     yield
     cnnblas.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def one_process(monkeypatch):
+    """Keep ``cnnblas train`` in this process: on a machine with several cores its
+    default starts processes, whose output capsys does not see and which the tests'
+    patches do not reach. The tests of the processes ask for them (``--processes``)
+    or undo this."""
+    monkeypatch.setattr(processes, "_usable_cores", lambda: 1)
 
 
 def run_cli(argv, capsys):

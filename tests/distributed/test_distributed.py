@@ -172,7 +172,7 @@ def test_cnnblas_train_on_two_ranks_prints_once_and_matches_one_process(tmp_path
     # two processes stay within one test image.
     argv = [str(BIN / "cnnblas"), "train", "--epochs", "2", "--shift-augment", "0",
             "--no-progress"]
-    single = run(argv, cwd=tmp_path)
+    single = run([*argv, "--processes", "1"], cwd=tmp_path)
     double = run([*argv, "--checkpoint", "run.npz", "--history", "history.json"], 2,
                  cwd=tmp_path)
     assert single.returncode == 0, single.stderr
