@@ -12,7 +12,14 @@ the threads of one process cannot share. ``auto`` keeps one process when
 - fewer than 2 cores are usable, or the system is not POSIX (the launcher
   passes sockets to the processes it starts);
 - the global batch gives fewer than :data:`MIN_IMAGES_PER_PROCESS` images to
-  each of 2 processes (then the run's first line says so).
+  each of 2 processes (then the run's first line says so);
+- fewer than 2 of the cores are idle when the run starts (sampled for
+  :data:`IDLE_SAMPLE_SECONDS` from ``/proc/stat`` on Linux; the first line
+  says so). Ranks wait for each other at every step: on cores another
+  program keeps busy, each step waits for the rank that is not running, and
+  on the 2-core benchmark machine with one core taken, 2 processes trained
+  LeNet-5 2-3x slower than one thread (see benchmarks/LOG.md). With some
+  cores busy, ``auto`` starts one process per idle core.
 
 It starts at most :data:`MAX_AUTO_PROCESSES` processes and at most
 ``batch // MIN_IMAGES_PER_PROCESS`` (each process holds a copy of the data
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 
 from cnnblas import distributed
@@ -41,6 +49,8 @@ MIN_IMAGES_PER_PROCESS = 8
 MAX_AUTO_PROCESSES = 8
 #: The most ``--processes`` accepts.
 MAX_PROCESSES = 256
+#: How long ``auto`` watches the cores to count the idle ones (seconds).
+IDLE_SAMPLE_SECONDS = 0.1
 
 
 def processes_value(text: str) -> str | int:
@@ -67,8 +77,9 @@ def add_option(parser) -> None:
              "prints and writes files; BatchNorm normalises each process's part unless "
              "--sync-batchnorm). auto (the default): one process of one thread per usable "
              f"core (at most {MAX_AUTO_PROCESSES}, and at least {MIN_IMAGES_PER_PROCESS} "
-             "images of each batch per process); one process when --threads is given, "
-             "under mpiexec, or on one core. 1: one process with --threads threads (all "
+             "images of each batch per process, one per idle core when others are "
+             "busy); one process when --threads is given, under mpiexec, or on one core. "
+             "1: one process with --threads threads (all "
              "cores by default). Only the command line does this: the Python Trainer runs "
              "in one process unless started by mpiexec")
 
@@ -77,6 +88,47 @@ def _usable_cores() -> int:
     from cnnblas.threads import default_threads, max_threads
 
     return max(1, min(default_threads(), max_threads()))
+
+
+def _cpu_ticks(path: str = "/proc/stat") -> dict[int, tuple[int, int]] | None:
+    """``{cpu: (idle ticks, all ticks)}`` since boot from Linux's ``/proc/stat``
+    (idle counts iowait too); None where the file cannot be read."""
+    ticks = {}
+    try:
+        with open(path) as stat:
+            for line in stat:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit():
+                    values = [int(field) for field in fields[:8]]
+                    ticks[int(name[3:])] = (values[3] + values[4], sum(values))
+    except (OSError, ValueError, IndexError):
+        return None
+    return ticks or None
+
+
+def _idle_cores(seconds: float = IDLE_SAMPLE_SECONDS, read=_cpu_ticks) -> float | None:
+    """How many of this process's CPUs were idle over the next ``seconds``, e.g. 1.9 of
+    2 on a quiet machine, 1.0 with one core busy; None where it cannot be measured."""
+    import time
+
+    before = read()
+    if before is None:
+        return None
+    time.sleep(seconds)
+    after = read()
+    if after is None:
+        return None
+    try:
+        mine = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        mine = set(after)
+    idle, counted = 0.0, False
+    for cpu in mine & set(before) & set(after):
+        elapsed = after[cpu][1] - before[cpu][1]
+        if elapsed > 0:
+            idle += (after[cpu][0] - before[cpu][0]) / elapsed
+            counted = True
+    return idle if counted else None
 
 
 def plan(args) -> tuple[int, str]:
@@ -108,7 +160,17 @@ def plan(args) -> tuple[int, str]:
         return requested, ""
     if not launch.SUPPORTED:
         return 1, ""  # the launcher needs POSIX
-    return auto_processes(_usable_cores(), batch)
+    cores = _usable_cores()
+    count, note = auto_processes(cores, batch)
+    if count < 2:
+        return count, note
+    idle = _idle_cores()
+    if idle is None or int(idle + 0.5) >= count:
+        return count, note
+    count = max(1, int(idle + 0.5))
+    return count, (f"{'one process' if count == 1 else f'{count} processes'}: "
+                   f"only {idle:.1f} of {cores} cores idle at the start, other programs use "
+                   f"the rest; --processes {cores} starts one per core anyway")
 
 
 def auto_processes(cores: int, batch: int) -> tuple[int, str]:

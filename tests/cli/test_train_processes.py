@@ -129,6 +129,17 @@ def args_of(*argv) -> argparse.Namespace:
     return build_parser().parse_args(["train", *argv])
 
 
+@pytest.fixture(autouse=True)
+def cores_idle(monkeypatch):
+    """Every core idle, whatever else runs on the machine while the tests do (the
+    idle count is tested on its own below)."""
+    monkeypatch.setattr(processes, "_idle_cores", lambda: None)
+
+
+#: The function itself, for its own tests (``cores_idle`` replaces it in every test).
+IDLE_CORES = processes._idle_cores
+
+
 @pytest.mark.parametrize("cores, argv, expected", [
     (2, [], (2, "")),
     (4, ["--batch-size", "64"], (4, "")),
@@ -196,3 +207,48 @@ def test_without_posix_auto_keeps_one_process(monkeypatch):
     assert processes.plan(args_of()) == (1, "")
     with pytest.raises(ValueError, match=r"--processes 2 needs a POSIX system \(Linux, macOS\)"):
         processes.plan(args_of("--processes", "2"))
+
+
+STAT = """cpu  {total} 0 0 0 0 0 0 0 0 0
+cpu0 {u0} 0 {s0} {i0} {w0} 0 0 0 0 0
+cpu1 {u1} 0 0 {i1} 0 0 0 0 0 0
+intr 12345
+"""
+
+
+def test_cpu_ticks_reads_idle_and_all_ticks_per_cpu(tmp_path):
+    path = tmp_path / "stat"
+    path.write_text(STAT.format(total=1, u0=10, s0=5, i0=80, w0=5, u1=50, i1=50))
+    assert processes._cpu_ticks(str(path)) == {0: (85, 100), 1: (50, 100)}
+    assert processes._cpu_ticks(str(tmp_path / "missing")) is None
+    path.write_text("cpu0 x y\n")
+    assert processes._cpu_ticks(str(path)) is None
+
+
+def test_idle_cores_counts_the_idle_share_of_each_cpu(monkeypatch):
+    samples = iter([{0: (0, 0), 1: (0, 0), 7: (0, 0)}, {0: (90, 100), 1: (20, 100), 7: (100, 100)}])
+    monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    idle = IDLE_CORES(0.0, read=lambda: next(samples))
+    assert idle == pytest.approx(1.1)  # cpu 7 is not this process's
+    assert IDLE_CORES(0.0, read=lambda: None) is None
+    frozen = {0: (5, 10), 1: (5, 10)}
+    assert IDLE_CORES(0.0, read=lambda: frozen) is None  # no tick in between
+
+
+@pytest.mark.parametrize("cores, idle, expected", [
+    (2, 1.9, (2, "")),
+    (2, 1.6, (2, "")),
+    (2, 1.2, (1, "one process: only 1.2 of 2 cores idle at the start, other programs use the rest; "
+                 "--processes 2 starts one per core anyway")),
+    (2, 0.1, (1, "one process: only 0.1 of 2 cores idle at the start, other programs use the rest; "
+                 "--processes 2 starts one per core anyway")),
+    (4, 2.8, (3, "3 processes: only 2.8 of 4 cores idle at the start, other programs use the rest; "
+                 "--processes 4 starts one per core anyway")),
+])
+def test_auto_starts_one_process_per_idle_core(monkeypatch, cores, idle, expected):
+    monkeypatch.setattr(processes, "_usable_cores", lambda: cores)
+    monkeypatch.setattr(processes, "_idle_cores", lambda: idle)
+    for name in ("PMI_SIZE", "PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "CNNBLAS_MPI"):
+        monkeypatch.delenv(name, raising=False)
+    assert processes.plan(args_of("--batch-size", "64")) == expected
+    assert processes.plan(args_of("--batch-size", "64", "--processes", str(cores))) == (cores, "")
