@@ -142,6 +142,10 @@ def _start(command, size: int, name: str, slot_bytes: int, env) -> list[subproce
     environment["PYTHONPATH"] = os.pathsep.join(
         filter(None, [package_root, environment.get("PYTHONPATH")]))
     processes = []
+    # A terminal's Ctrl-C reaches the ranks too, also while they import (before
+    # connect()): they inherit SIGINT ignored, which Python keeps at startup.
+    ignoring = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignoring else None
     try:
         for rank in range(size):
             ends = ({peer: pair[0] for peer, pair in pairs.items()} if rank == 0
@@ -157,6 +161,8 @@ def _start(command, size: int, name: str, slot_bytes: int, env) -> list[subproce
         _stop(processes)
         raise
     finally:
+        if ignoring:
+            signal.signal(signal.SIGINT, previous)
         report_lock.close()
         for pair in pairs.values():  # the children hold their own copies
             for end in pair:

@@ -294,3 +294,21 @@ def test_ctrl_c_stops_the_ranks(tmp_path):
         process.kill()
     assert process.returncode == launch.INTERRUPTED and out == "stopped\n"
     assert shm_segments() <= before
+
+
+def test_the_ranks_start_with_ctrl_c_ignored(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group, the ranks too, also before
+    :func:`launch.connect` (while they import cnnblas): they must not print a
+    KeyboardInterrupt traceback then, so they start with SIGINT ignored (the launcher
+    alone handles it)."""
+    script = tmp_path / "disposition.py"
+    script.write_text("import signal\nprint(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n")
+    driver = ("import signal, sys\nfrom cnnblas.distributed.launch import run_ranks\n"
+              f"code = run_ranks([sys.executable, {str(script)!r}], 2)\n"
+              "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+              "sys.exit(code)\n")
+    result = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True,
+                            timeout=TIMEOUT, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "True\nTrue\nTrue\n"  # both ranks; the launcher's handler is back
