@@ -44,7 +44,9 @@ def test_two_processes_train_the_weights_of_one_thread(tmp_path):
     assert single.returncode == 0, single.stderr
     assert double.returncode == 0, double.stderr
     assert ", 1 thread(s)" in single.stdout.splitlines()[0]
-    assert "2 processes x 1 thread, 8 images per process and step" in double.stdout
+    assert double.stdout.splitlines()[0].endswith(
+        "2 processes x 1 thread, 8 images per process and step "
+        "(--processes 1: one process)")  # how it runs, and how to run it in one
     assert double.stdout.count("epoch 1 |") == 1 and double.stdout.count("test accuracy") == 1
     one = load_checkpoint(tmp_path / "one.npz").sections["model"]
     two = load_checkpoint(tmp_path / "two.npz").sections["model"]
@@ -196,3 +198,15 @@ def test_without_posix_auto_keeps_one_process(monkeypatch):
     assert processes.plan(args_of()) == (1, "")
     with pytest.raises(ValueError, match=r"--processes 2 needs a POSIX system \(Linux, macOS\)"):
         processes.plan(args_of("--processes", "2"))
+
+
+@pytest.mark.parametrize("size, sync, expected", [
+    (2, False, "2 processes x 1 thread, 8 images per process and step "
+               "(--processes 1: one process)"),
+    (3, True, "3 processes x 1 thread, 6 images per process and step, synchronised "
+              "BatchNorm (--processes 1: one process)"),
+])
+def test_the_first_line_says_how_to_train_in_one_process(monkeypatch, size, sync, expected):
+    monkeypatch.setattr(processes.launch, "child_settings", lambda: {"rank": 0})
+    world = argparse.Namespace(size=size)
+    assert processes.describe(world, 1, 16, sync) == expected
