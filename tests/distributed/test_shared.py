@@ -312,3 +312,25 @@ def test_the_ranks_start_with_ctrl_c_ignored(tmp_path):
                             check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "True\nTrue\nTrue\n"  # both ranks; the launcher's handler is back
+
+
+def test_rank_0_reports_an_error_the_other_ranks_left_to_it(tmp_path):
+    """An error every rank meets (a setup error, a CollectiveError) is printed by rank 0
+    alone while the others return at once: the launcher must let rank 0 finish its
+    report rather than end it as soon as another rank has failed."""
+    script = tmp_path / "report.py"
+    script.write_text("import sys, time\nimport numpy as np\n"
+                      "from cnnblas.distributed import launch\n"
+                      "comm = launch.connect()\n"
+                      "comm.Allreduce(comm.MPI.IN_PLACE, np.ones(1))  # both know the error\n"
+                      "if comm.rank == 0:\n"
+                      "    time.sleep(0.2)  # formatting the message\n"
+                      "    print('error: the same on every rank', file=sys.stderr, flush=True)\n"
+                      "launch.exit_rank(1)\n")
+    driver = ("import sys\nfrom cnnblas.distributed.launch import run_ranks\n"
+              f"sys.exit(run_ranks([sys.executable, {str(script)!r}], 2))\n")
+    result = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True,
+                            timeout=TIMEOUT, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            check=False)
+    assert result.returncode == 1
+    assert result.stderr == "error: the same on every rank\n"
