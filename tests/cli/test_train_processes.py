@@ -210,3 +210,24 @@ def test_the_first_line_says_how_to_train_in_one_process(monkeypatch, size, sync
     monkeypatch.setattr(processes.launch, "child_settings", lambda: {"rank": 0})
     world = argparse.Namespace(size=size)
     assert processes.describe(world, 1, 16, sync) == expected
+
+
+@pytest.mark.parametrize("resume, expected", [
+    (False, "interrupted; no checkpoint was written to {path} yet"),
+    (True, "interrupted during epoch 3; {path} holds epoch 2: run the same command again "
+           "to continue"),
+])
+def test_ctrl_c_does_not_take_an_older_checkpoint_for_this_runs(tmp_path, capsys, resume,
+                                                                 expected):
+    """A checkpoint written before the processes started is another run's, unless
+    this one resumed from it."""
+    import time
+
+    from cnnblas.checkpoint import save_checkpoint
+    from cnnblas.cli import train
+
+    path = save_checkpoint(tmp_path / "old.npz", {"model": {"w": np.zeros(1)}}, epoch=2)
+    os.utime(path, (time.time() - 60, time.time() - 60))
+    args = argparse.Namespace(checkpoint=path, resume=resume, epochs=10)
+    train._say_interrupted(args, started=time.time() - 1)
+    assert capsys.readouterr().err == f"cnnblas train: {expected.format(path=path)}\n"
