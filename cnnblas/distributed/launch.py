@@ -114,6 +114,7 @@ def run_ranks(command: Sequence[str], size: int, *, program: str = "cnnblas",
     processes: list[subprocess.Popen] = []
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    previous_sigint = signal.getsignal(signal.SIGINT)
     try:
         processes = _start(command, size, segment.name, slot_bytes, env)
         failed = _watch(processes)
@@ -125,6 +126,9 @@ def run_ranks(command: Sequence[str], size: int, *, program: str = "cnnblas",
         _report(processes, stopped, program)
         return 1
     except (KeyboardInterrupt, _Terminated) as interruption:
+        if main_thread:  # a second Ctrl-C (or SIGTERM) must not cut the stop short
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _stop(processes)
         if on_interrupt is not None:
             on_interrupt()
@@ -133,6 +137,8 @@ def run_ranks(command: Sequence[str], size: int, *, program: str = "cnnblas",
         _stop(processes)
         if main_thread:  # only the main thread handles signals
             signal.signal(signal.SIGTERM, previous)
+            if previous_sigint is not None:  # None: a handler set outside Python
+                signal.signal(signal.SIGINT, previous_sigint)
         segment.close()
         segment.unlink()
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -334,3 +335,28 @@ def test_rank_0_reports_an_error_the_other_ranks_left_to_it(tmp_path):
                             check=False)
     assert result.returncode == 1
     assert result.stderr == "error: the same on every rank\n"
+
+
+def test_a_second_ctrl_c_while_the_ranks_stop_changes_nothing(tmp_path):
+    """Ranks can take a while to end after SIGTERM (up to GRACE_SECONDS): pressing
+    Ctrl-C again meanwhile must not cut the clean-up short with a traceback."""
+    script = tmp_path / "stubborn.py"
+    script.write_text("import signal, time\nfrom cnnblas.distributed import launch\n"
+                      "launch.connect()\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                      "print('ready', flush=True)\ntime.sleep(600)\n")
+    driver = ("import sys\nfrom cnnblas.distributed.launch import run_ranks\n"
+              f"sys.exit(run_ranks([sys.executable, {str(script)!r}], 2, "
+              "on_interrupt=lambda: print('stopped', flush=True)))\n")
+    process = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert [process.stdout.readline(), process.stdout.readline()] == ["ready\n"] * 2
+        process.send_signal(signal.SIGINT)
+        time.sleep(1.0)  # the launcher waits for the ranks to end
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=TIMEOUT)
+    finally:
+        process.kill()
+    assert (process.returncode, out) == (launch.INTERRUPTED, "stopped\n"), err
+    assert "Traceback" not in err, err
