@@ -256,6 +256,14 @@ def test_a_failing_rank_ends_the_run_with_one_message(tmp_path, mode, message):
     assert shm_segments() <= before
 
 
+def run_driver(driver: str) -> subprocess.CompletedProcess:
+    """Run the Python code ``driver`` (which calls :func:`launch.run_ranks`) in a process
+    of its own, with a timeout."""
+    return subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True,
+                          timeout=TIMEOUT, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          check=False)
+
+
 def test_an_error_every_rank_meets_is_printed_once(tmp_path):
     """A corrupt checkpoint or diverged weights fail on all ranks at once: one report."""
     script = tmp_path / "both.py"
@@ -265,9 +273,7 @@ def test_an_error_every_rank_meets_is_printed_once(tmp_path):
                       "    raise ValueError('the same on every rank')\n")
     driver = ("import sys\nfrom cnnblas.distributed.launch import run_ranks\n"
               f"sys.exit(run_ranks([sys.executable, {str(script)!r}], 3))\n")
-    result = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True,
-                            timeout=TIMEOUT, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            check=False)
+    result = run_driver(driver)
     assert result.returncode == 1
     assert re.fullmatch(r"cnnblas: rank [012] of 3: ValueError: the same on every rank\n",
                         result.stderr), result.stderr
@@ -308,9 +314,7 @@ def test_the_ranks_start_with_ctrl_c_ignored(tmp_path):
               f"code = run_ranks([sys.executable, {str(script)!r}], 2)\n"
               "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
               "sys.exit(code)\n")
-    result = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True,
-                            timeout=TIMEOUT, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            check=False)
+    result = run_driver(driver)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "True\nTrue\nTrue\n"  # both ranks; the launcher's handler is back
 
@@ -330,9 +334,7 @@ def test_rank_0_reports_an_error_the_other_ranks_left_to_it(tmp_path):
                       "launch.exit_rank(1)\n")
     driver = ("import sys\nfrom cnnblas.distributed.launch import run_ranks\n"
               f"sys.exit(run_ranks([sys.executable, {str(script)!r}], 2))\n")
-    result = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True,
-                            timeout=TIMEOUT, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            check=False)
+    result = run_driver(driver)
     assert result.returncode == 1
     assert result.stderr == "error: the same on every rank\n"
 
