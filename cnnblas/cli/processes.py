@@ -211,12 +211,13 @@ def connect_world():
 
 
 def describe(world, threads: int, batch: int, sync_batchnorm: bool) -> str:
-    """E.g. ``2 processes x 1 thread, 32 images per process and step``."""
+    """E.g. ``2 processes x 1 thread, 32 images per process and step (--processes 1:
+    one process)``: how the run trains and, for processes this command started, how
+    to train in one process instead."""
     per_rank = -(-batch // world.size)
-    if launch.child_settings() is not None:
-        text = (f"{world.size} processes x {threads} thread{'s' if threads > 1 else ''}, "
-                f"{per_rank} images per process and step")
-    else:
-        text = (f"{world.size} MPI ranks x {threads} thread(s), "
-                f"{per_rank} images per rank and step")
-    return text + (", synchronised BatchNorm" if sync_batchnorm else "")
+    sync = ", synchronised BatchNorm" if sync_batchnorm else ""
+    if launch.child_settings() is None:
+        return (f"{world.size} MPI ranks x {threads} thread(s), "
+                f"{per_rank} images per rank and step{sync}")
+    return (f"{world.size} processes x {threads} thread{'s' if threads > 1 else ''}, "
+            f"{per_rank} images per process and step{sync} (--processes 1: one process)")

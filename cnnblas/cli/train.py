@@ -312,7 +312,9 @@ def _run_train(args) -> int:
         if launch.child_settings() is None:
             count, args.processes_note = processes.plan(args)
             if count > 1:
-                return processes.run_processes(args, count, lambda: _say_interrupted(args))
+                started = time.time()
+                return processes.run_processes(args, count,
+                                               lambda: _say_interrupted(args, started))
         world = processes.connect_world()  # MPI only under mpiexec with several ranks
         return _train(args, world)
     except distributed.CollectiveError as error:  # raised alike on every rank
@@ -364,12 +366,15 @@ def _interrupted(args, epoch: int | None) -> str:
             f"run the same command {again} to continue")
 
 
-def _say_interrupted(args) -> None:
-    """After Ctrl-C stopped the processes: what the checkpoint holds."""
+def _say_interrupted(args, started: float) -> None:
+    """After Ctrl-C stopped the processes (started at ``time.time()`` ``started``):
+    what the checkpoint holds."""
     from cnnblas.checkpoint import load_checkpoint
 
     epoch = None  # the epoch in progress is known from the checkpoint only
-    if args.checkpoint is not None and args.checkpoint.exists():
+    path = args.checkpoint
+    # A file older than the processes is another run's, unless this run resumed it.
+    if path is not None and path.exists() and (args.resume or path.stat().st_mtime >= started):
         try:
             epoch = load_checkpoint(args.checkpoint).epoch
         except (ValueError, OSError):

@@ -8,8 +8,11 @@ environment variable :data:`ENVIRONMENT` saying its rank, and waits. The
 command (in the child) calls :func:`connect` to get its communicator.
 
 Faults never hang
-    When a rank ends with an error, or is killed, the launcher ends the others
-    at once (SIGTERM, then SIGKILL after :data:`GRACE_SECONDS`), prints which
+    When a rank ends with an error, or is killed, the launcher gives the others
+    :data:`SETTLE_SECONDS` to end by themselves (an error every rank meets is
+    reported by rank 0 alone, while the others return at once; the ranks
+    waiting for the failed one end as soon as its sockets close), then ends the
+    rest (SIGTERM, then SIGKILL after :data:`GRACE_SECONDS`), prints which
     rank was killed by which signal (a rank that raised has printed its own
     error; an error every rank meets at once is printed by one of them, see
     :meth:`SharedMemoryComm.claim_report`), and returns 1. A rank waiting for
@@ -46,7 +49,8 @@ from cnnblas.distributed.shared import (
     segment_bytes,
 )
 
-__all__ = ["SUPPORTED", "ENVIRONMENT", "INTERRUPTED", "GRACE_SECONDS", "SEGMENT_PREFIX",
+__all__ = ["SUPPORTED", "ENVIRONMENT", "INTERRUPTED", "GRACE_SECONDS", "SETTLE_SECONDS",
+           "SEGMENT_PREFIX",
            "run_ranks", "child_settings", "connect", "exit_rank"]
 
 #: The environment variable that makes a process a rank of :func:`run_ranks` (JSON).
@@ -58,6 +62,8 @@ SUPPORTED = os.name == "posix"
 INTERRUPTED = 130
 #: Seconds the ranks get to end after SIGTERM before SIGKILL.
 GRACE_SECONDS = 5.0
+#: Seconds the other ranks get to end by themselves after one failed, before SIGTERM.
+SETTLE_SECONDS = 1.0
 #: Name prefix of the shared segments (``/dev/shm/cnnblas-...`` on Linux).
 SEGMENT_PREFIX = "cnnblas-"
 _POLL_SECONDS = 0.02
@@ -108,15 +114,21 @@ def run_ranks(command: Sequence[str], size: int, *, program: str = "cnnblas",
     processes: list[subprocess.Popen] = []
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    previous_sigint = signal.getsignal(signal.SIGINT)
     try:
         processes = _start(command, size, segment.name, slot_bytes, env)
         failed = _watch(processes)
+        if failed:
+            _settle(processes)
         stopped = _stop(processes)
         if not failed:
             return 0
         _report(processes, stopped, program)
         return 1
     except (KeyboardInterrupt, _Terminated) as interruption:
+        if main_thread:  # a second Ctrl-C (or SIGTERM) must not cut the stop short
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _stop(processes)
         if on_interrupt is not None:
             on_interrupt()
@@ -125,6 +137,8 @@ def run_ranks(command: Sequence[str], size: int, *, program: str = "cnnblas",
         _stop(processes)
         if main_thread:  # only the main thread handles signals
             signal.signal(signal.SIGTERM, previous)
+            if previous_sigint is not None:  # None: a handler set outside Python
+                signal.signal(signal.SIGINT, previous_sigint)
         segment.close()
         segment.unlink()
 
@@ -142,6 +156,10 @@ def _start(command, size: int, name: str, slot_bytes: int, env) -> list[subproce
     environment["PYTHONPATH"] = os.pathsep.join(
         filter(None, [package_root, environment.get("PYTHONPATH")]))
     processes = []
+    # A terminal's Ctrl-C reaches the ranks too, also while they import (before
+    # connect()): they inherit SIGINT ignored, which Python keeps at startup.
+    ignoring = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignoring else None
     try:
         for rank in range(size):
             ends = ({peer: pair[0] for peer, pair in pairs.items()} if rank == 0
@@ -157,6 +175,8 @@ def _start(command, size: int, name: str, slot_bytes: int, env) -> list[subproce
         _stop(processes)
         raise
     finally:
+        if ignoring:
+            signal.signal(signal.SIGINT, previous)
         report_lock.close()
         for pair in pairs.values():  # the children hold their own copies
             for end in pair:
@@ -172,6 +192,13 @@ def _watch(processes: list[subprocess.Popen]) -> bool:
             return True
         if all(code == 0 for code in codes):
             return False
+        time.sleep(_POLL_SECONDS)
+
+
+def _settle(processes: list[subprocess.Popen]) -> None:
+    """Wait up to :data:`SETTLE_SECONDS` for the ranks to end by themselves."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while any(process.poll() is None for process in processes) and time.monotonic() < deadline:
         time.sleep(_POLL_SECONDS)
 
 

@@ -26,10 +26,12 @@ def format_record(record: Mapping, val_name: str | None = None) -> str:
 
 
 def save_history(history: list[Mapping], path: str | os.PathLike) -> Path:
-    """Write the history (a list of per-epoch dicts) as JSON to ``path``."""
-    path = Path(path)
-    path.write_text(json.dumps(list(history), indent=1) + "\n", encoding="utf-8")
-    return path
+    """Write the history (a list of per-epoch dicts) as JSON to ``path``, atomically
+    (a new file renamed over the old one: an interruption leaves either whole)."""
+    from cnnblas.checkpoint import write_atomic
+
+    text = json.dumps(list(history), indent=1) + "\n"
+    return write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def plot_history(history: list[Mapping], path: str | os.PathLike) -> Path:

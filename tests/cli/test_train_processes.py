@@ -44,7 +44,9 @@ def test_two_processes_train_the_weights_of_one_thread(tmp_path):
     assert single.returncode == 0, single.stderr
     assert double.returncode == 0, double.stderr
     assert ", 1 thread(s)" in single.stdout.splitlines()[0]
-    assert "2 processes x 1 thread, 8 images per process and step" in double.stdout
+    assert double.stdout.splitlines()[0].endswith(
+        "2 processes x 1 thread, 8 images per process and step "
+        "(--processes 1: one process)")  # how it runs, and how to run it in one
     assert double.stdout.count("epoch 1 |") == 1 and double.stdout.count("test accuracy") == 1
     one = load_checkpoint(tmp_path / "one.npz").sections["model"]
     two = load_checkpoint(tmp_path / "two.npz").sections["model"]
@@ -252,3 +254,36 @@ def test_auto_starts_one_process_per_idle_core(monkeypatch, cores, idle, expecte
         monkeypatch.delenv(name, raising=False)
     assert processes.plan(args_of("--batch-size", "64")) == expected
     assert processes.plan(args_of("--batch-size", "64", "--processes", str(cores))) == (cores, "")
+
+
+@pytest.mark.parametrize("size, sync, expected", [
+    (2, False, "2 processes x 1 thread, 8 images per process and step "
+               "(--processes 1: one process)"),
+    (3, True, "3 processes x 1 thread, 6 images per process and step, synchronised "
+              "BatchNorm (--processes 1: one process)"),
+])
+def test_the_first_line_says_how_to_train_in_one_process(monkeypatch, size, sync, expected):
+    monkeypatch.setattr(processes.launch, "child_settings", lambda: {"rank": 0})
+    world = argparse.Namespace(size=size)
+    assert processes.describe(world, 1, 16, sync) == expected
+
+
+@pytest.mark.parametrize("resume, expected", [
+    (False, "interrupted; no checkpoint was written to {path} yet"),
+    (True, "interrupted during epoch 3; {path} holds epoch 2: run the same command again "
+           "to continue"),
+])
+def test_ctrl_c_does_not_take_an_older_checkpoint_for_this_runs(tmp_path, capsys, resume,
+                                                                 expected):
+    """A checkpoint written before the processes started is another run's, unless
+    this one resumed from it."""
+    import time
+
+    from cnnblas.checkpoint import save_checkpoint
+    from cnnblas.cli import train
+
+    path = save_checkpoint(tmp_path / "old.npz", {"model": {"w": np.zeros(1)}}, epoch=2)
+    os.utime(path, (time.time() - 60, time.time() - 60))
+    args = argparse.Namespace(checkpoint=path, resume=resume, epochs=10)
+    train._say_interrupted(args, started=time.time() - 1)
+    assert capsys.readouterr().err == f"cnnblas train: {expected.format(path=path)}\n"

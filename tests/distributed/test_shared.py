@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -255,6 +256,14 @@ def test_a_failing_rank_ends_the_run_with_one_message(tmp_path, mode, message):
     assert shm_segments() <= before
 
 
+def run_driver(driver: str) -> subprocess.CompletedProcess:
+    """Run the Python code ``driver`` (which calls :func:`launch.run_ranks`) in a process
+    of its own, with a timeout."""
+    return subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True,
+                          timeout=TIMEOUT, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          check=False)
+
+
 def test_an_error_every_rank_meets_is_printed_once(tmp_path):
     """A corrupt checkpoint or diverged weights fail on all ranks at once: one report."""
     script = tmp_path / "both.py"
@@ -264,9 +273,7 @@ def test_an_error_every_rank_meets_is_printed_once(tmp_path):
                       "    raise ValueError('the same on every rank')\n")
     driver = ("import sys\nfrom cnnblas.distributed.launch import run_ranks\n"
               f"sys.exit(run_ranks([sys.executable, {str(script)!r}], 3))\n")
-    result = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True,
-                            timeout=TIMEOUT, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            check=False)
+    result = run_driver(driver)
     assert result.returncode == 1
     assert re.fullmatch(r"cnnblas: rank [012] of 3: ValueError: the same on every rank\n",
                         result.stderr), result.stderr
@@ -294,3 +301,64 @@ def test_ctrl_c_stops_the_ranks(tmp_path):
         process.kill()
     assert process.returncode == launch.INTERRUPTED and out == "stopped\n"
     assert shm_segments() <= before
+
+
+def test_the_ranks_start_with_ctrl_c_ignored(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group, the ranks too, also before
+    :func:`launch.connect` (while they import cnnblas): they must not print a
+    KeyboardInterrupt traceback then, so they start with SIGINT ignored (the launcher
+    alone handles it)."""
+    script = tmp_path / "disposition.py"
+    script.write_text("import signal\nprint(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n")
+    driver = ("import signal, sys\nfrom cnnblas.distributed.launch import run_ranks\n"
+              f"code = run_ranks([sys.executable, {str(script)!r}], 2)\n"
+              "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+              "sys.exit(code)\n")
+    result = run_driver(driver)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "True\nTrue\nTrue\n"  # both ranks; the launcher's handler is back
+
+
+def test_rank_0_reports_an_error_the_other_ranks_left_to_it(tmp_path):
+    """An error every rank meets (a setup error, a CollectiveError) is printed by rank 0
+    alone while the others return at once: the launcher must let rank 0 finish its
+    report rather than end it as soon as another rank has failed."""
+    script = tmp_path / "report.py"
+    script.write_text("import sys, time\nimport numpy as np\n"
+                      "from cnnblas.distributed import launch\n"
+                      "comm = launch.connect()\n"
+                      "comm.Allreduce(comm.MPI.IN_PLACE, np.ones(1))  # both know the error\n"
+                      "if comm.rank == 0:\n"
+                      "    time.sleep(0.2)  # formatting the message\n"
+                      "    print('error: the same on every rank', file=sys.stderr, flush=True)\n"
+                      "launch.exit_rank(1)\n")
+    driver = ("import sys\nfrom cnnblas.distributed.launch import run_ranks\n"
+              f"sys.exit(run_ranks([sys.executable, {str(script)!r}], 2))\n")
+    result = run_driver(driver)
+    assert result.returncode == 1
+    assert result.stderr == "error: the same on every rank\n"
+
+
+def test_a_second_ctrl_c_while_the_ranks_stop_changes_nothing(tmp_path):
+    """Ranks can take a while to end after SIGTERM (up to GRACE_SECONDS): pressing
+    Ctrl-C again meanwhile must not cut the clean-up short with a traceback."""
+    script = tmp_path / "stubborn.py"
+    script.write_text("import signal, time\nfrom cnnblas.distributed import launch\n"
+                      "launch.connect()\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                      "print('ready', flush=True)\ntime.sleep(600)\n")
+    driver = ("import sys\nfrom cnnblas.distributed.launch import run_ranks\n"
+              f"sys.exit(run_ranks([sys.executable, {str(script)!r}], 2, "
+              "on_interrupt=lambda: print('stopped', flush=True)))\n")
+    process = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert [process.stdout.readline(), process.stdout.readline()] == ["ready\n"] * 2
+        process.send_signal(signal.SIGINT)
+        time.sleep(1.0)  # the launcher waits for the ranks to end
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=TIMEOUT)
+    finally:
+        process.kill()
+    assert (process.returncode, out) == (launch.INTERRUPTED, "stopped\n"), err
+    assert "Traceback" not in err, err

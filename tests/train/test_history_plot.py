@@ -26,3 +26,19 @@ def test_epoch_ticks_are_integers(tmp_path, monkeypatch):
         ticks = axes.get_xticks()
         visible = ticks[(ticks >= 1) & (ticks <= 2)]
         assert len(visible) and np.array_equal(visible, np.round(visible)), ticks
+
+
+def test_the_history_file_is_replaced_whole_never_rewritten_in_place(tmp_path):
+    """Rank 0 writes it last, while Ctrl-C can stop it: a reader (or an interruption)
+    never sees a truncated file, only the old one or the new one."""
+    import json
+
+    from cnnblas.train.history import save_history
+
+    path = tmp_path / "history.json"
+    save_history([{"epoch": 1}], path)
+    with open(path, encoding="utf-8") as old:
+        save_history([{"epoch": 1}, {"epoch": 2}], path)
+        assert json.loads(old.read()) == [{"epoch": 1}]  # the old file, whole
+    assert json.loads(path.read_text(encoding="utf-8")) == [{"epoch": 1}, {"epoch": 2}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]  # no temporary
