@@ -12,9 +12,10 @@ run for one-image predictions in eval mode:
 ``resnet20``
     Batch 128 of 3x32x32, 10 classes, SGD lr 0.1 momentum 0.9 weight decay
     5e-4, BatchNorm in training mode: :func:`cnnblas.nn.resnet20` against
-    :func:`torch_resnet20`, the CIFAR layout of He et al. (2016) written here
-    with torchvision's attribute names and cnnblas's shortcuts (a 1x1
-    strided convolution and BatchNorm where the shape changes).
+    :func:`torch_resnet20`, the CIFAR layout of He et al. (2016) built from
+    :mod:`benchmarks.torch_resnet` with torchvision's attribute names and
+    cnnblas's shortcuts (a 1x1 strided convolution and BatchNorm where the
+    shape changes).
 
 Both engines start from the same weights: cnnblas's initial ``state_dict``
 saved to ``.npz`` (:func:`save_state`), whose keys PyTorch loads unchanged.
@@ -203,48 +204,10 @@ def torch_resnet20(torch, num_classes: int = 10):
     (1x1 stride-2 convolution without bias, BatchNorm); global average
     pooling and ``fc``. The same network as :func:`cnnblas.nn.resnet20`.
     """
-    nn = torch.nn
+    from benchmarks.torch_resnet import torch_resnet_classes
 
-    class Block(nn.Module):
-        def __init__(self, inplanes, planes, stride):
-            super().__init__()
-            self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(planes)
-            self.relu = nn.ReLU()
-            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(planes)
-            self.downsample = None
-            if stride != 1 or inplanes != planes:
-                self.downsample = nn.Sequential(
-                    nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-
-        def forward(self, x):
-            out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-            shortcut = x if self.downsample is None else self.downsample(x)
-            return self.relu(out + shortcut)
-
-    class ResNet20(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(16)
-            self.relu = nn.ReLU()
-            inplanes = 16
-            for index, planes in enumerate((16, 32, 64)):
-                stride = 1 if index == 0 else 2
-                blocks = [Block(inplanes, planes, stride), Block(planes, planes, 1),
-                          Block(planes, planes, 1)]
-                setattr(self, f"layer{index + 1}", nn.Sequential(*blocks))
-                inplanes = planes
-            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-            self.fc = nn.Linear(64, num_classes)
-
-        def forward(self, x):
-            x = self.relu(self.bn1(self.conv1(x)))
-            x = self.layer3(self.layer2(self.layer1(x)))
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    return ResNet20()
+    basic_block, _, resnet = torch_resnet_classes(torch)
+    return resnet(basic_block, (3, 3, 3), num_classes, imagenet_stem=False)
 
 
 def torch_model(torch, name: str, state: dict[str, np.ndarray]):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import cnnblas as cb
+from benchmarks.netmodels import torch_lenet5, torch_resnet20
 from cnnblas import nn
 from cnnblas import weights as weights_module
-from tests.nn.torch_resnet import torch_resnet_classes
 
 FLOAT32_RTOL = 1e-5
 needs_safetensors = pytest.mark.skipif(importlib.util.find_spec("safetensors") is None,
@@ -146,22 +146,6 @@ def test_overwrite_replaces_content(tmp_path):
 
 
 # --------------------------------------------------------------------------- PyTorch
-
-
-def torch_lenet5(torch):
-    """LeNet-5 for 28x28 inputs written in PyTorch, layer for layer (indices = keys)."""
-    tnn = torch.nn
-    return tnn.Sequential(
-        tnn.Conv2d(1, 6, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(2),
-        tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
-        tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(),
-        tnn.Linear(84, 10),
-    )
-
-
-def torch_resnet20(torch):
-    basic, _, resnet = torch_resnet_classes(torch)
-    return resnet(basic, (3, 3, 3), 10, imagenet_stem=False)
 
 
 NETWORKS = {

@@ -113,7 +113,7 @@ def build_cnnblas(specs, rng):
 
 
 def build_torch(torch, specs):
-    from tests.nn.torch_resnet import torch_resnet_classes
+    from benchmarks.torch_resnet import torch_resnet_classes
 
     tnn = torch.nn
     basic_block = torch_resnet_classes(torch)[0]

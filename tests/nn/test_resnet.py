@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.torch_resnet import torch_resnet_classes
 from cnnblas import checkpoint, nn, optim
 from cnnblas.nn.blocks import downsample
 from cnnblas.nn.gradcheck import check_module_gradients
-from tests.nn.torch_resnet import torch_resnet_classes
 
 F64 = np.float64
 CIFAR_DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.torch_resnet import torch_resnet_classes
 from cnnblas import nn, optim
-from tests.nn.torch_resnet import torch_resnet_classes
 
 pytestmark = [pytest.mark.torch, pytest.mark.filterwarnings("ignore")]
 torch = pytest.importorskip("torch")

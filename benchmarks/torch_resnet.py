@@ -1,5 +1,6 @@
 """A hand-written PyTorch ResNet with torchvision's attribute names, for the
-equivalence tests (torchvision itself cannot be installed beside this torch).
+equivalence tests and the whole-network benchmarks (torchvision itself cannot
+be installed beside this torch).
 
 Written from the published architecture (He et al. 2016; torchvision's
 documented module names), not from cnnblas: it is the independent side of
