@@ -32,15 +32,6 @@ from cnnblas.ops import parallel, pointwise, workspace
 from cnnblas.ops.problem import ConvProblem, fold_columns
 from cnnblas.ops.workspace import Slot
 
-# A chunk's column buffers and output (or dY) reorder stay within this many
-# bytes even when the workspace budget is larger: the GEMMs then read what
-# im2col has just written (and col2im what the GEMM has just written) from
-# L2. Forwards ran 10-12 % faster than with 16 MiB chunks; backward passes
-# with the input gradient 12-27 % faster on LeNet-5's conv2, lenet2 and
-# ResNet-20's stride-2 layers, and within the noise on res_s2 and alex1
-# (see benchmarks/LOG.md).
-_CHUNK_BYTES = 2 * 2**20
-
 
 def supports(weight_shape, stride=1, dilation=1, groups: int = 1) -> bool:
     """Always True: im2col handles every kernel size, stride, dilation and grouping."""
@@ -150,7 +141,7 @@ def _forward_images(problem: ConvProblem, bias, y: np.ndarray, start: int, stop:
         pointwise.forward_images(problem, bias, y, start, stop)
         return
     for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1,
-                                                  max_bytes=_CHUNK_BYTES):
+                                                  max_bytes=workspace.CACHE_CHUNK_BYTES):
         forward_gemm(problem, bias, y, chunk_start, chunk_stop, serial)
 
 
@@ -172,7 +163,7 @@ def _backward_images(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray | None
         dbias += pointwise.per_batch_group(dy[start:stop], groups).sum(axis=(0, 3)).reshape(n_out)
         return dweight_t, dbias
     for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1 if dx is None else 2,
-                                                  max_bytes=_CHUNK_BYTES):
+                                                  max_bytes=workspace.CACHE_CHUNK_BYTES):
         cols = problem.columns(chunk_start, chunk_stop, serial)
         dy_matrix = _dy_matrix(dy, chunk_start, chunk_stop)
         dbias += dy_matrix.sum(axis=1)
@@ -189,7 +180,7 @@ def _input_grad_images(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray, sta
         pointwise.input_grad_images(problem, dy, dx, start, stop)
         return
     for chunk_start, chunk_stop in problem.chunks(start, stop, buffers=1,
-                                                  max_bytes=_CHUNK_BYTES):
+                                                  max_bytes=workspace.CACHE_CHUNK_BYTES):
         input_gemm(problem, _dy_matrix(dy, chunk_start, chunk_stop), dx, chunk_start,
                    chunk_stop, serial)
 

@@ -32,12 +32,6 @@ from cnnblas.ops import workspace
 from cnnblas.ops.problem import ConvProblem
 from cnnblas.ops.workspace import Slot
 
-# A strided chunk's subsampled input, output (or dy) and input gradient stay
-# within this many bytes, so that the GEMMs read what the subsample has just
-# written from the cache. Smaller chunks (512 KiB) lost more to the extra calls
-# than they won in cache hits (see benchmarks/LOG.md).
-_STRIDED_CHUNK_BYTES = 2 * 2**20
-
 
 def applies(geom: ConvGeometry) -> bool:
     """True for a 1x1, unpadded window of any stride and dilation."""
@@ -62,7 +56,7 @@ def _chunks(problem: ConvProblem, start: int, stop: int, buffers: int):
     stride 1 (nothing is copied), cache-sized chunks otherwise."""
     if not _strided(problem.geom):
         return [(start, stop)] if stop > start else []
-    return problem.chunks(start, stop, buffers, max_bytes=_STRIDED_CHUNK_BYTES)
+    return problem.chunks(start, stop, buffers, max_bytes=workspace.CACHE_CHUNK_BYTES)
 
 
 def _input_matrices(problem: ConvProblem, start: int, stop: int) -> np.ndarray:

@@ -27,6 +27,15 @@ class Slot(IntEnum):
 
 
 _DEFAULT_LIMIT = 16 * 2**20
+
+#: The im2col GEMM and the pointwise path keep a chunk's buffers (columns or
+#: subsampled input, their gradient, the output or dY reorder) within this
+#: many bytes even when the budget is larger, so that each stage reads what
+#: the one before has just written from L2. Against 16 MiB chunks: forwards
+#: 10-12 % faster, backward passes with dx 12-27 % faster on LeNet-5's conv2,
+#: lenet2 and ResNet-20's stride-2 layers; 512 KiB chunks of the strided 1x1
+#: path lost more to the extra calls than they won (see benchmarks/LOG.md).
+CACHE_CHUNK_BYTES = 2 * 2**20
 _limit = _DEFAULT_LIMIT
 # Bumped by set_workspace_limit: every thread drops its buffers at its next scratch().
 _generation = 0
