@@ -35,6 +35,7 @@ import argparse
 import copy
 import os
 import sys
+import time
 
 from cnnblas import distributed
 from cnnblas.cli.defaults import resolve_defaults
@@ -109,8 +110,6 @@ def _cpu_ticks(path: str = "/proc/stat") -> dict[int, tuple[int, int]] | None:
 def _idle_cores(seconds: float = IDLE_SAMPLE_SECONDS, read=_cpu_ticks) -> float | None:
     """How many of this process's CPUs were idle over the next ``seconds``, e.g. 1.9 of
     2 on a quiet machine, 1.0 with one core busy; None where it cannot be measured."""
-    import time
-
     before = read()
     if before is None:
         return None
