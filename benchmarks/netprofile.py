@@ -41,6 +41,8 @@ def group_of(category: str) -> str:
     for prefix, group in GROUPS:
         if category.startswith(prefix):
             return group
+    if category.startswith("Sequential"):
+        return "Sequential loops"
     if category.endswith("own code"):
         return "blocks' own code (residual adds)"
     return category

@@ -1,7 +1,7 @@
 """Markdown of the whole-network results (:mod:`benchmarks.networks`).
 
 :func:`section` is the report's *Whole networks* section: the rows, the
-second core's speed-up and the ResNet-20 step's profile by layer type.
+second core's speed-up and both training steps' profiles by layer type.
 :func:`readme_table` is the short table of the project README, pasted from
 a report's JSON::
 
@@ -90,13 +90,15 @@ def _scaling_text(scaling: dict | None) -> str:
         median = statistics.median(speedups)
         share = allreduce.get(name, 0.0)
         rows.append([_configuration_label(name), f"{seconds:.2f}", f"{images / seconds:,.0f}",
+                     _ms((seconds - share) / scaling["steps"]),
                      f"{1e6 * share / scaling['steps']:.0f} µs" if share else "—",
                      f"**{median:.2f}**" if name == default else f"{median:.2f}",
                      ", ".join(f"{value:.2f}" for value in speedups)])
     return (f"### The second core: LeNet-5 on mnist5k, {scaling['threads']} thread(s) against 1"
             "\n\n"
             + _table(["configuration", f"seconds for {scaling['steps']} steps", "images/s",
-                      "Allreduce per step", "speed-up (median)", "speed-up per round"], rows)
+                      "ms per step outside the Allreduce", "Allreduce per step",
+                      "speed-up (median)", "speed-up per round"], rows)
             + f"\n\nThe training loop of the LeNet-5 row on shuffled mnist5k batches of "
               f"{scaling['batch']} (seed 0), {scaling['warmups']} untimed steps first; each "
               "configuration in its own process(es), alternating. With several processes or MPI "
@@ -104,10 +106,28 @@ def _scaling_text(scaling: dict | None) -> str:
               "(`cnnblas.distributed`; the Allreduce time includes waiting for the slower rank); "
               "the `cnnblas train` default's processes are started and connected by the "
               "command line's own code. Target for the default (bold): "
-              f"≥ {targets.MIN_SCALING_SPEEDUP:g}.")
+              f"≥ {targets.MIN_SCALING_SPEEDUP:g}."
+            + _scaling_bound(scaling, default))
 
 
-def _profile_text(profile: dict, batch: int) -> str:
+def _scaling_bound(scaling: dict, default: str) -> str:
+    """What the default's speed-up would be without the Allreduce, and how much of one
+    thread's step a rank's share of the batch still costs (the work that does not shrink
+    with the batch: Python, per-layer calls, the optimizer)."""
+    one = scaling["seconds"].get("1x1")
+    share = scaling.get("allreduce_seconds", {}).get(default, 0.0)
+    ranks = int(default.rpartition(":")[2].split("x")[0])
+    if one is None or not share or ranks < 2:
+        return ""
+    compute = scaling["seconds"][default] - share
+    return (f" Without the Allreduce (which includes the wait for the slower rank) the "
+            f"default would run {one / compute:.2f}× faster than one thread; each of its "
+            f"{ranks} processes spends {compute / one:.0%} of one thread's time per step on "
+            f"1/{ranks} of the batch, against {1 / ranks:.0%} if every cost shrank with "
+            "the batch.")
+
+
+def _profile_text(profile: dict, label: str, batch: int) -> str:
     plain, wrapped = profile["plain"]["median"], profile["wrapped"]["median"]
     seconds = dict(profile["seconds"])
     overhead = wrapped - sum(seconds.values())
@@ -123,7 +143,7 @@ def _profile_text(profile: dict, batch: int) -> str:
     rows.append(["Python overhead (step − the rest)", _ms(overhead), f"{overhead / wrapped:.0%}",
                  ""])
     cost = profile["wrapper_seconds"] * profile["wrapped_calls"]
-    return (f"### Where the ResNet-20 step's time goes (cnnblas, batch {batch})\n\n"
+    return (f"### Where the {label} step's time goes (cnnblas, batch {batch})\n\n"
             f"By group, ms per step: {headline}.\n\n"
             + _table(["category", "ms per step", "share", "calls per step"], rows)
             + f"\n\nOwn time of each call (its time minus the timed calls inside it), "
@@ -171,8 +191,12 @@ def section(results: dict) -> str:
             + "; at batch 128, float32 rounding alone moves ResNet-20's gradients by up to "
               f"about 1e-2 in that norm); worst {errors}.")
     text += "\n\n" + _scaling_text(networks.get("scaling"))
-    if networks.get("profile"):
-        text += "\n\n" + _profile_text(networks["profile"], flops["batch"])
+    # Reports written before both steps were profiled hold ResNet-20's alone.
+    profiles = networks.get("profiles") or (
+        {"resnet20": networks["profile"]} if networks.get("profile") else {})
+    for name, profile in profiles.items():
+        text += "\n\n" + _profile_text(profile, NETWORKS[name].label,
+                                        networks["flops"][name]["batch"])
     return text
 
 

@@ -6,7 +6,7 @@ The report's *Whole networks* section (:func:`run`, :mod:`benchmarks.netreport`)
   eval-mode one-image prediction of both (:mod:`benchmarks.netmodels`), in
   cnnblas, PyTorch and (predictions only) onnxruntime on the models
   exported by :mod:`cnnblas.onnx`;
-- a per-layer-type profile of the ResNet-20 step in cnnblas
+- a per-layer-type profile of both training steps in cnnblas
   (:mod:`benchmarks.netprofile`);
 - LeNet-5 trained on mnist5k for a fixed number of steps in several
   configurations against one thread: ``cnnblas train``'s default on the
@@ -51,6 +51,8 @@ MNIST5K = (REPO_DIR / ".." / "shared" / "data" / "mnist5k").resolve()
 #: The measured rows: (network, kind) with kind "step" (training) or "predict" (batch 1).
 ROWS = (("lenet5", "step"), ("resnet20", "step"), ("lenet5", "predict"),
         ("resnet20", "predict"))
+#: The networks whose cnnblas training step is profiled by layer type (last round).
+PROFILED = ("resnet20", "lenet5")
 ENGINES = ("cnnblas", "torch", "onnxruntime")
 ENGINE_LABELS = {"cnnblas": "cnnblas", "torch": "PyTorch", "onnxruntime": "onnxruntime"}
 
@@ -65,7 +67,8 @@ class Settings:
     predict_budget: float = 0.4
     min_calls: int = 3
     warmups: int = 2
-    profile_steps: int = 3
+    # network -> profiled steps (LeNet-5's step is short: more of them for a stable mean)
+    profile_steps: dict = field(default_factory=lambda: {"resnet20": 3, "lenet5": 40})
     mnist_steps: int = 300
     mnist_rounds: int = 3
     mnist_warmups: int = 10
@@ -79,8 +82,8 @@ class Settings:
 
 FULL = Settings()
 QUICK = Settings(rounds=2, step_budget={"lenet5": 0.15, "resnet20": 0.5}, predict_budget=0.1,
-                 min_calls=2, warmups=1, profile_steps=1, mnist_steps=40, mnist_rounds=1,
-                 mnist_warmups=3)
+                 min_calls=2, warmups=1, profile_steps={"resnet20": 1, "lenet5": 3},
+                 mnist_steps=40, mnist_rounds=1, mnist_warmups=3)
 
 
 def configure(quick: bool = False, *, rounds: int | None = None, budget_scale: float = 1.0,
@@ -116,9 +119,10 @@ def _tasks(engine: str, settings: Settings, profile: bool) -> list[dict]:
                           budget=settings.budget(network, kind), min_steps=settings.min_calls,
                           warmups=settings.warmups))
     if profile:
-        tasks.append(dict(kind="profile", network="resnet20",
-                          batch=settings.batch or NETWORKS["resnet20"].batch,
-                          steps=settings.profile_steps, warmups=settings.warmups))
+        for network in PROFILED:
+            tasks.append(dict(kind="profile", network=network,
+                              batch=settings.batch or NETWORKS[network].batch,
+                              steps=settings.profile_steps[network], warmups=settings.warmups))
     return tasks
 
 
@@ -267,11 +271,12 @@ def run(threads: int, settings: Settings = FULL, *, sgemm_gflops: float | None =
             rounds.append(outputs)
         scaling = (_scaling(threads, settings, workdir, mnist, progress)
                    if mnist and threads > 1 else None)
-    profile = rounds[-1]["cnnblas"]["results"].pop("profile:resnet20")
+    last = rounds[-1]["cnnblas"]["results"]
+    profiles = {network: last.pop(f"profile:{network}") for network in PROFILED}
     return dict(threads=threads, engines=engines, settings=_settings_json(settings),
                 tolerance=TOLERANCE, max_rel_error=errors, flops=flops,
                 sgemm_gflops=sgemm_gflops, rows=summarize(rounds, engines, flops, sgemm_gflops),
-                profile=profile, scaling=scaling)
+                profiles=profiles, scaling=scaling)
 
 
 def steps(settings: Settings, engines: list[str], threads: int, mnist: Path | None = None

@@ -301,7 +301,7 @@ def test_networks_section_at_tiny_settings(tmp_path, monkeypatch):
     assert 0 < resnet_step["sgemm_fraction"]["cnnblas"]
     assert whole["scaling"] is None and "*Second core*: not measured" in markdown
 
-    profile = whole["profile"]
+    profile = whole["profiles"]["resnet20"]
     assert profile["calls"]["Conv2d forward (direct)"] == 1  # the 3 -> 16 stem
     assert sum(v for k, v in profile["calls"].items() if k.startswith("Conv2d forward")) == 21
     # Plain or fused by the blocks and the stem (a plain backward calls the fused
@@ -310,12 +310,18 @@ def test_networks_section_at_tiny_settings(tmp_path, monkeypatch):
     assert profile["calls"]["BasicBlock own code"] == 18  # 9 blocks, forward and backward
     assert all(seconds >= 0 for seconds in profile["seconds"].values())
     assert sum(profile["seconds"].values()) <= profile["wrapped"]["median"]
+    lenet = whole["profiles"]["lenet5"]  # 2 convolutions, 3 linear layers, 4 ReLUs
+    assert sum(v for k, v in lenet["calls"].items() if k.startswith("Conv2d forward")) == 2
+    assert (lenet["calls"]["Linear forward"], lenet["calls"]["Linear backward"]) == (3, 3)
+    assert (lenet["calls"]["ReLU forward"], lenet["calls"]["MaxPool2d forward"]) == (4, 2)
+    assert not any(k.endswith("own code") for k in lenet["calls"])  # the root is not wrapped
 
     rows = _section_rows(markdown, "Whole networks (1 thread(s))")
     assert [row[0] for row in rows] == ["LeNet-5 training step", "ResNet-20 training step",
                                         "LeNet-5 one-image prediction (eval)",
                                         "ResNet-20 one-image prediction (eval)"]
     assert "### Where the ResNet-20 step's time goes (cnnblas, batch 2)" in markdown
+    assert "### Where the LeNet-5 step's time goes (cnnblas, batch 2)" in markdown
     target_rows = _section_rows(markdown, "Targets, measured in this run")
     measured = [row[2] != "not measured" for row in target_rows[4:]]
     assert measured == [torch_available()] * len(targets.NETWORK_TARGETS) + [False]
@@ -413,10 +419,14 @@ def test_second_core_table_names_each_configuration():
                              "2x1": [2.0, 2.2]},
                    speedup=1.8)
     text = netreport._scaling_text(scaling)
-    assert ("| `cnnblas train` default: 2 processes × 1 thread | 0.45 | 1,422 | 40 µs | "
+    # ms per step outside the Allreduce: (0.45 - 0.0004) / 10 s = 44.96 ms, and so on.
+    assert ("| `cnnblas train` default: 2 processes × 1 thread | 0.45 | 1,422 | 45.0 | 40 µs | "
             "**1.80** | 1.70, 1.90 |") in text
-    assert "| 1 process × 2 threads | 0.50 | 1,280 | — | 1.60 | 1.50, 1.70 |" in text
-    assert "| 2 MPI ranks × 1 thread | 0.40 | 1,600 | 80 µs | 2.10 | 2.00, 2.20 |" in text
+    assert "| 1 process × 2 threads | 0.50 | 1,280 | 50.0 | — | 1.60 | 1.50, 1.70 |" in text
+    assert "| 2 MPI ranks × 1 thread | 0.40 | 1,600 | 39.9 | 80 µs | 2.10 | 2.00, 2.20 |" in text
+    # Without the Allreduce: 0.8 / 0.4496 = 1.78x; a process's share 0.4496 / 0.8 = 56 %.
+    assert "the default would run 1.78× faster than one thread" in text
+    assert "spends 56% of one thread's time per step on 1/2 of the batch" in text
 
 
 def test_the_second_core_runs_the_command_lines_default():
