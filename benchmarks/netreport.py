@@ -20,6 +20,7 @@ from benchmarks.common import ms_text as _ms
 from benchmarks.netmodels import NETWORKS
 from benchmarks.netprofile import group_of
 from benchmarks.networks import ENGINE_LABELS
+from benchmarks.winograd_stages import STAGES, per_step
 
 KIND_LABELS = {"step": "training step", "predict": "one-image prediction (eval)"}
 
@@ -157,6 +158,43 @@ def _profile_text(profile: dict, label: str, batch: int) -> str:
               "landing in *Python overhead*. See `benchmarks/netprofile.py`.")
 
 
+def _stages_text(stages: dict, sgemm_gflops: float | None, threads: int) -> str:
+    """ResNet-20's F(4x4) convolutions by stage, ms per step on one thread."""
+    totals = per_step(stages)
+    forward, backward = totals["forward"], totals["backward"]
+    whole = forward["whole"] + backward["whole"]
+    rows = [[stage, _ms(forward[stage]), _ms(backward[stage]),
+             _ms(forward[stage] + backward[stage]),
+             f"{(forward[stage] + backward[stage]) / whole:.0%}"] for stage in STAGES]
+    rows.append(["whole calls", _ms(forward["whole"]), _ms(backward["whole"]), _ms(whole),
+                 "100%"])
+    gemm_seconds = forward["GEMMs"] + backward["GEMMs"]
+    rate = (forward["gemm_flops"] + backward["gemm_flops"]) / gemm_seconds / 1e9
+    versus = (f" = {rate / (sgemm_gflops / threads):.0%} of this run's SGEMM rate per thread "
+              f"({sgemm_gflops / threads:.0f})" if sgemm_gflops else "")
+    transforms = sum(forward[stage] + backward[stage] for stage in STAGES[:3])
+    shapes = "; ".join(f"{tuple(layer['x_shape'])} × {layer['layers']} layers"
+                       for layer in stages["layers"])
+    channels = ", ".join(str(c) for c in sorted({layer["w_shape"][1]
+                                                 for layer in stages["layers"]}))
+    return (f"### ResNet-20's Winograd F(4×4) convolutions by stage (cnnblas, one thread, "
+            f"batch {stages['batch']})\n\n"
+            + _table(["stage", "forward ms per step", "backward ms per step", "both",
+                      "share"], rows)
+            + f"\n\nThe transforms take {transforms / whole:.0%} of these convolutions' "
+              f"one-thread time and the GEMMs {gemm_seconds / whole:.0%}, at {rate:.0f} "
+              f"GFLOP/s{versus} (products of C×C matrices by C×T tiles, C = {channels}). "
+            + ("The transforms, which move every value through memory a few times with "
+               "little arithmetic, outweigh the products: fewer passes over memory (fused "
+               "kernels), not a faster GEMM, is what would shorten these layers. "
+               if transforms > gemm_seconds else
+               "The products outweigh the transforms here. ")
+            + f"Shapes (input, per layer): {shapes}. Each shape's forward and backward "
+              "(dx, dweight, dbias) timed plain and with timers around the stages, medians, "
+              "multiplied by its number of layers; *rest* = plain call − stages (the chunk loop, "
+              "allocations, the bias gradient). See `benchmarks/winograd_stages.py`.")
+
+
 def section(results: dict) -> str:
     """The report's *Whole networks* section."""
     networks = results["networks"]
@@ -197,6 +235,9 @@ def section(results: dict) -> str:
     for name, profile in profiles.items():
         text += "\n\n" + _profile_text(profile, NETWORKS[name].label,
                                         networks["flops"][name]["batch"])
+    if networks.get("winograd_stages"):
+        text += "\n\n" + _stages_text(networks["winograd_stages"], networks["sgemm_gflops"],
+                                       networks["threads"])
     return text
 
 

@@ -8,7 +8,7 @@ so each engine (cnnblas, PyTorch, onnxruntime) runs alone in its process.
 Spec keys: ``engine``, ``threads``, ``workdir`` (the initial weights
 ``<network>.npz`` and ``<network>.onnx``, and where the checks' dumps go),
 ``round`` and ``tasks``, each a dict with ``kind`` ("step", "predict",
-"profile" or "mnist"), ``network`` and the kind's settings.
+"profile", "stages" or "mnist"), ``network`` and the kind's settings.
 
 - *step*: build the network, load the initial weights, run one training
   step and dump its loss and updated state
@@ -18,6 +18,8 @@ Spec keys: ``engine``, ``threads``, ``workdir`` (the initial weights
 - *predict*: eval mode, one image; dump the logits
   (``<engine>-r<round>-<network>-predict.npy``), warm up, time calls.
 - *profile* (cnnblas): the step under :class:`benchmarks.netprofile.LayerProfiler`.
+- *stages* (cnnblas): the network's Winograd F(4x4) layers stage by stage, on
+  one thread (:mod:`benchmarks.winograd_stages`).
 - *mnist* (cnnblas): ``steps`` training steps of LeNet-5 on mnist5k batches
   (data-parallel when started by ``mpiexec -n P``, or when the spec's
   ``processes`` is P > 1: then this process starts P ranks of itself with
@@ -175,6 +177,13 @@ def run_profile(engine, task: dict, workdir: Path, tag: str) -> dict:
                 wrapper_seconds=wrapper_cost(), wrapped_calls=profiler.total_calls() // count)
 
 
+def run_stages(engine, task: dict, workdir: Path, tag: str) -> dict:
+    """The F(4x4) layers of the network by stage (:func:`benchmarks.winograd_stages.run`)."""
+    from benchmarks import winograd_stages
+
+    return winograd_stages.run(task["network"], task["batch"], task["repeats"])
+
+
 def run_mnist(engine, task: dict, workdir: Path, tag: str) -> dict | None:
     """``steps`` LeNet-5 training steps on shuffled mnist5k batches; the seconds of
     all steps after ``warmups``. Under ``mpiexec -n P`` each rank trains on its
@@ -218,7 +227,8 @@ def run_mnist(engine, task: dict, workdir: Path, tag: str) -> dict | None:
                 first_loss=float(losses[0]), last_loss=float(losses[-1]))
 
 
-TASKS = {"step": run_step, "predict": run_predict, "profile": run_profile, "mnist": run_mnist}
+TASKS = {"step": run_step, "predict": run_predict, "profile": run_profile, "stages": run_stages,
+         "mnist": run_mnist}
 
 
 def main(argv: list[str] | None = None) -> int:

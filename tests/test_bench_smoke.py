@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+import cnnblas
 from benchmarks import (
     bounds,
     netmodels,
@@ -316,6 +317,18 @@ def test_networks_section_at_tiny_settings(tmp_path, monkeypatch):
     assert (lenet["calls"]["ReLU forward"], lenet["calls"]["MaxPool2d forward"]) == (4, 2)
     assert not any(k.endswith("own code") for k in lenet["calls"])  # the root is not wrapped
 
+    # ResNet-20's 3x3 stride-1 layers, which auto runs with F(4x4): 6 on 16 channels at
+    # 32x32, 5 on 32 at 16x16 (the stage's first conv has stride 2), 5 on 64 at 8x8.
+    stages = whole["winograd_stages"]
+    assert {tuple(layer["x_shape"]): layer["layers"] for layer in stages["layers"]} == {
+        (2, 16, 32, 32): 6, (2, 32, 16, 16): 5, (2, 64, 8, 8): 5}
+    for layer in stages["layers"]:
+        assert layer["forward"]["stages"]["gradient transform"] == 0  # backward only
+        assert layer["backward"]["stages"]["gradient transform"] > 0
+        assert all(layer[p]["stages"][s] > 0 for p in ("forward", "backward")
+                   for s in ("input transform", "output transform", "GEMMs"))
+    assert "### ResNet-20's Winograd F(4×4) convolutions by stage" in markdown
+
     rows = _section_rows(markdown, "Whole networks (1 thread(s))")
     assert [row[0] for row in rows] == ["LeNet-5 training step", "ResNet-20 training step",
                                         "LeNet-5 one-image prediction (eval)",
@@ -427,6 +440,48 @@ def test_second_core_table_names_each_configuration():
     # Without the Allreduce: 0.8 / 0.4496 = 1.78x; a process's share 0.4496 / 0.8 = 56 %.
     assert "the default would run 1.78× faster than one thread" in text
     assert "spends 56% of one thread's time per step on 1/2 of the batch" in text
+
+
+def test_winograd_stage_timers_leave_the_module_as_they_found_it():
+    from collections import defaultdict
+
+    from benchmarks import winograd_stages
+    from cnnblas.ops import winograd
+
+    before = (winograd.VARIANTS[4], winograd.np, winograd.all_finite)
+    seconds = defaultdict(float)
+    x = np.ones((1, 8, 8, 8), np.float32)
+    w = np.ones((8, 8, 3, 3), np.float32)
+    expected = cnnblas.conv2d(x, w, padding=1, algorithm="winograd4x4")
+    with winograd_stages.stage_timers(seconds):
+        timed = cnnblas.conv2d(x, w, padding=1, algorithm="winograd4x4")
+    assert (winograd.VARIANTS[4], winograd.np, winograd.all_finite) == before
+    np.testing.assert_array_equal(timed, expected)
+    assert {"input transform", "output transform", "GEMMs", "non-finite checks"} <= set(seconds)
+
+
+def test_winograd_stage_table_sums_each_shape_over_its_layers():
+    """Per step = each shape's stage times times its layer count; shares of the whole."""
+    def passes(seconds, stages, flops):
+        return dict(seconds=seconds, stages=stages, gemm_flops=flops)
+
+    forward = {"input transform": 1e-3, "gradient transform": 0.0, "output transform": 5e-4,
+               "GEMMs": 1e-3, "non-finite checks": 1e-4, "rest": 4e-4}
+    backward = {"input transform": 2e-3, "gradient transform": 1e-3, "output transform": 5e-4,
+                "GEMMs": 2e-3, "non-finite checks": 2e-4, "rest": 3e-4}
+    stages = dict(batch=8, layers=[dict(x_shape=[8, 16, 32, 32], w_shape=[16, 16, 3, 3],
+                                        layers=2, forward=passes(3e-3, forward, 1e8),
+                                        backward=passes(6e-3, backward, 2e8))])
+    text = netreport._stages_text(stages, sgemm_gflops=200.0, threads=2)
+    # Whole: 2 x (3 + 6) = 18 ms; input transform 2 x 1 + 2 x 2 = 6 ms = 33 %.
+    assert "| input transform | 2.00 | 4.00 | 6.00 | 33% |" in text
+    assert "| gradient transform | 0.000 | 2.00 | 2.00 | 11% |" in text
+    assert "| whole calls | 6.00 | 12.0 | 18.0 | 100% |" in text
+    # Transforms 6 + 2 + 2 = 10 ms (56 %), GEMMs 6 ms (33 %) at 2 x 3e8 / 6e-3 s = 100
+    # GFLOP/s, the SGEMM rate per thread being 100.
+    assert "The transforms take 56% of these convolutions' one-thread time and the GEMMs " \
+           "33%, at 100 GFLOP/s = 100% of this run's SGEMM rate per thread (100)" in text
+    assert "outweigh the products" in text and "(8, 16, 32, 32) × 2 layers" in text
 
 
 def test_the_second_core_runs_the_command_lines_default():
