@@ -473,8 +473,11 @@ def _targets_section(results: dict) -> str:
     evaluated = targets.evaluate(results)
     for target in evaluated:
         met = {True: "**yes**", False: "no", None: "not measured"}[target["met"]]
+        short = ", ".join(target["gaps"])
+        if target.get("explained_by"):
+            short = "see " + "; ".join(f"*{title}*" for title in target["explained_by"])
         rows.append([target["name"], target["measured"], met,
-                     ", ".join(target["gaps"]) if target["met"] is False else ""])
+                     short if target["met"] is False else ""])
     gap_shapes = {name for target in evaluated if target["met"] is False
                   for name in target["gaps"]}
     for bound in bounds:
@@ -482,7 +485,7 @@ def _targets_section(results: dict) -> str:
             sentences.append("- " + _gap_sentence(bound, _bound_numbers(bound, sgemm, threads)))
     text = ("## Targets, measured in this run\n\n"
             + _table(["target", "measured (cnnblas / PyTorch time unless stated)", "met?",
-                      "shapes short of it"], rows, "llll"))
+                      "shapes short of it (or the profile of the gap)"], rows, "llll"))
     if sentences:
         text += ("\n\nWhere the time of the shapes short of a target goes (stage profile, "
                  "table *Where the time goes* below):\n\n" + "\n".join(sentences))

@@ -3,10 +3,11 @@
 Each target becomes a dict ``name``, ``measured`` (text), ``met`` (True,
 False, or None when the run did not measure it) and ``gaps``: the shapes
 that miss it, whose stage profile (:mod:`benchmarks.bounds`) the report
-prints next to it. The layer suite's targets come first, then the whole
-networks' (:mod:`benchmarks.networks`): cnnblas time / PyTorch time of each
-row of :data:`NETWORK_TARGETS` (the median of the same-round ratios) and the
-second core's speed-up.
+prints next to it; a whole-network target also names, in ``explained_by``,
+the report's subsections whose profile explains a gap. The layer suite's
+targets come first, then the whole networks' (:mod:`benchmarks.networks`):
+cnnblas time / PyTorch time of each row of :data:`NETWORK_TARGETS` (the
+median of the same-round ratios) and the second core's speed-up.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ NETWORK_TARGETS = {("resnet20", "step"): 0.8, ("lenet5", "step"): 0.8,
 #: Smallest speed-up of LeNet-5 training on mnist5k with the default settings (on
 #: every core: ``cnnblas train``'s processes) over one thread.
 MIN_SCALING_SPEEDUP = 1.6
+#: The report's subsections whose profile explains a whole-network target's gap.
+EXPLAINED_BY = {
+    ("resnet20", "step"): ("Where the ResNet-20 step's time goes",
+                           "ResNet-20's Winograd F(4×4) convolutions by stage"),
+    ("lenet5", "step"): ("Where the LeNet-5 step's time goes",),
+    ("resnet20", "predict"): (), ("lenet5", "predict"): (),
+    "scaling": ("The second core",),
+}
 
 
 def _ratios(results: dict) -> dict[str, float]:
@@ -96,7 +105,7 @@ def network_targets(networks: dict | None) -> list[dict]:
     targets = []
     for key, limit in NETWORK_TARGETS.items():
         target = dict(name=f"{_row_name(*key)} ≤ {limit:g}× PyTorch", measured="—", met=None,
-                      gaps=[])
+                      gaps=[], explained_by=EXPLAINED_BY[key])
         row = rows.get(key)
         if row is not None and "torch" in row["seconds"]:
             _, met = network_target(row)
@@ -107,7 +116,7 @@ def network_targets(networks: dict | None) -> list[dict]:
     scaling = (networks or {}).get("scaling")
     target = dict(name=f"LeNet-5 training on mnist5k ≥ {MIN_SCALING_SPEEDUP:g}× faster with "
                        "the default settings on every core than with one thread", measured="—",
-                  met=None, gaps=[])
+                  met=None, gaps=[], explained_by=EXPLAINED_BY["scaling"])
     if scaling and scaling["threads"] > 1:
         default = scaling.get("default", f"1x{scaling['threads']}")
         target.update(measured=f"{scaling['speedup']:.2f}× ({default} against 1x1 on "
