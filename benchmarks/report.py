@@ -489,6 +489,12 @@ def _targets_section(results: dict) -> str:
     if sentences:
         text += ("\n\nWhere the time of the shapes short of a target goes (stage profile, "
                  "table *Where the time goes* below):\n\n" + "\n".join(sentences))
+    if any(target["met"] is False for target in evaluated):
+        text += ("\n\nWhat was tried against each gap, kept or not, with its measurements: "
+                 "`benchmarks/LOG.md` (one section per topic: the GEMM engine and its chunks, "
+                 "Winograd F(2×2) and F(4×4) and their transforms, the direct kernels, "
+                 "BatchNorm, the thread hand-off and the stage profile, the whole networks, "
+                 "the second core through processes).")
     return text
 
 
