@@ -97,9 +97,26 @@ def _a(g0, g1, g2, g3, two, four, eight):
     return g0, sum02 + sum13, sum02 - sum13, near + far, near - far, g3
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _finite_sum(values):
+    """Whether the sum of the 1-D array ``values`` (in its dtype) is finite.
+
+    One inf or NaN makes the sum inf or NaN; a sum that overflows from finite
+    values says False too, which only sends the layer to the exact path.
+    Reassociation alone (inf and NaN keep their meaning) lets LLVM spread the
+    sum over vector lanes; the flag belongs to the compiled function, so this
+    one is not inlined.
+    """
+    total = values[0] - values[0]
+    for k in range(values.size):
+        total += values[k]
+    return np.isfinite(total)
+
+
 @numba.njit(cache=True, inline="always")
 def _input_task(x, pad, tiles, v, c):
-    """Transform input channel ``c`` of every image in ``x`` into ``v``."""
+    """Transform input channel ``c`` of every image in ``x`` into ``v``; return whether
+    the pixels it read are finite (:func:`_finite_sum`)."""
     n_images, _, height, width = x.shape
     pad_top, pad_left = pad
     tiles_h, tiles_w = tiles
@@ -136,6 +153,9 @@ def _input_task(x, pad, tiles, v, c):
                 dst = flat[4 + i, start : start + run]
                 for t in range(run):
                     dst[t] = src[t]
+    # The streams hold every pixel the transform reads (rows 0 and 1 twice), while
+    # they are in cache: checking them here spares the caller a pass over x.
+    finite = _finite_sum(streams.reshape(streams.size))
     # Bᵀ d first, in place: the six streams hold the six rows of every tile, so
     # this is one elementwise pass over four values per tile and row. (d B first
     # wrote six per tile and row to a temporary and read them back: 1.2x slower.)
@@ -162,6 +182,7 @@ def _input_task(x, pad, tiles, v, c):
             v0[f], v1[f], v2[f], v3[f], v4[f], v5[f] = _b_transpose(h0, h1, h2, h3, n0, n1,
                                                                     two, four, five)
             h0, h1, h2, h3 = n0, n1, n2, n3
+    return finite
 
 
 @numba.njit(cache=True, parallel=True)
@@ -169,16 +190,24 @@ def input_transform(x, pad, tiles, v):
     """Fill ``v`` (36, >= C*N*T) with ``Bᵀ d B`` of every 6x6 tile of ``x`` (N, C, H, W).
 
     Parallel over the C input channels; each writes its own columns of ``v``.
+    Returns whether every pixel the tiles read is finite (False as well when
+    their sum overflows), so that the caller needs no pass of its own over
+    ``x``; pixels no tile reads are not checked (they do not reach the result).
     """
+    finite = np.empty(x.shape[1], np.bool_)
     for c in prange(x.shape[1]):
-        _input_task(x, pad, tiles, v, c)
+        finite[c] = _input_task(x, pad, tiles, v, c)
+    return finite.all()
 
 
 @numba.njit(cache=True, nogil=True)
 def input_transform_serial(x, pad, tiles, v):
     """:func:`input_transform` in the calling thread, without the GIL."""
+    finite = True
     for c in range(x.shape[1]):
-        _input_task(x, pad, tiles, v, c)
+        if not _input_task(x, pad, tiles, v, c):
+            finite = False
+    return finite
 
 
 @numba.njit(cache=True, inline="always")
@@ -257,7 +286,8 @@ def output_transform_serial(m, tiles, bias, y):
 
 @numba.njit(cache=True, inline="always")
 def _grad_task(dy, tiles, m, k):
-    """Transform output-gradient channel ``k`` of every image of ``dy`` into ``m``."""
+    """Transform output-gradient channel ``k`` of every image of ``dy`` into ``m``;
+    return whether its pixels are finite (:func:`_finite_sum`)."""
     n_images, _, out_h, out_w = dy.shape
     tiles_h, tiles_w = tiles
     span = tiles_w + 1
@@ -276,6 +306,7 @@ def _grad_task(dy, tiles, m, k):
             src = dy[n, k, oh]
             for ow in range(out_w):
                 dst[ow] = src[ow]
+    finite = _finite_sum(lines.reshape(lines.size))
     # rows[i, b, t]: entry (i, b) of dY Aᵀ for tile t.
     rows = np.empty((4, 6, count), dy.dtype)
     for i in range(4):
@@ -303,6 +334,7 @@ def _grad_task(dy, tiles, m, k):
         for t in range(count):  # A (dY Aᵀ)
             m0[t], m1[t], m2[t], m3[t], m4[t], m5[t] = _a(g0[t], g1[t], g2[t], g3[t],
                                                           two, four, eight)
+    return finite
 
 
 @numba.njit(cache=True, parallel=True)
@@ -312,14 +344,20 @@ def grad_transform(dy, tiles, m):
     The adjoint of :func:`output_transform` (bias aside), with
     ``A = Aᵀᵀ`` (6 x 4). Junk tiles and the missing pixels of partial last
     tiles are zero, so they add nothing to ``dU[xi] = dM[xi] @ V[xi]ᵀ``.
-    Parallel over the K output channels.
+    Parallel over the K output channels. Returns whether ``dy`` is finite, as
+    :func:`input_transform` does for ``x``.
     """
+    finite = np.empty(dy.shape[1], np.bool_)
     for k in prange(dy.shape[1]):
-        _grad_task(dy, tiles, m, k)
+        finite[k] = _grad_task(dy, tiles, m, k)
+    return finite.all()
 
 
 @numba.njit(cache=True, nogil=True)
 def grad_transform_serial(dy, tiles, m):
     """:func:`grad_transform` in the calling thread, without the GIL."""
+    finite = True
     for k in range(dy.shape[1]):
-        _grad_task(dy, tiles, m, k)
+        if not _grad_task(dy, tiles, m, k):
+            finite = False
+    return finite
