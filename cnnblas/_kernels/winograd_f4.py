@@ -199,7 +199,6 @@ def _input_work(x, tiles):
     return np.zeros((6, count + 1, 4), x.dtype), np.empty((6, count + 1, 4), x.dtype)
 
 
-@numba.njit(cache=True, parallel=True)
 def input_transform(x, pad, tiles, v):
     """Fill ``v`` (36, >= C*N*T) with ``Bᵀ d B`` of every 6x6 tile of ``x`` (N, C, H, W).
 
@@ -208,11 +207,17 @@ def input_transform(x, pad, tiles, v):
     their sum overflows), so that the caller needs no pass of its own over
     ``x``; pixels no tile reads are not checked (they do not reach the result).
     """
+    # One block of channels per thread, so that each allocates and zeroes its
+    # work arrays once (per channel: 5-8% slower). The thread count is read
+    # here: read inside the compiled function, it kept Numba from caching it.
+    return _input_blocks(x, pad, tiles, v, min(x.shape[1], numba.get_num_threads()))
+
+
+@numba.njit(cache=True, parallel=True)
+def _input_blocks(x, pad, tiles, v, blocks):
+    """:func:`input_transform` with the channels split into ``blocks`` tasks."""
     channels = x.shape[1]
     finite = np.empty(channels, np.bool_)
-    # One block of channels per thread, so that each allocates and zeroes its
-    # work arrays once (per channel, 5-8% slower).
-    blocks = min(channels, numba.get_num_threads())
     for block in prange(blocks):
         streams, rows = _input_work(x, tiles)
         for c in range(block * channels // blocks, (block + 1) * channels // blocks):
