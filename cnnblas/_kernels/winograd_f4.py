@@ -311,9 +311,11 @@ def output_transform_serial(m, tiles, bias, y):
 
 
 @numba.njit(cache=True, inline="always")
-def _grad_task(dy, tiles, m, k):
+def _grad_task(dy, tiles, m, k, quads, rows):
     """Transform output-gradient channel ``k`` of every image of ``dy`` into ``m``;
-    return whether its pixels are finite (:func:`_finite_sum`)."""
+    return whether its pixels are finite (:func:`_finite_sum`). ``quads`` (zeroed)
+    and ``rows`` are the caller's work arrays (:func:`_grad_work`), as in
+    :func:`_input_task`."""
     n_images, _, out_h, out_w = dy.shape
     tiles_h, tiles_w = tiles
     span = tiles_w + 1
@@ -323,7 +325,6 @@ def _grad_task(dy, tiles, m, k):
     two, four, _, eight = _constants(m)
     # quads[i, tile, j] is output-gradient pixel (4*th + i, 4*tw + j) of the tile;
     # junk tiles and the pixels past out_h x out_w stay zero.
-    quads = np.zeros((4, count, 4), dy.dtype)
     lines = quads.reshape(4, 4 * count)
     for n in range(n_images):
         for oh in range(out_h):
@@ -334,7 +335,6 @@ def _grad_task(dy, tiles, m, k):
                 dst[ow] = src[ow]
     finite = _finite_sum(lines.reshape(lines.size))
     # rows[i, b, t]: entry (i, b) of dY Aᵀ for tile t.
-    rows = np.empty((4, 6, count), dy.dtype)
     for i in range(4):
         here = quads[i]
         r0 = rows[i, 0]
@@ -363,7 +363,6 @@ def _grad_task(dy, tiles, m, k):
     return finite
 
 
-@numba.njit(cache=True, parallel=True)
 def grad_transform(dy, tiles, m):
     """Fill ``m`` (36, >= K*N*T) with ``dM = A dY Aᵀ`` of every 4x4 tile of ``dy``.
 
@@ -373,17 +372,35 @@ def grad_transform(dy, tiles, m):
     Parallel over the K output channels. Returns whether ``dy`` is finite, as
     :func:`input_transform` does for ``x``.
     """
-    finite = np.empty(dy.shape[1], np.bool_)
-    for k in prange(dy.shape[1]):
-        finite[k] = _grad_task(dy, tiles, m, k)
+    return _grad_blocks(dy, tiles, m, min(dy.shape[1], numba.get_num_threads()))
+
+
+@numba.njit(cache=True, inline="always")
+def _grad_work(dy, tiles):
+    """The zeroed ``quads`` and the ``rows`` of :func:`_grad_task`."""
+    count = dy.shape[0] * tiles[0] * (tiles[1] + 1)
+    return np.zeros((4, count, 4), dy.dtype), np.empty((4, 6, count), dy.dtype)
+
+
+@numba.njit(cache=True, parallel=True)
+def _grad_blocks(dy, tiles, m, blocks):
+    """:func:`grad_transform` with the channels split into ``blocks`` tasks (see
+    :func:`input_transform`)."""
+    channels = dy.shape[1]
+    finite = np.empty(channels, np.bool_)
+    for block in prange(blocks):
+        quads, rows = _grad_work(dy, tiles)
+        for k in range(block * channels // blocks, (block + 1) * channels // blocks):
+            finite[k] = _grad_task(dy, tiles, m, k, quads, rows)
     return finite.all()
 
 
 @numba.njit(cache=True, nogil=True)
 def grad_transform_serial(dy, tiles, m):
     """:func:`grad_transform` in the calling thread, without the GIL."""
+    quads, rows = _grad_work(dy, tiles)
     finite = True
     for k in range(dy.shape[1]):
-        if not _grad_task(dy, tiles, m, k):
+        if not _grad_task(dy, tiles, m, k, quads, rows):
             finite = False
     return finite
