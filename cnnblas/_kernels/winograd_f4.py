@@ -213,7 +213,8 @@ def _input_work(x, tiles):
 
 
 def input_transform(x, pad, tiles, v):
-    """Fill ``v`` (36, >= C*N*T) with ``Bᵀ d B`` of every 6x6 tile of ``x`` (N, C, H, W).
+    """Fill ``v`` (36, >= C*N*T) with ``Bᵀ d B`` of every 6x6 tile of ``x`` (N, C, H, W),
+    C-contiguous.
 
     Parallel over the C input channels; each writes its own columns of ``v``.
     Returns whether every pixel the tiles read is finite (False as well when
