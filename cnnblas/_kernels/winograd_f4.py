@@ -98,8 +98,9 @@ def _a(g0, g1, g2, g3, two, four, eight):
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _finite_sum(values):
-    """Whether the sum of the 1-D array ``values`` (in its dtype) is finite.
+def _finite_sum(values, zero):
+    """Whether the sum of the 1-D array ``values``, started from ``zero`` (0 in its
+    dtype, so that float32 sums use float32 lanes), is finite.
 
     One inf or NaN makes the sum inf or NaN; a sum that overflows from finite
     values says False too, which only sends the layer to the exact path.
@@ -107,7 +108,7 @@ def _finite_sum(values):
     sum over vector lanes; the flag belongs to the compiled function, so this
     one is not inlined.
     """
-    total = values[0] - values[0]
+    total = zero
     for k in range(values.size):
         total += values[k]
     return np.isfinite(total)
@@ -173,7 +174,7 @@ def _input_task(x, pad, tiles, v, c, streams, rows):
                       src + (4 * th + i) * width, run)
     # The streams hold every pixel the transform reads (rows 0 and 1 twice), while
     # they are in cache: checking them here spares the caller a pass over x.
-    finite = _finite_sum(streams.reshape(streams.size))
+    finite = _finite_sum(streams.reshape(streams.size), two - two)
     # Bᵀ d first: the six streams hold the six rows of every tile, so this is one
     # elementwise pass over four values per tile and row. (d B first wrote six
     # per tile and row to a temporary and read them back: 1.2x slower.)
@@ -347,7 +348,7 @@ def _grad_task(dy, tiles, m, k, quads, rows):
             src = dy[n, k, oh]
             for ow in range(out_w):
                 dst[ow] = src[ow]
-    finite = _finite_sum(lines.reshape(lines.size))
+    finite = _finite_sum(lines.reshape(lines.size), two - two)
     # rows[i, b, t]: entry (i, b) of dY Aᵀ for tile t.
     for i in range(4):
         here = quads[i]
