@@ -61,11 +61,12 @@ class _Variant(NamedTuple):
     """One Winograd F(m x m, 3x3): its kernels and weight transform."""
 
     tile: int  # m, the output tile's side
-    input_transform: object  # (x, pad, tiles, v) -> None; Numba's thread pool
+    # (x, pad, tiles, v) -> whether x is finite; Numba's thread pool
+    input_transform: object
     input_transform_serial: object  # the same in the calling thread, without the GIL
     output_transform: object  # (m, tiles, bias, y) -> None
     output_transform_serial: object
-    grad_transform: object  # (dy, tiles, m) -> None
+    grad_transform: object  # (dy, tiles, m) -> whether dy is finite
     grad_transform_serial: object
     gg: np.ndarray  # (P, 9) float64: row (m+2)*a + b, column 3*i + j holds G[a, i] * G[b, j]
 
@@ -81,14 +82,29 @@ _G4 = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6]
 
 
 
-def _variant_of(tile: int, kernels, g: np.ndarray) -> _Variant:
-    """The variant whose transforms are ``kernels``' (a kernel module) and whose G is ``g``."""
-    return _Variant(tile, kernels.input_transform, kernels.input_transform_serial,
+def _checked(transform):
+    """``transform`` (x or dy first), returning whether that array is finite: for
+    kernels that do not check it as they read it."""
+    def run(array, *args):
+        finite = all_finite(array)
+        transform(array, *args)
+        return finite
+    return run
+
+
+def _variant_of(tile: int, kernels, g: np.ndarray, checks: bool) -> _Variant:
+    """The variant whose transforms are ``kernels``' (a kernel module) and whose G is
+    ``g``; ``checks`` says whether its input and gradient transforms return whether
+    their input is finite, or need :func:`_checked`."""
+    wrap = (lambda transform: transform) if checks else _checked
+    return _Variant(tile, wrap(kernels.input_transform), wrap(kernels.input_transform_serial),
                     kernels.output_transform, kernels.output_transform_serial,
-                    kernels.grad_transform, kernels.grad_transform_serial, np.kron(g, g))
+                    wrap(kernels.grad_transform), wrap(kernels.grad_transform_serial),
+                    np.kron(g, g))
 
 
-VARIANTS = {2: _variant_of(2, winograd_f2, _G2), 4: _variant_of(4, winograd_f4, _G4)}
+VARIANTS = {2: _variant_of(2, winograd_f2, _G2, checks=False),
+            4: _variant_of(4, winograd_f4, _G4, checks=True)}
 
 
 def _variant(tile) -> _Variant:
@@ -161,8 +177,12 @@ class WinogradPlan(NamedTuple):
     out_size: tuple[int, int]
     variant: _Variant
 
-    def run(self, start: int, stop: int, y: np.ndarray, serial: bool = False) -> None:
-        """Write the output of images [start, stop) into ``y[start:stop]``.
+    def run(self, start: int, stop: int, y: np.ndarray, serial: bool = False,
+            check: bool = False) -> bool:
+        """Write the output of images [start, stop) into ``y[start:stop]``; return
+        whether every value of ``x`` it read was finite (see :func:`forward`).
+        With ``check``, stop at the first chunk that was not (``y`` is then
+        partly unwritten).
 
         ``serial`` selects the single-threaded, GIL-free kernels (for worker
         threads); otherwise the transforms use Numba's thread pool.
@@ -178,6 +198,7 @@ class WinogradPlan(NamedTuple):
                            else variant.input_transform)
         output_transform = (variant.output_transform_serial if serial
                             else variant.output_transform)
+        finite = True
         for chunk_start in range(start, stop, step):
             chunk_stop = min(chunk_start + step, stop)
             count = (chunk_stop - chunk_start) * tiles_per_image
@@ -185,12 +206,15 @@ class WinogradPlan(NamedTuple):
             m_rows = _operand_rows(n_out * count, itemsize)
             v = workspace.scratch((points, v_rows), self.x.dtype, Slot.WINOGRAD_V)
             m = workspace.scratch((points, m_rows), self.x.dtype, Slot.WINOGRAD_M)
-            input_transform(self.x[chunk_start:chunk_stop], self.pad, tiles, v)
+            finite &= bool(input_transform(self.x[chunk_start:chunk_stop], self.pad, tiles, v))
+            if check and not finite:
+                return False
             # M[xi] = U[xi] @ V[xi] for every xi: one stacked matmul, which numpy runs
             # as P BLAS GEMMs without P Python calls (10-25% faster for short rows).
             np.matmul(self.u, v[:, : channels * count].reshape(points, channels, count),
                       out=m[:, : n_out * count].reshape(points, n_out, count))
             output_transform(m, tiles, self.bias, y[chunk_start:chunk_stop])
+        return finite
 
 
 def _chunk_step(count: int, channels: int, n_out: int, values_per_image: int,
@@ -306,9 +330,12 @@ class WeightGradPlan(NamedTuple):
     pad: tuple[int, int]  # (pad_top, pad_left)
     variant: _Variant
 
-    def run(self, start: int, stop: int, serial: bool = False) -> np.ndarray:
+    def run(self, start: int, stop: int, serial: bool = False,
+            check: bool = False) -> np.ndarray | None:
         """``dU`` summed over images [start, stop), as (P, K, C): a transposed view
-        of a new (P, C, K) array, which :meth:`finish` sums into a copy.
+        of a new (P, C, K) array, which :meth:`finish` sums into a copy. With
+        ``check``, None at the first chunk where ``x`` or ``dy`` held a non-finite
+        value (see :func:`forward`).
 
         ``serial`` selects the single-threaded, GIL-free kernels (for worker
         threads); otherwise the transforms use Numba's thread pool.
@@ -336,8 +363,10 @@ class WeightGradPlan(NamedTuple):
             m_rows = _operand_rows(n_out * count, dtype.itemsize)
             v = workspace.scratch((points, v_rows), dtype, Slot.WINOGRAD_V)
             dm = workspace.scratch((points, m_rows), dtype, Slot.WINOGRAD_M)
-            input_transform(self.x[chunk_start:chunk_stop], self.pad, tiles, v)
-            grad_transform(self.dy[chunk_start:chunk_stop], tiles, dm)
+            finite = input_transform(self.x[chunk_start:chunk_stop], self.pad, tiles, v)
+            finite &= grad_transform(self.dy[chunk_start:chunk_stop], tiles, dm)
+            if check and not finite:
+                return None
             # dU[xi] += dM[xi] @ V[xi]ᵀ, computed as dUᵀ[xi] += V[xi] @ dM[xi]ᵀ, as one
             # stacked matmul; junk and partial tiles add nothing (their dM is zero).
             v_all = v[:, : channels * count].reshape(points, channels, count)
@@ -403,42 +432,43 @@ def winograd_conv2d_weight_grad(dy: np.ndarray, x: np.ndarray, padding=((1, 1), 
 # The transforms add and subtract input values of a whole tile: one inf there
 # becomes inf - inf = NaN in outputs that a plain convolution gives as inf (or
 # finite). Given any non-finite input the GEMM backend computes the layer
-# instead, so results match PyTorch's; checking costs one read of each array.
+# instead, so results match PyTorch's. The input and gradient transforms say
+# whether what they read was finite (F(4x4)'s check the copies they make anyway;
+# F(2x2)'s read each array once more, :func:`_checked`), per worker and chunk.
 
 def forward(problem: ConvProblem, bias: np.ndarray | None, y: np.ndarray, tile: int) -> None:
     """Fill ``y`` (N, K, out_h, out_w) with the convolution of ``problem``, plus ``bias``,
     by F(tile x tile, 3x3); the worker threads share one weight transform.
 
-    Each worker checks its own images for non-finite values before transforming
-    them (in parallel: a serial check of the whole batch took 0.4 ms per 8 MiB);
-    if any had one, the GEMM backend recomputes the layer.
+    Each worker's input transforms check its own images for non-finite values
+    (in parallel: a serial check of the whole batch took 0.4 ms per 8 MiB, a
+    separate one per worker 0.3-0.9 ms of a 6-10 ms layer); if any had one, the
+    GEMM backend recomputes the layer.
     """
     if not all_finite(problem.weight):
         gemm.forward(problem, bias, y)
         return
     plan = forward_plan(problem.x, problem.weight, bias, problem.geom.padding, tile)
-
-    def images_forward(start, stop, serial):
-        if not all_finite(problem.x[start:stop]):
-            return False
-        plan.run(start, stop, y, serial)
-        return True
-
-    if not all(parallel.map_image_ranges(images_forward, problem.n_images, problem.flops)):
+    if not all(parallel.map_image_ranges(lambda start, stop, serial:
+                                         plan.run(start, stop, y, serial, check=True),
+                                         problem.n_images, problem.flops)):
         gemm.forward(problem, bias, y)
 
 
 def input_grad(problem: ConvProblem, dy: np.ndarray, dx: np.ndarray, tile: int) -> None:
     """Fill ``dx`` (N, C, H, W) with the input gradient of ``problem`` for a
     C-contiguous ``dy``, by F(tile x tile, 3x3) (:func:`input_grad_plan`), without
-    the weight gradient; ``problem.x`` is not read."""
-    if not all_finite(dy, problem.weight):
+    the weight gradient; ``problem.x`` is not read. Non-finite values send it to
+    the GEMM backend (checked per worker, as in :func:`forward`)."""
+    if not all_finite(problem.weight):
         gemm.input_grad(problem, dy, dx)
         return
     geom = problem.geom
     plan = input_grad_plan(dy, problem.weight, geom.padding, (geom.in_h, geom.in_w), tile)
-    parallel.map_image_ranges(lambda start, stop, serial: plan.run(start, stop, dx, serial),
-                              problem.n_images, problem.flops)
+    if not all(parallel.map_image_ranges(lambda start, stop, serial:
+                                         plan.run(start, stop, dx, serial, check=True),
+                                         problem.n_images, problem.flops)):
+        gemm.input_grad(problem, dy, dx)
 
 
 def backward(problem: ConvProblem, dy: np.ndarray, input_grad: bool, tile: int):
@@ -459,9 +489,9 @@ def backward(problem: ConvProblem, dy: np.ndarray, input_grad: bool, tile: int):
         """(dU, db) of images [start, stop), and their dx: one hand-off per call,
         and db summed by the worker that owns the images; None if they hold a
         non-finite value."""
-        if not all_finite(problem.x[start:stop], dy[start:stop]):
+        du = weight_plan.run(start, stop, serial, check=True)
+        if du is None:
             return None
-        du = weight_plan.run(start, stop, serial)
         if input_plan is not None:
             input_plan.run(start, stop, dx, serial)
         return du, dy[start:stop].sum(axis=(0, 2, 3))

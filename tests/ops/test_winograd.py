@@ -419,6 +419,30 @@ def _non_finite_case(where: str, value: float):
     return x, weight, dy
 
 
+@pytest.mark.parametrize("serial", [False, True])
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_f4_transforms_report_non_finite_pixels(serial, value):
+    """F(4x4)'s input and gradient transforms return False exactly when a pixel
+    they read is inf or NaN, wherever it sits (corners, edges, the rows copied
+    twice, the second image, the last channel)."""
+    suffix = "_serial" if serial else ""
+    input_transform = getattr(winograd_f4, "input_transform" + suffix)
+    grad_transform = getattr(winograd_f4, "grad_transform" + suffix)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 6, 7)).astype(np.float32)
+    tiles = (2, 2)  # the 6x7 output of a 3x3 kernel with padding 1
+    v = np.empty((36, 3 * 2 * 2 * 3), np.float32)
+    assert input_transform(x, (1, 1), tiles, v) is True
+    assert grad_transform(x, tiles, v) is True
+    for index in np.ndindex(x.shape):
+        if index[0] != 1 and index[1] != 2:  # every pixel of image 1 and of channel 2
+            continue
+        bad = x.copy()
+        bad[index] = value
+        assert input_transform(bad, (1, 1), tiles, v) is False, index
+        assert grad_transform(bad, tiles, v) is False, index
+
+
 @pytest.mark.parametrize("algorithm", ["auto", "winograd4x4", "winograd2x2"])
 @pytest.mark.parametrize("where", ["x", "weight", "dy"])
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
