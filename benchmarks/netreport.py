@@ -129,7 +129,10 @@ def _scaling_bound(scaling: dict, default: str) -> str:
 
 
 def _profile_text(profile: dict, label: str, batch: int) -> str:
-    plain, wrapped = profile["plain"]["median"], profile["wrapped"]["median"]
+    # Means, as the categories are (their totals over the wrapped steps / the steps):
+    # a median of a few noisy steps could fall below their sum.
+    plain = statistics.fmean(profile["plain"]["times"])
+    wrapped = statistics.fmean(profile["wrapped"]["times"])
     seconds = dict(profile["seconds"])
     overhead = wrapped - sum(seconds.values())
     groups: dict[str, float] = {}
