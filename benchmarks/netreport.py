@@ -128,9 +128,11 @@ def _scaling_bound(scaling: dict, default: str) -> str:
             "the batch.")
 
 
-def _profile_text(profile: dict, label: str, batch: int) -> str:
-    # Means, as the categories are (their totals over the wrapped steps / the steps):
-    # a median of a few noisy steps could fall below their sum.
+def _profile_text(profile: dict, subject: str, detail: str, unit: str = "step") -> str:
+    """One profile's subsection: where ``subject``'s time goes (``detail`` in brackets);
+    ``unit`` names one run of it ("step" or "prediction")."""
+    # Means, as the categories are (their totals over the wrapped runs / the runs):
+    # a median of a few noisy runs could fall below their sum.
     plain = statistics.fmean(profile["plain"]["times"])
     wrapped = statistics.fmean(profile["wrapped"]["times"])
     seconds = dict(profile["seconds"])
@@ -144,21 +146,21 @@ def _profile_text(profile: dict, label: str, batch: int) -> str:
     rows = [[category, _ms(value), f"{value / wrapped:.0%}",
              str(profile["calls"].get(category, ""))]
             for category, value in sorted(seconds.items(), key=lambda item: -item[1])]
-    rows.append(["Python overhead (step − the rest)", _ms(overhead), f"{overhead / wrapped:.0%}",
-                 ""])
+    rows.append([f"Python overhead ({unit} − the rest)", _ms(overhead),
+                 f"{overhead / wrapped:.0%}", ""])
     cost = profile["wrapper_seconds"] * profile["wrapped_calls"]
-    return (f"### Where the {label} step's time goes (cnnblas, batch {batch})\n\n"
-            f"By group, ms per step: {headline}.\n\n"
-            + _table(["category", "ms per step", "share", "calls per step"], rows)
+    return (f"### Where {subject}'s time goes ({detail})\n\n"
+            f"By group, ms per {unit}: {headline}.\n\n"
+            + _table(["category", f"ms per {unit}", "share", f"calls per {unit}"], rows)
             + f"\n\nOwn time of each call (its time minus the timed calls inside it), "
-              f"mean of {len(profile['wrapped']['times'])} step(s) under the wrappers "
-              f"({_ms(wrapped)} ms per step; {_ms(plain)} ms without them, same process). "
+              f"mean of {len(profile['wrapped']['times'])} {unit}(s) under the wrappers "
+              f"({_ms(wrapped)} ms per {unit}; {_ms(plain)} ms without them, same process). "
               "Convolutions are split by the algorithm `choose_algorithm` picks for the "
               "layer's input; *own code* of a block is what it does itself (the residual add, "
               "its checks), of a Sequential its loop. Each of the "
-              f"{profile['wrapped_calls']} timed calls per step costs about "
-              f"{profile['wrapper_seconds'] * 1e6:.1f} µs ({_ms(cost)} ms per step), most of it "
-              "landing in *Python overhead*. See `benchmarks/netprofile.py`.")
+              f"{profile['wrapped_calls']} timed calls per {unit} costs about "
+              f"{profile['wrapper_seconds'] * 1e6:.1f} µs ({_ms(cost)} ms per {unit}), most of "
+              "it landing in *Python overhead*. See `benchmarks/netprofile.py`.")
 
 
 def _stages_text(stages: dict, sgemm_gflops: float | None, threads: int) -> str:
@@ -236,8 +238,13 @@ def section(results: dict) -> str:
     profiles = networks.get("profiles") or (
         {"resnet20": networks["profile"]} if networks.get("profile") else {})
     for name, profile in profiles.items():
-        text += "\n\n" + _profile_text(profile, NETWORKS[name].label,
-                                        networks["flops"][name]["batch"])
+        label = NETWORKS[name].label
+        text += "\n\n" + _profile_text(profile, f"the {label} step",
+                                        f"cnnblas, batch {networks['flops'][name]['batch']}")
+        if name in networks.get("predict_profiles", {}):
+            text += "\n\n" + _profile_text(networks["predict_profiles"][name],
+                                            f"the {label} one-image prediction",
+                                            "cnnblas, eval mode", "prediction")
     if networks.get("winograd_stages"):
         text += "\n\n" + _stages_text(networks["winograd_stages"], networks["sgemm_gflops"],
                                        networks["threads"])

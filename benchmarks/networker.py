@@ -8,7 +8,8 @@ so each engine (cnnblas, PyTorch, onnxruntime) runs alone in its process.
 Spec keys: ``engine``, ``threads``, ``workdir`` (the initial weights
 ``<network>.npz`` and ``<network>.onnx``, and where the checks' dumps go),
 ``round`` and ``tasks``, each a dict with ``kind`` ("step", "predict",
-"profile", "stages" or "mnist"), ``network`` and the kind's settings.
+"profile", "predict_profile", "stages" or "mnist"), ``network`` and the kind's
+settings.
 
 - *step*: build the network, load the initial weights, run one training
   step and dump its loss and updated state
@@ -17,7 +18,8 @@ Spec keys: ``engine``, ``threads``, ``workdir`` (the initial weights
   ``min_steps`` steps.
 - *predict*: eval mode, one image; dump the logits
   (``<engine>-r<round>-<network>-predict.npy``), warm up, time calls.
-- *profile* (cnnblas): the step under :class:`benchmarks.netprofile.LayerProfiler`.
+- *profile* (cnnblas): the step under :class:`benchmarks.netprofile.LayerProfiler`;
+  *predict_profile*: the same for the one-image prediction.
 - *stages* (cnnblas): the network's Winograd F(4x4) layers stage by stage, on
   one thread (:mod:`benchmarks.winograd_stages`).
 - *mnist* (cnnblas): ``steps`` training steps of LeNet-5 on mnist5k batches
@@ -158,18 +160,35 @@ def run_predict(engine, task: dict, workdir: Path, tag: str) -> dict:
 
 def run_profile(engine, task: dict, workdir: Path, tag: str) -> dict:
     """The step timed plain, then under the wrapping profiler (categories per step)."""
-    from benchmarks.netprofile import LayerProfiler, wrapper_cost
-
     network = NETWORKS[task["network"]]
     model = netmodels.cnnblas_model(network.name)
     model.load_state_dict(netmodels.load_state(workdir / f"{network.name}.npz"))
     images, labels = netmodels.make_batch(network, task["batch"])
     step = netmodels.cnnblas_training_step(network, model, images, labels)
-    plain = _timed(step, 0.0, task["steps"], task["warmups"])
-    profiler = LayerProfiler(model, step.criterion, step.optimizer)
-    step()  # untimed: the wrappers' first calls (algorithm choice per layer)
+    return _profiled(step, model, task, step.criterion, step.optimizer)
+
+
+def run_predict_profile(engine, task: dict, workdir: Path, tag: str) -> dict:
+    """The one-image prediction (eval mode) timed plain, then under the wrapping profiler."""
+    network = NETWORKS[task["network"]]
+    model = netmodels.cnnblas_model(network.name)
+    model.load_state_dict(netmodels.load_state(workdir / f"{network.name}.npz"))
+    model.eval()
+    image = netmodels.make_batch(network, 1, seed=1)[0]
+    return _profiled(lambda: model(image), model, task)
+
+
+def _profiled(call, model, task: dict, criterion=None, optimizer=None) -> dict:
+    """``call`` timed ``task["steps"]`` times plain (after ``task["warmups"]``), then as
+    often under :class:`benchmarks.netprofile.LayerProfiler`: seconds and calls per
+    category and call."""
+    from benchmarks.netprofile import LayerProfiler, wrapper_cost
+
+    plain = _timed(call, 0.0, task["steps"], task["warmups"])
+    profiler = LayerProfiler(model, criterion, optimizer)
+    call()  # untimed: the wrappers' first calls (algorithm choice per layer)
     profiler.reset()
-    wrapped = _timed(step, 0.0, task["steps"], 0)
+    wrapped = _timed(call, 0.0, task["steps"], 0)
     count = len(wrapped)
     return dict(plain=_summary(plain), wrapped=_summary(wrapped),
                 seconds={key: value / count for key, value in profiler.seconds.items()},
@@ -227,8 +246,8 @@ def run_mnist(engine, task: dict, workdir: Path, tag: str) -> dict | None:
                 first_loss=float(losses[0]), last_loss=float(losses[-1]))
 
 
-TASKS = {"step": run_step, "predict": run_predict, "profile": run_profile, "stages": run_stages,
-         "mnist": run_mnist}
+TASKS = {"step": run_step, "predict": run_predict, "profile": run_profile,
+         "predict_profile": run_predict_profile, "stages": run_stages, "mnist": run_mnist}
 
 
 def main(argv: list[str] | None = None) -> int:

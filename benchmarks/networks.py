@@ -6,8 +6,8 @@ The report's *Whole networks* section (:func:`run`, :mod:`benchmarks.netreport`)
   eval-mode one-image prediction of both (:mod:`benchmarks.netmodels`), in
   cnnblas, PyTorch and (predictions only) onnxruntime on the models
   exported by :mod:`cnnblas.onnx`;
-- a per-layer-type profile of both training steps in cnnblas
-  (:mod:`benchmarks.netprofile`), and ResNet-20's Winograd convolutions
+- a per-layer-type profile of both training steps and one-image
+  predictions in cnnblas (:mod:`benchmarks.netprofile`), and ResNet-20's Winograd convolutions
   stage by stage on one thread (:mod:`benchmarks.winograd_stages`);
 - LeNet-5 trained on mnist5k for a fixed number of steps in several
   configurations against one thread: ``cnnblas train``'s default on the
@@ -52,7 +52,8 @@ MNIST5K = (REPO_DIR / ".." / "shared" / "data" / "mnist5k").resolve()
 #: The measured rows: (network, kind) with kind "step" (training) or "predict" (batch 1).
 ROWS = (("lenet5", "step"), ("resnet20", "step"), ("lenet5", "predict"),
         ("resnet20", "predict"))
-#: The networks whose cnnblas training step is profiled by layer type (last round).
+#: The networks whose cnnblas training step and one-image prediction are profiled by
+#: layer type (last round).
 PROFILED = ("resnet20", "lenet5")
 ENGINES = ("cnnblas", "torch", "onnxruntime")
 ENGINE_LABELS = {"cnnblas": "cnnblas", "torch": "PyTorch", "onnxruntime": "onnxruntime"}
@@ -71,6 +72,7 @@ class Settings:
     # network -> profiled steps (LeNet-5's step is short: more of them for a stable mean)
     profile_steps: dict = field(default_factory=lambda: {"resnet20": 3, "lenet5": 40})
     stage_repeats: int = 5  # calls per pass and shape in the Winograd stage profile
+    predict_profile_calls: int = 200  # one-image predictions profiled per network
     mnist_steps: int = 300
     mnist_rounds: int = 3
     mnist_warmups: int = 10
@@ -85,7 +87,8 @@ class Settings:
 FULL = Settings()
 QUICK = Settings(rounds=2, step_budget={"lenet5": 0.15, "resnet20": 0.5}, predict_budget=0.1,
                  min_calls=2, warmups=1, profile_steps={"resnet20": 1, "lenet5": 3},
-                 stage_repeats=1, mnist_steps=40, mnist_rounds=1, mnist_warmups=3)
+                 stage_repeats=1, predict_profile_calls=5, mnist_steps=40, mnist_rounds=1,
+                 mnist_warmups=3)
 
 
 def configure(quick: bool = False, *, rounds: int | None = None, budget_scale: float = 1.0,
@@ -125,6 +128,8 @@ def _tasks(engine: str, settings: Settings, profile: bool) -> list[dict]:
             tasks.append(dict(kind="profile", network=network,
                               batch=settings.batch or NETWORKS[network].batch,
                               steps=settings.profile_steps[network], warmups=settings.warmups))
+            tasks.append(dict(kind="predict_profile", network=network, batch=1,
+                              steps=settings.predict_profile_calls, warmups=settings.warmups))
         tasks.append(dict(kind="stages", network="resnet20",
                           batch=settings.batch or NETWORKS["resnet20"].batch,
                           repeats=settings.stage_repeats))
@@ -278,11 +283,13 @@ def run(threads: int, settings: Settings = FULL, *, sgemm_gflops: float | None =
                    if mnist and threads > 1 else None)
     last = rounds[-1]["cnnblas"]["results"]
     profiles = {network: last.pop(f"profile:{network}") for network in PROFILED}
+    predict_profiles = {network: last.pop(f"predict_profile:{network}") for network in PROFILED}
     stages = last.pop("stages:resnet20")
     return dict(threads=threads, engines=engines, settings=_settings_json(settings),
                 tolerance=TOLERANCE, max_rel_error=errors, flops=flops,
                 sgemm_gflops=sgemm_gflops, rows=summarize(rounds, engines, flops, sgemm_gflops),
-                profiles=profiles, winograd_stages=stages, scaling=scaling)
+                profiles=profiles, predict_profiles=predict_profiles, winograd_stages=stages,
+                scaling=scaling)
 
 
 def steps(settings: Settings, engines: list[str], threads: int, mnist: Path | None = None

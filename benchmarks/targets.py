@@ -34,7 +34,8 @@ EXPLAINED_BY = {
     ("resnet20", "step"): ("Where the ResNet-20 step's time goes",
                            "ResNet-20's Winograd F(4×4) convolutions by stage"),
     ("lenet5", "step"): ("Where the LeNet-5 step's time goes",),
-    ("resnet20", "predict"): (), ("lenet5", "predict"): (),
+    ("resnet20", "predict"): ("Where the ResNet-20 one-image prediction's time goes",),
+    ("lenet5", "predict"): ("Where the LeNet-5 one-image prediction's time goes",),
     "scaling": ("The second core",),
 }
 

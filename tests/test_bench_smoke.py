@@ -336,6 +336,12 @@ def test_networks_section_at_tiny_settings(tmp_path, monkeypatch):
                                         "ResNet-20 one-image prediction (eval)"]
     assert "### Where the ResNet-20 step's time goes (cnnblas, batch 2)" in markdown
     assert "### Where the LeNet-5 step's time goes (cnnblas, batch 2)" in markdown
+    assert "### Where the ResNet-20 one-image prediction's time goes (cnnblas, eval mode)" \
+        in markdown
+    predict = whole["predict_profiles"]["resnet20"]  # eval mode: forwards only
+    assert sum(v for k, v in predict["calls"].items() if k.startswith("Conv2d forward")) == 21
+    assert not any("backward" in k or k in ("loss", "optimizer (zero_grad, step)")
+                   for k in predict["calls"])
     target_rows = _section_rows(markdown, "Targets, measured in this run")
     measured = [row[2] != "not measured" for row in target_rows[4:]]
     assert measured == [torch_available()] * len(targets.NETWORK_TARGETS) + [False]
