@@ -174,7 +174,7 @@ def _input_task(x, pad, tiles, v, c, streams, rows):
                       src + (4 * th + i) * width, run)
     # The streams hold every pixel the transform reads (rows 0 and 1 twice), while
     # they are in cache: checking them here spares the caller a pass over x.
-    finite = _finite_sum(streams.reshape(streams.size), two - two)
+    finite = _finite_sum(every, two - two)
     # Bᵀ d first: the six streams hold the six rows of every tile, so this is one
     # elementwise pass over four values per tile and row. (d B first wrote six
     # per tile and row to a temporary and read them back: 1.2x slower.)
