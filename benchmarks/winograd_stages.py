@@ -46,7 +46,6 @@ STAGES = ("input transform", "gradient transform", "output transform", "GEMMs",
 _KERNEL_STAGES = {"input_transform": "input transform", "grad_transform": "gradient transform",
                   "output_transform": "output transform"}
 TILE = 4
-POINTS = (TILE + 2) ** 2
 
 
 def winograd_layers(model, x: np.ndarray) -> list[dict]:
@@ -134,13 +133,17 @@ def stage_timers(seconds: dict):
         winograd.VARIANTS[TILE], winograd.np, winograd.all_finite = saved
 
 
-def _gemm_flops(layer: dict, pass_name: str) -> float:
-    """Multiply-adds x 2 of the 36 stacked products, junk tiles included."""
-    n, channels, height, width = layer["x_shape"]
+def _gemm_flops(layer: dict, out_size: tuple[int, int], pass_name: str) -> float:
+    """Multiply-adds x 2 of the stacked products over the output's tiles (the
+    engine's own count, junk tiles included)."""
+    from cnnblas.ops import winograd
+
+    n, channels = layer["x_shape"][:2]
     n_out = layer["w_shape"][0]
-    tiles = -(-height // TILE) * (-(-width // TILE) + 1)  # "same" 3x3: out = in
+    _, tiles_per_image = winograd._tiles(out_size, TILE)
     products = 1 if pass_name == "forward" else 2  # backward: dW and dx
-    return 2.0 * POINTS * n_out * channels * n * tiles * products
+    return (2.0 * winograd.VARIANTS[TILE].points * n_out * channels * n * tiles_per_image
+            * products)
 
 
 def profile_layer(layer: dict, repeats: int = 5, rng=0) -> dict:
@@ -152,8 +155,8 @@ def profile_layer(layer: dict, repeats: int = 5, rng=0) -> dict:
     weight = generator.standard_normal(layer["w_shape"], dtype=np.float32)
     weight *= np.float32(1 / np.sqrt(9 * layer["w_shape"][1]))
     kwargs = dict(padding=layer["padding"], algorithm=f"winograd{TILE}x{TILE}")
-    dy = generator.standard_normal(cnnblas.conv2d(x, weight, **kwargs).shape,
-                                   dtype=np.float32)
+    y = cnnblas.conv2d(x, weight, **kwargs)
+    dy = generator.standard_normal(y.shape, dtype=np.float32)
     passes = {"forward": lambda: cnnblas.conv2d(x, weight, **kwargs),
               "backward": lambda: cnnblas.conv2d_backward(dy, x, weight, **kwargs)}
     result = {}
@@ -175,7 +178,7 @@ def profile_layer(layer: dict, repeats: int = 5, rng=0) -> dict:
                   for stage in STAGES[:-1]}
         stages["rest"] = max(0.0, whole - sum(stages.values()))
         result[pass_name] = dict(seconds=whole, stages=stages,
-                                 gemm_flops=_gemm_flops(layer, pass_name))
+                                 gemm_flops=_gemm_flops(layer, y.shape[2:], pass_name))
     return result
 
 
@@ -201,7 +204,9 @@ def run(network: str = "resnet20", batch: int = 128, repeats: int = 5) -> dict:
 
 
 def per_step(stages: dict) -> dict:
-    """Seconds per training step by pass and stage: each shape's times times its layers."""
+    """Per training step, for each pass: the seconds of each stage and of the whole
+    calls (``"whole"``) and the GEMMs' flops (``"gemm_flops"``), each shape's
+    numbers times its number of layers."""
     totals = {pass_name: defaultdict(float) for pass_name in ("forward", "backward")}
     for layer in stages["layers"]:
         for pass_name, total in totals.items():
