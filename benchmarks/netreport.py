@@ -19,7 +19,7 @@ from benchmarks import targets
 from benchmarks.common import ms_text as _ms
 from benchmarks.netmodels import NETWORKS
 from benchmarks.netprofile import group_of
-from benchmarks.networks import ENGINE_LABELS
+from benchmarks.networks import ENGINE_LABELS, parse_configuration
 from benchmarks.winograd_stages import STAGES, per_step
 
 KIND_LABELS = {"step": "training step", "predict": "one-image prediction (eval)"}
@@ -68,8 +68,7 @@ def _rows_table(networks: dict) -> str:
 
 
 def _configuration_label(name: str) -> str:
-    launcher, _, shape = name.rpartition(":")
-    ranks, threads = (int(part) for part in shape.split("x"))
+    launcher, ranks, threads = parse_configuration(name)
     plural = "s" if threads > 1 else ""
     if launcher == "processes":
         return f"`cnnblas train` default: {ranks} processes × {threads} thread{plural}"
@@ -95,7 +94,8 @@ def _scaling_text(scaling: dict | None) -> str:
                      f"{1e6 * share / scaling['steps']:.0f} µs" if share else "—",
                      f"**{median:.2f}**" if name == default else f"{median:.2f}",
                      ", ".join(f"{value:.2f}" for value in speedups)])
-    return (f"### The second core: LeNet-5 on mnist5k, {scaling['threads']} thread(s) against 1"
+    return (f"### {targets.SCALING_TITLE}: LeNet-5 on mnist5k, {scaling['threads']} thread(s) "
+            "against 1"
             "\n\n"
             + _table(["configuration", f"seconds for {scaling['steps']} steps", "images/s",
                       "ms per step outside the Allreduce", "Allreduce per step",
@@ -117,7 +117,7 @@ def _scaling_bound(scaling: dict, default: str) -> str:
     with the batch: Python, per-layer calls, the optimizer)."""
     one = scaling["seconds"].get("1x1")
     share = scaling.get("allreduce_seconds", {}).get(default, 0.0)
-    ranks = int(default.rpartition(":")[2].split("x")[0])
+    _, ranks, _ = parse_configuration(default)
     if one is None or not share or ranks < 2:
         return ""
     compute = scaling["seconds"][default] - share
@@ -128,9 +128,9 @@ def _scaling_bound(scaling: dict, default: str) -> str:
             "the batch.")
 
 
-def _profile_text(profile: dict, subject: str, detail: str, unit: str = "step") -> str:
-    """One profile's subsection: where ``subject``'s time goes (``detail`` in brackets);
-    ``unit`` names one run of it ("step" or "prediction")."""
+def _profile_text(profile: dict, title: str, detail: str, unit: str = "step") -> str:
+    """One profile's subsection, headed ``title`` (``detail`` in brackets); ``unit``
+    names one run of what was profiled ("step" or "prediction")."""
     # Means, as the categories are (their totals over the wrapped runs / the runs):
     # a median of a few noisy runs could fall below their sum.
     plain = statistics.fmean(profile["plain"]["times"])
@@ -149,7 +149,7 @@ def _profile_text(profile: dict, subject: str, detail: str, unit: str = "step") 
     rows.append([f"Python overhead ({unit} − the rest)", _ms(overhead),
                  f"{overhead / wrapped:.0%}", ""])
     cost = profile["wrapper_seconds"] * profile["wrapped_calls"]
-    return (f"### Where {subject}'s time goes ({detail})\n\n"
+    return (f"### {title} ({detail})\n\n"
             f"By group, ms per {unit}: {headline}.\n\n"
             + _table(["category", f"ms per {unit}", "share", f"calls per {unit}"], rows)
             + f"\n\nOwn time of each call (its time minus the timed calls inside it), "
@@ -182,8 +182,7 @@ def _stages_text(stages: dict, sgemm_gflops: float | None, threads: int) -> str:
                        for layer in stages["layers"])
     channels = ", ".join(str(c) for c in sorted({layer["w_shape"][1]
                                                  for layer in stages["layers"]}))
-    return (f"### ResNet-20's Winograd F(4×4) convolutions by stage (cnnblas, one thread, "
-            f"batch {stages['batch']})\n\n"
+    return (f"### {targets.STAGES_TITLE} (cnnblas, one thread, batch {stages['batch']})\n\n"
             + _table(["stage", "forward ms per step", "backward ms per step", "both",
                       "share"], rows)
             + f"\n\nThe transforms take {transforms / whole:.0%} of these convolutions' "
@@ -238,12 +237,11 @@ def section(results: dict) -> str:
     profiles = networks.get("profiles") or (
         {"resnet20": networks["profile"]} if networks.get("profile") else {})
     for name, profile in profiles.items():
-        label = NETWORKS[name].label
-        text += "\n\n" + _profile_text(profile, f"the {label} step",
+        text += "\n\n" + _profile_text(profile, targets.profile_title(name, "step"),
                                         f"cnnblas, batch {networks['flops'][name]['batch']}")
         if name in networks.get("predict_profiles", {}):
             text += "\n\n" + _profile_text(networks["predict_profiles"][name],
-                                            f"the {label} one-image prediction",
+                                            targets.profile_title(name, "predict"),
                                             "cnnblas, eval mode", "prediction")
     if networks.get("winograd_stages"):
         text += "\n\n" + _stages_text(networks["winograd_stages"], networks["sgemm_gflops"],

@@ -351,6 +351,14 @@ def configuration_name(launcher: str, ranks: int, threads: int) -> str:
     return f"{'processes:' if launcher == 'processes' else ''}{ranks}x{threads}"
 
 
+def parse_configuration(name: str) -> tuple[str, int, int]:
+    """(launcher, ranks, threads) of a :func:`configuration_name`; launcher "processes"
+    or "mpi"."""
+    launcher, _, shape = name.rpartition(":")
+    ranks, threads = (int(part) for part in shape.split("x"))
+    return launcher or "mpi", ranks, threads
+
+
 def _scaling(threads: int, settings: Settings, workdir: Path, mnist: Path, progress) -> dict:
     """LeNet-5 on mnist5k in each of :func:`scaling_configurations`, alternating; the
     speed-ups over one thread, per round (``speedup``: the median of ``cnnblas train``'s

@@ -29,14 +29,23 @@ NETWORK_TARGETS = {("resnet20", "step"): 0.8, ("lenet5", "step"): 0.8,
 #: Smallest speed-up of LeNet-5 training on mnist5k with the default settings (on
 #: every core: ``cnnblas train``'s processes) over one thread.
 MIN_SCALING_SPEEDUP = 1.6
-#: The report's subsections whose profile explains a whole-network target's gap.
+#: Titles of the report's subsections (:mod:`benchmarks.netreport` writes them) that
+#: explain a whole-network target's gap.
+STAGES_TITLE = "ResNet-20's Winograd F(4×4) convolutions by stage"
+SCALING_TITLE = "The second core"
+
+
+def profile_title(network: str, kind: str) -> str:
+    """The title of the profile of ``network``'s ``kind`` ("step" or "predict")."""
+    what = "step" if kind == "step" else "one-image prediction"
+    return f"Where the {NETWORKS[network].label} {what}'s time goes"
+
+
+#: (network, kind), or "scaling" -> the subsections whose profile explains its gap.
 EXPLAINED_BY = {
-    ("resnet20", "step"): ("Where the ResNet-20 step's time goes",
-                           "ResNet-20's Winograd F(4×4) convolutions by stage"),
-    ("lenet5", "step"): ("Where the LeNet-5 step's time goes",),
-    ("resnet20", "predict"): ("Where the ResNet-20 one-image prediction's time goes",),
-    ("lenet5", "predict"): ("Where the LeNet-5 one-image prediction's time goes",),
-    "scaling": ("The second core",),
+    **{key: (profile_title(*key),) + ((STAGES_TITLE,) if key == ("resnet20", "step") else ())
+       for key in NETWORK_TARGETS},
+    "scaling": (SCALING_TITLE,),
 }
 
 
